@@ -1,0 +1,117 @@
+"""The adapter interface: a dataset on disk -> source specs (and clip specs) for the build.
+
+An adapter reads a dataset in the layout its official scripts produce and yields, per media
+file, a :class:`SourceSpec`. Where the dataset gives time ranges, boxes or labels, the spec
+carries them as :class:`ClipSpec` entries; where it gives none, ``clips`` is None and the
+pipeline segments the whole file itself. Malformed metadata is yielded as a
+:class:`MetadataError` (file and line) and the adapter goes on.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Protocol
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"})
+
+
+def media_type_of(path: str | Path) -> str | None:
+    ext = Path(path).suffix.lower()
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    return None
+
+
+def stable_id(dataset: str, rel_path: str) -> str:
+    """Stable source id from dataset + relative path (posix separators)."""
+    key = f"{dataset}/{Path(rel_path).as_posix()}"
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box (x0, y0, x1, y1) given in a frame of size ref_w x ref_h.
+
+    Normalised boxes use ref_w = ref_h = 1. :meth:`to_frame` rescales it to the decoded
+    frame's actual size and clamps it, so boxes given at another resolution stay right.
+    """
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    ref_w: float = 1.0
+    ref_h: float = 1.0
+
+    def to_frame(self, width: int, height: int) -> tuple[float, float, float, float] | None:
+        sx, sy = width / self.ref_w, height / self.ref_h
+        x0, x1 = sorted((self.x0 * sx, self.x1 * sx))
+        y0, y1 = sorted((self.y0 * sy, self.y1 * sy))
+        x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
+        y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            return None
+        return (x0, y0, x1, y1)
+
+
+@dataclass
+class ClipSpec:
+    """A dataset-given clip: time range in seconds of the actual file (end exclusive)."""
+
+    start_s: float
+    end_s: float | None = None  # None: to the end of the file
+    box: Box | None = None  # seeds the face track
+    landmarks: list[tuple[float, float]] | None = None  # in the box's reference frame
+    key: str | None = None  # the dataset's own clip name
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SourceSpec:
+    dataset: str
+    path: str  # absolute
+    rel_path: str  # relative to the dataset root, posix
+    media_type: str  # 'image' | 'video'
+    identity: str | None = None
+    split: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    clips: list[ClipSpec] | None = None
+
+    @property
+    def source_id(self) -> str:
+        return stable_id(self.dataset, self.rel_path)
+
+
+@dataclass
+class MetadataError:
+    """A metadata entry that could not be read; becomes a row in ``errors``."""
+
+    dataset: str
+    file: str
+    line: int | None
+    message: str
+
+    def describe(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.message}"
+
+
+class DatasetAdapter(Protocol):
+    name: str
+
+    def iter_sources(self) -> Iterator[SourceSpec | MetadataError]: ...
+
+
+def resolve_inside(root: Path, rel: str) -> Path | None:
+    """``root/rel`` if it stays inside ``root`` (no '..' escapes, no absolute paths), else None."""
+    root = root.resolve()
+    candidate = (root / rel).resolve()
+    try:
+        candidate.relative_to(root)
+    except ValueError:
+        return None
+    return candidate

@@ -1,0 +1,218 @@
+"""Data contracts: every Arrow schema and catalog table, versioned, in one place.
+
+Users write SQL against these names, so renaming a column is a breaking change: bump
+SCHEMA_VERSION and say why in the changelog below.
+
+Tables in ``OUT/catalog.duckdb``
+--------------------------------
+- ``sources``  one row per input file: probe results, dataset metadata, final status.
+- ``clips``    one row per clip (an image is a one-frame clip): crop, every raw score
+               (clip-level and per-frame lists), verdict and reasons, features per clip.
+- ``frames``   a VIEW over the Parquet shards listed in ``shards``: one row per stored frame
+               of a kept clip (the crop as JPEG, box, landmarks, per-frame features).
+- ``runs``     one row per build invocation: config, library versions, model identities.
+- ``shards``   one row per committed shard file: path, rows, bytes, sha256.
+- ``errors``   one row per failure: source, stage, message. A source with an error row and
+               status 'error' was not turned into clips; the build went on.
+
+Array columns
+-------------
+Arrays (latents, position maps, poses, landmarks, embeddings) are stored as a TENSOR struct
+``{data: binary, shape: list<int32>, dtype: string}``: C-order bytes, NumPy dtype name, shape.
+DuckDB sees ``x.shape`` and ``x.dtype`` directly; ``manifests.tensors.decode`` gives the array.
+Per-frame array shapes (defaults):
+- ``landmarks``     (478, 2) float32, crop pixels of the stored crop (x right, y down).
+- ``latent``        (4, H/8, W/8) float16, VAE posterior mean times the recorded scaling factor.
+- ``position_map``  (3, P, P) float16: x, y normalised to [0, 1] over the reference crop,
+                    validity (1 inside the face, 0 elsewhere); P = ``position_map_size``.
+- ``pose``          (133, 3) float32: COCO-WholeBody x, y in crop pixels and score (0 = absent).
+- ``identity``      (512,) float32 in ``clips``: L2-normalised ArcFace embedding, or null.
+
+Changelog
+---------
+1: first version.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+TENSOR = pa.struct(
+    [
+        pa.field("data", pa.large_binary()),
+        pa.field("shape", pa.list_(pa.int32())),
+        pa.field("dtype", pa.string()),
+    ]
+)
+
+LABELS = pa.map_(pa.string(), pa.string())
+
+# Verdict values and the status of a source.
+KEPT, REJECTED, ERROR = "kept", "rejected", "error"
+
+SOURCES = pa.schema(
+    [
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("rel_path", pa.string(), nullable=False),
+        pa.field("media_type", pa.string(), nullable=False),  # 'image' | 'video'
+        pa.field("identity", pa.string()),
+        pa.field("split", pa.string()),  # 'train' | 'val' | 'test' | 'eval' | null
+        pa.field("labels", LABELS),
+        # Probe (PyAV for video, Pillow for images).
+        pa.field("container", pa.string()),
+        pa.field("codec", pa.string()),
+        pa.field("width", pa.int32()),  # as displayed (after rotation)
+        pa.field("height", pa.int32()),
+        pa.field("rotation", pa.int32()),  # clockwise degrees applied for display
+        pa.field("fps", pa.float64()),
+        pa.field("variable_fps", pa.bool_()),
+        pa.field("n_frames", pa.int64()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("has_audio", pa.bool_()),
+        pa.field("size_bytes", pa.int64()),
+        # Outcome.
+        pa.field("status", pa.string(), nullable=False),  # kept | rejected | error
+        pa.field("reasons", pa.list_(pa.string())),  # why no clip was kept
+        pa.field("n_clips", pa.int32()),
+        pa.field("n_kept", pa.int32()),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)
+
+# Clip-level scores: one column each, so thresholds can be re-tuned in SQL (named query
+# `rethreshold`). Keep in step with manifests/verdicts.py and manifests/sql/rethreshold.sql.
+CLIP_SCORES = [
+    ("crop_source_px", pa.float64()),  # side of the square crop, in source pixels
+    ("face_px", pa.float64()),  # median face box side, source pixels
+    ("face_frac", pa.float64()),  # median face box side / crop side
+    ("pad_frac", pa.float64()),  # share of the crop outside the frame (padded)
+    ("n_faces_max", pa.int32()),  # most faces seen in one sampled frame
+    ("face_conf", pa.float64()),  # median face detection confidence
+    ("occlusion", pa.float64()),  # 90th percentile over frames of max(mouth, eyes) occlusion
+    ("lighting_mean", pa.float64()),  # median face-region luma (0..255)
+    ("lighting_std", pa.float64()),  # median face-region luma spread (contrast)
+    ("lighting_clipped", pa.float64()),  # median share of face pixels under/over exposed
+    ("bg_motion", pa.float64()),  # median background motion, % of frame diagonal per second
+    ("blur", pa.float64()),  # median variance of Laplacian on the face, at a fixed scale
+]
+
+# Per-frame score lists (sampled frames of the clip, same order as its frames).
+FRAME_SCORES = [
+    "face_px_frames",
+    "occlusion_frames",
+    "lighting_frames",
+    "bg_motion_frames",
+    "blur_frames",
+]
+
+CLIPS = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("identity", pa.string()),
+        pa.field("split", pa.string()),
+        pa.field("labels", LABELS),
+        pa.field("media_type", pa.string(), nullable=False),
+        pa.field("clip_index", pa.int32(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field("n_frames", pa.int32(), nullable=False),
+        pa.field("fps", pa.float64()),  # sampling rate of the stored frames
+        pa.field("split_reason", pa.string()),  # why the clip ended: end|cut|face_lost|identity_jump|max_length
+        # Crop in source pixels (display orientation), fixed over the clip.
+        pa.field("crop_x0", pa.float64()),
+        pa.field("crop_y0", pa.float64()),
+        pa.field("crop_size", pa.float64()),
+        pa.field("out_size", pa.int32()),
+        *[pa.field(name, typ) for name, typ in CLIP_SCORES],
+        *[pa.field(name, pa.list_(pa.float32())) for name in FRAME_SCORES],
+        pa.field("verdict", pa.string(), nullable=False),  # kept | rejected
+        pa.field("reasons", pa.list_(pa.string()), nullable=False),
+        # Features per clip (issue: feature precompute). Null until computed.
+        pa.field("reference_frames", pa.list_(pa.int32())),  # frame_index of references
+        pa.field("identity_embedding", TENSOR),
+        pa.field("intensity_exp", pa.float64()),
+        pa.field("intensity_head", pa.float64()),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)
+
+FRAMES = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("frame_index", pa.int32(), nullable=False),  # 0-based within the clip
+        pa.field("source_frame", pa.int64()),  # frame number in the source (decode order)
+        pa.field("timestamp_s", pa.float64(), nullable=False),
+        pa.field("view", pa.int32(), nullable=False),  # 0 = the clip frame; k>0 = k-th augmented view
+        pa.field("jpeg", pa.large_binary(), nullable=False),  # crop, out_size x out_size RGB
+        pa.field("face_box", pa.list_(pa.float32(), 4)),  # x0, y0, x1, y1 in crop pixels
+        pa.field("face_conf", pa.float32()),
+        pa.field("landmarks", TENSOR),
+        # Features (null until computed).
+        pa.field("latent", TENSOR),
+        pa.field("position_map", TENSOR),
+        pa.field("pose", TENSOR),
+        pa.field("view_params", pa.string()),  # JSON of the augmentation of a view
+    ]
+)
+
+RUNS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("schema_version", pa.int32()),
+        pa.field("config_json", pa.string()),
+        pa.field("config_hash", pa.string()),
+        pa.field("versions_json", pa.string()),  # library versions
+        pa.field("models_json", pa.string()),  # per stage: backend, weights path, sha256, random?
+        pa.field("notes_json", pa.string()),  # e.g. why latents are empty
+        pa.field("n_sources", pa.int64()),
+        pa.field("status", pa.string()),  # running | finished | interrupted
+    ]
+)
+
+SHARDS = pa.schema(
+    [
+        pa.field("shard_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),  # relative to the output folder
+        pa.field("rows", pa.int64(), nullable=False),
+        pa.field("bytes", pa.int64(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)
+
+ERRORS = pa.schema(
+    [
+        pa.field("source_id", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("dataset", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "sources": SOURCES,
+    "clips": CLIPS,
+    "runs": RUNS,
+    "shards": SHARDS,
+    "errors": ERRORS,
+}
+
+
+def empty_table(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
+
+
+def table_from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows (dicts) to a table of exactly ``schema``; missing keys become nulls."""
+    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    return pa.table(cols, schema=schema)
