@@ -89,7 +89,7 @@ CLIP_SCORES = [
     ("face_px", pa.float64()),  # median face box side, source pixels
     ("face_frac", pa.float64()),  # median face box side / crop side
     ("pad_frac", pa.float64()),  # share of the crop outside the frame (padded)
-    ("n_faces_max", pa.int32()),  # most faces seen in one sampled frame
+    ("n_faces", pa.int32()),  # faces >= 1/3 the primary's size seen in >= 20% of frames
     ("face_conf", pa.float64()),  # median face detection confidence
     ("occlusion", pa.float64()),  # 90th percentile over frames of max(mouth, eyes) occlusion
     ("lighting_mean", pa.float64()),  # median face-region luma (0..255)

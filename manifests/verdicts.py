@@ -16,7 +16,7 @@ _RULES = [
     ("resolution", lambda c, t: _lt(c["crop_source_px"], t["min_crop_source_px"]) or _lt(c["face_px"], t["min_face_px"])),
     ("face_size", lambda c, t: _lt(c["face_frac"], t["min_face_frac"])),
     ("padding", lambda c, t: _gt(c["pad_frac"], t["max_pad_frac"])),
-    ("multiple_faces", lambda c, t: _gt(c["n_faces_max"], t["max_faces"])),
+    ("multiple_faces", lambda c, t: _gt(c["n_faces"], t["max_faces"])),
     ("low_confidence", lambda c, t: _lt(c["face_conf"], t["min_face_conf"])),
     ("occlusion", lambda c, t: _gt(c["occlusion"], t["max_occlusion"])),
     (

@@ -30,7 +30,6 @@ class SamplingConfig(_Section):
 class ClipsConfig(_Section):
     min_clip_s: float = Field(1.0, ge=0, description="shorter clips are kept as rejected 'too_short'")
     max_clip_s: float = Field(10.0, gt=0, description="longer face tracks are split")
-    face_lost_s: float = Field(0.25, ge=0, description="a track gap longer than this ends the clip")
     max_jump: float = Field(0.5, gt=0, description="face centre jump (in face sizes) between samples that ends a clip")
     max_scale_change: float = Field(1.6, gt=1, description="face size ratio between samples that ends a clip")
     cut_threshold: float = Field(0.5, gt=0, le=1, description="frame histogram distance that marks a cut")

@@ -1,0 +1,182 @@
+"""The DuckDB catalog (``OUT/catalog.duckdb``): tables, the ``frames`` view, named queries.
+
+One process writes the catalog (the build's driver); readers open it read-only. A source is
+committed together with the shard holding its frames, in one transaction, so a build stopped at
+any point leaves a catalog that names only complete sources and complete shards.
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import duckdb
+import pyarrow as pa
+
+from . import schemas
+from .shards import SHARD_DIR, ShardInfo
+
+CATALOG_FILE = "catalog.duckdb"
+
+
+class CatalogError(Exception):
+    """A catalog that cannot be opened or queried as asked (printed as one line)."""
+
+
+def named_query_names() -> list[str]:
+    folder = resources.files("manifests") / "sql"
+    return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".sql"))
+
+
+def named_query_sql(name: str) -> str:
+    path = resources.files("manifests") / "sql" / f"{name}.sql"
+    if not path.is_file():
+        raise CatalogError(f"no named query {name!r} (known: {', '.join(named_query_names())})")
+    return path.read_text()
+
+
+class Catalog:
+    def __init__(self, out_dir: str | Path, read_only: bool = False):
+        self.out_dir = Path(out_dir).resolve()
+        self.path = self.out_dir / CATALOG_FILE
+        self.read_only = read_only
+        if read_only and not self.path.is_file():
+            raise CatalogError(f"no catalog at {self.path}")
+        if not read_only:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as e:
+            raise CatalogError(f"cannot open catalog {self.path}: {str(e).splitlines()[0]}") from None
+        if not read_only:
+            self._ensure_tables()
+            self.refresh_frames_view()
+
+    @classmethod
+    def open_file(cls, catalog_path: str | Path, read_only: bool = True) -> "Catalog":
+        p = Path(catalog_path)
+        return cls(p.parent if p.suffix == ".duckdb" else p, read_only=read_only)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------
+    def _ensure_tables(self) -> None:
+        existing = {r[0] for r in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        for name, schema in {**schemas.TABLES, "_frames_empty": schemas.FRAMES}.items():
+            if name not in existing:
+                self.con.register("_empty", schema.empty_table())
+                self.con.execute(f"CREATE TABLE {name} AS SELECT * FROM _empty")
+                self.con.unregister("_empty")
+        self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        self.con.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(schemas.SCHEMA_VERSION)]
+        )
+
+    def shard_paths(self) -> list[str]:
+        return [r[0] for r in self.con.execute("SELECT path FROM shards ORDER BY path").fetchall()]
+
+    def refresh_frames_view(self) -> None:
+        """``frames`` = the committed shards (absolute paths), or an empty typed table."""
+        paths = [str(self.out_dir / p) for p in self.shard_paths()]
+        if paths:
+            listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+            sql = f"CREATE OR REPLACE VIEW frames AS SELECT * FROM read_parquet([{listing}], union_by_name = true)"
+        else:
+            sql = "CREATE OR REPLACE VIEW frames AS SELECT * FROM _frames_empty"
+        self.con.execute(sql)
+
+    # -- writes ---------------------------------------------------------------------------
+    def insert(self, table: str, data: pa.Table) -> None:
+        if data.num_rows == 0:
+            return
+        self.con.register("_incoming", data)
+        cols = ", ".join(f'"{c}"' for c in data.column_names)
+        self.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _incoming")
+        self.con.unregister("_incoming")
+
+    def commit_sources(
+        self,
+        sources: pa.Table,
+        clips: pa.Table,
+        errors: pa.Table,
+        shards: Iterable[ShardInfo] = (),
+        run_id: str = "",
+    ) -> None:
+        """Record finished sources (and the shards holding their frames) atomically."""
+        shard_rows = [dict(s.__dict__, run_id=run_id) for s in shards]
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            ids = sources.column("source_id").to_pylist()
+            if ids:
+                # A re-run of a source replaces its earlier rows (idempotent commits).
+                self.con.execute("DELETE FROM clips WHERE list_contains(?, source_id)", [ids])
+                self.con.execute("DELETE FROM errors WHERE list_contains(?, source_id)", [ids])
+                self.con.execute("DELETE FROM sources WHERE list_contains(?, source_id)", [ids])
+            self.insert("sources", sources)
+            self.insert("clips", clips)
+            self.insert("errors", errors)
+            self.insert("shards", schemas.table_from_rows(shard_rows, schemas.SHARDS))
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+        if shard_rows:
+            self.refresh_frames_view()
+
+    def record_errors(self, errors: pa.Table) -> None:
+        self.insert("errors", errors)
+
+    def start_run(self, row: Mapping) -> None:
+        self.insert("runs", schemas.table_from_rows([dict(row)], schemas.RUNS))
+
+    def update_run(self, run_id: str, **fields) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.con.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", [*fields.values(), run_id])
+
+    # -- reads ----------------------------------------------------------------------------
+    def done_source_ids(self) -> set[str]:
+        return {r[0] for r in self.con.execute("SELECT source_id FROM sources").fetchall()}
+
+    def latest_run(self) -> dict | None:
+        rows = self.query("SELECT * FROM runs ORDER BY started_at DESC LIMIT 1").to_pylist()
+        return rows[0] if rows else None
+
+    def latest_thresholds(self) -> dict[str, float]:
+        run = self.latest_run()
+        if not run or not run.get("config_json"):
+            return {}
+        return {k: float(v) for k, v in json.loads(run["config_json"]).get("thresholds", {}).items()}
+
+    def query(self, sql: str, params: Mapping | list | None = None) -> pa.Table:
+        try:
+            return self.con.sql(sql, params=params or None).to_arrow_table()
+        except duckdb.Error as e:
+            raise CatalogError(str(e).splitlines()[0]) from None
+
+    def named(self, name: str, params: Mapping[str, float] | None = None) -> pa.Table:
+        """Run a named query; ``$name`` parameters default to the latest build's thresholds."""
+        sql = named_query_sql(name)
+        wanted = _parameters_in(sql)
+        values = {**self.latest_thresholds(), **(params or {})}
+        missing = sorted(wanted - set(values))
+        if missing:
+            raise CatalogError(f"named query {name!r} needs parameters: {', '.join(missing)}")
+        return self.query(sql, {k: values[k] for k in wanted} if wanted else None)
+
+
+def _parameters_in(sql: str) -> set[str]:
+    import re
+
+    body = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+    return set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", body))
+
+
+__all__ = ["CATALOG_FILE", "Catalog", "CatalogError", "SHARD_DIR", "named_query_names", "named_query_sql"]
