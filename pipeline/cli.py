@@ -1,0 +1,154 @@
+"""The `portrait` console script: build, query, report, preview, train, sample."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError
+
+
+def _parse_value(text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _key_values(items: list[str], flag: str) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = _parse_value(v)
+    return out
+
+
+# -- build ----------------------------------------------------------------------------------
+def add_build_parser(sub) -> None:
+    p = sub.add_parser("build", help="curate media into Parquet shards and a DuckDB catalog")
+    p.add_argument("--input", action="append", default=[], metavar="DIR", help="a plain folder of images and videos (repeatable)")
+    p.add_argument("--dataset", action="append", default=[], metavar="NAME=ROOT", help="a dataset in its official layout (repeatable)")
+    p.add_argument("--out", required=True, metavar="OUT", help="output folder (catalog.duckdb, shards/)")
+    p.add_argument("--config", metavar="YAML", help="build config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. sampling.fps=10")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_build)
+
+
+def cmd_build(args) -> int:
+    from .build import build
+    from .config import load_config
+    from .sources import dataset_entries, discover
+    from .summary import print_summary
+
+    overrides = _key_values(args.set, "--set")
+    if args.address:
+        overrides["ray.address"] = args.address
+    if args.num_cpus:
+        overrides["ray.num_cpus"] = args.num_cpus
+    config = load_config(args.config, overrides)
+    entries = dataset_entries(config, args.input, args.dataset)
+    discovery = discover(entries)
+    print(f"found {len(discovery.specs)} sources in {len(entries)} dataset(s)"
+          + (f", {len(discovery.metadata_errors)} metadata error(s)" if discovery.metadata_errors else ""), file=sys.stderr)
+    stats = build(config, args.out, discovery, progress=not args.no_progress)
+    if stats.skipped:
+        print(f"skipped {stats.skipped} source(s) finished by an earlier run", file=sys.stderr)
+    print_summary(Path(args.out))
+    return 0
+
+
+# -- query ----------------------------------------------------------------------------------
+def add_query_parser(sub) -> None:
+    from manifests.catalog import named_query_names
+
+    p = sub.add_parser("query", help="run SQL (or a named query) against a build's catalog")
+    p.add_argument("sql", nargs="?", help="SQL over sources, clips, frames, runs, shards, errors")
+    p.add_argument("--catalog", required=True, help="OUT/catalog.duckdb (or OUT)")
+    p.add_argument("--named", metavar="NAME", help=f"a named query: {', '.join(named_query_names())}")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="parameter of a named query")
+    p.add_argument("--csv", metavar="FILE", help="write the result as CSV")
+    p.add_argument("--parquet", metavar="FILE", help="write the result as Parquet")
+    p.add_argument("--limit", type=int, default=50, help="rows printed (default 50)")
+    p.set_defaults(func=cmd_query)
+
+
+def cmd_query(args) -> int:
+    from manifests.catalog import Catalog
+    from .summary import print_table
+
+    if bool(args.sql) == bool(args.named):
+        raise ConfigError("give either SQL or --named NAME")
+    with Catalog.open_file(args.catalog, read_only=True) as cat:
+        table = cat.named(args.named, _key_values(args.param, "--param")) if args.named else cat.query(args.sql)
+    if args.csv:
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(_printable(table), args.csv)
+        print(f"wrote {table.num_rows} rows to {args.csv}", file=sys.stderr)
+    elif args.parquet:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, args.parquet)
+        print(f"wrote {table.num_rows} rows to {args.parquet}", file=sys.stderr)
+    else:
+        print_table(table, limit=args.limit)
+    return 0
+
+
+def _printable(table):
+    """CSV cannot hold nested types: lists, maps and structs become JSON text."""
+    import json
+
+    import pyarrow as pa
+
+    cols = []
+    for name, col in zip(table.column_names, table.columns):
+        if pa.types.is_nested(col.type) or pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            col = pa.array([None if v is None else json.dumps(v, default=lambda b: f"<{len(b)} bytes>") for v in col.to_pylist()], pa.string())
+        cols.append(col)
+    return pa.table(cols, names=table.column_names)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="portrait", description="Portrait animation data platform")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_build_parser(sub)
+    add_query_parser(sub)
+    for extra in _extra_parsers():
+        extra(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"portrait: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("portrait: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # boundary: known user-facing errors print one line
+        from manifests.catalog import CatalogError
+        from stages.base import WeightsMissing
+
+        if isinstance(e, (CatalogError, WeightsMissing, FileNotFoundError)):
+            print(f"portrait: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _extra_parsers():
+    """Subcommands of other parts of the product, added as they exist."""
+    return []
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Map plain stages onto Ray Data: each model stage becomes an actor pool sized by its resources.
+
+Stages know nothing of Ray. Here each stage is wrapped in a callable class (Ray builds one per
+actor, so models load once per worker), given the CPUs/GPUs and batch size the stage declares,
+and chained into one streaming Dataset. The driver consumes finished sources as they arrive.
+An exception that escapes a stage becomes an error row for that source, never a failed build.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from .results import pack, spec_from_json
+
+log = logging.getLogger(__name__)
+
+# Quiet the C++ logging of mediapipe/TFLite in workers (must be set before they import it).
+WORKER_ENV = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1"}
+
+
+@dataclass
+class StagePlan:
+    """One Ray operator: a factory for the per-worker callable and its resources."""
+
+    name: str
+    udf: type
+    kwargs: dict
+    num_cpus: float
+    num_gpus: float
+    batch_size: int
+    max_workers: int
+
+
+class CurateUDF:
+    """Source spec (JSON) -> packed per-source result."""
+
+    def __init__(self, stage_factory: Callable, stage_kwargs: dict):
+        os.environ.update(WORKER_ENV)
+        self.stage = stage_factory(**stage_kwargs)
+        self.stage.setup()
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [self._one(s) for s in batch["spec"]]
+        return {k: [r[k] for r in rows] for k in rows[0]}
+
+    def _one(self, spec_json: str) -> dict:
+        spec = spec_from_json(spec_json)
+        try:
+            res = self.stage.process(spec)
+            return pack(res.source, res.clips, res.frames, res.errors)
+        except Exception as e:  # an unexpected bug must cost one source, not the build
+            log.error("curate failed on %s:\n%s", spec.path, traceback.format_exc())
+            return pack(*internal_error(spec, "curate", e, self.stage.run_id))
+
+
+class PackedUDF:
+    """Packed result -> packed result through a stage with ``process_packed(tables) -> tables``."""
+
+    def __init__(self, stage_factory: Callable, stage_kwargs: dict):
+        os.environ.update(WORKER_ENV)
+        self.stage = stage_factory(**stage_kwargs)
+        self.stage.setup()
+
+    def __call__(self, batch: dict) -> dict:
+        from .results import PARTS, pack_tables, unpack
+
+        out = {k: [] for k in ("source_id", *PARTS)}
+        for i, sid in enumerate(batch["source_id"]):
+            row = {k: batch[k][i] for k in PARTS}
+            tables = self.stage.process_packed(unpack(row))
+            packed = pack_tables(sid, tables)
+            for k in out:
+                out[k].append(packed[k])
+        return out
+
+
+def internal_error(spec, stage: str, exc: Exception, run_id: str):
+    from manifests.schemas import ERROR
+
+    source = {
+        "source_id": spec.source_id, "dataset": spec.dataset, "path": spec.path, "rel_path": spec.rel_path,
+        "media_type": spec.media_type, "identity": spec.identity, "split": spec.split, "labels": dict(spec.labels),
+        "status": ERROR, "reasons": [stage], "n_clips": 0, "n_kept": 0, "run_id": run_id,
+    }
+    message = f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    err = {"source_id": spec.source_id, "path": spec.path, "dataset": spec.dataset, "stage": stage,
+           "message": message, "run_id": run_id}
+    return source, [], [], [err]
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> dict:
+    """Connect to a cluster (address or RAY_ADDRESS) or start a local instance; returns resources."""
+    import ray
+
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        kwargs = dict(logging_level=logging.WARNING, log_to_driver=False, runtime_env={"env_vars": WORKER_ENV})
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the build draws its own bar (sources and clips)
+    ctx.print_on_execution_start = False
+    return ray.cluster_resources()
+
+
+def run(spec_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
+    """Stream packed per-source results (in completion order) through the chained stages."""
+    import ray
+
+    if not spec_jsons:
+        return
+    ds = ray.data.from_items([{"spec": s} for s in spec_jsons], override_num_blocks=len(spec_jsons))
+    for p in plans:
+        ds = ds.map_batches(
+            p.udf,
+            fn_constructor_kwargs=p.kwargs,
+            batch_size=p.batch_size,
+            batch_format="numpy",
+            num_cpus=p.num_cpus,
+            num_gpus=p.num_gpus,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, p.max_workers)),
+            # A worker that crashes on a poison input is restarted a bounded number of times.
+            max_restarts=2,
+            max_task_retries=1,
+        )
+    yield from ds.iter_rows()
+
+
+def run_inline(spec_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
+    """The same chain in this process, without Ray (debugging, profiling)."""
+    workers = [p.udf(**p.kwargs) for p in plans]
+    for s in spec_jsons:
+        batch = {"spec": [s]}
+        for w in workers:
+            batch = w(batch)
+        yield {k: v[0] for k, v in batch.items()}

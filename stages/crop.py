@@ -1,0 +1,86 @@
+"""One square crop per clip, fixed over the clip: head, hair and shoulders (unaligned).
+
+RealPortrait trains on unaligned 512x512 half-body crops. The crop side is ``scale`` face sizes
+(largest face in the clip), centred below the face so shoulders are in; where the frame is
+smaller than that, the crop shrinks to fit as long as every face box of the clip stays inside
+with a margin, then slides to stay within the frame. Whatever still leaves the frame is padded
+with black and its share recorded. Crops are in source pixels (display orientation), integers.
+Coordinates are continuous throughout: pixel i covers [i, i+1), as mediapipe's normalised
+landmarks times the frame size are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_FACE_MARGIN = 1.0  # the crop always covers every face box (landmark extent) of the clip
+
+
+@dataclass(frozen=True)
+class Crop:
+    x0: int
+    y0: int
+    size: int
+    pad_frac: float  # share of the crop area outside the frame
+
+    def to_crop(self, points: np.ndarray, out_size: int) -> np.ndarray:
+        """Frame pixel coordinates -> output crop pixel coordinates."""
+        s = out_size / self.size
+        return (np.asarray(points, dtype=np.float64) - [self.x0, self.y0]) * s
+
+    def matrix(self, out_size: int) -> np.ndarray:
+        """2x3 affine frame -> crop, continuous coordinates (pixel i covers [i, i+1))."""
+        s = out_size / self.size
+        return np.array([[s, 0, -s * self.x0], [0, s, -s * self.y0]], dtype=np.float64)
+
+
+def plan_crop(face_boxes: np.ndarray, width: int, height: int, scale: float, shift_down: float) -> Crop:
+    """The clip's crop from its per-frame face boxes (n, 4)."""
+    boxes = np.asarray(face_boxes, dtype=np.float64).reshape(-1, 4)
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    face = float(np.max(sides))
+    cx = float(np.median((boxes[:, 0] + boxes[:, 2]) / 2))
+    cy = float(np.median((boxes[:, 1] + boxes[:, 3]) / 2)) + shift_down * face
+    union = np.array([boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()])
+    needed = _FACE_MARGIN * max(union[2] - union[0], union[3] - union[1])
+    side = max(min(scale * face, float(min(width, height))), needed)
+    # Slide inside the frame where the crop fits, but never so far that a face box leaves it.
+    x0 = _slide(cx - side / 2, side, width, union[0], union[2])
+    y0 = _slide(cy - side / 2, side, height, union[1], union[3])
+    x0, y0, size = int(round(x0)), int(round(y0)), max(int(round(side)), 1)
+    inside_w = max(0, min(x0 + size, width) - max(x0, 0))
+    inside_h = max(0, min(y0 + size, height) - max(y0, 0))
+    return Crop(x0, y0, size, pad_frac=1.0 - (inside_w * inside_h) / float(size * size))
+
+
+def _slide(start: float, side: float, limit: float, lo: float, hi: float) -> float:
+    if side <= limit:
+        start = min(max(start, 0.0), limit - side)
+    # Keep the faces inside regardless.
+    start = min(start, lo)
+    return max(start, hi - side)
+
+
+def cv2_affine(m: np.ndarray) -> np.ndarray:
+    """An affine in continuous pixel coordinates (pixel i covers [i, i+1)) as OpenCV expects it
+    (pixel centres at integers): shift by half a pixel on both sides."""
+    m = np.asarray(m, dtype=np.float64)
+    out = m.copy()
+    out[:, 2] = m[:, 2] + 0.5 * (m[:, 0] + m[:, 1]) - 0.5
+    return out
+
+
+def crop_image(rgb: np.ndarray, crop: Crop, out_size: int, frame_scale: float = 1.0) -> np.ndarray:
+    """The crop (given in frame pixels) from ``rgb``, which is the frame resized by ``frame_scale``."""
+    s = out_size / crop.size  # crop pixels per frame pixel
+    g = s / frame_scale  # crop pixels per rgb pixel
+    fx = fy = 1.0
+    if g < 1:
+        # Area averaging avoids aliasing when shrinking; the remaining warp is a near-identity.
+        h, w = rgb.shape[:2]
+        rgb = cv2.resize(rgb, (max(1, round(w * g)), max(1, round(h * g))), interpolation=cv2.INTER_AREA)
+        fx, fy = rgb.shape[1] / w, rgb.shape[0] / h
+    m = np.array([[s / (frame_scale * fx), 0, -s * crop.x0], [0, s / (frame_scale * fy), -s * crop.y0]])
+    return cv2.warpAffine(rgb, cv2_affine(m), (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)

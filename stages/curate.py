@@ -1,0 +1,263 @@
+"""Curate one source: probe, decode, faces, clips, crop, scores, verdict, stored frames.
+
+One pass over the sampled frames: each frame is analysed as it is decoded (faces, occlusion,
+lighting, blur, background motion) and buffered (reduced to what the crop needs) until its clip
+ends; then the clip's crop is planned, its scores aggregated, its verdict given and, if kept, its
+frames cropped and JPEG-encoded. Memory is bounded by one clip (``max_clip_s``), not the video.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from manifests import tensors
+from manifests.adapters.base import ClipSpec, SourceSpec
+from manifests.schemas import ERROR, KEPT, REJECTED
+from manifests.verdicts import judge
+
+from . import clips as clipping
+from .base import Resources, StageError
+from .crop import Crop, crop_image, plan_crop
+from .decode import Frame, VideoReader, read_image
+from .faces import FaceAnalyzer
+from .probe import ProbeResult, probe
+
+_BUFFER_MARGIN = 1.25  # buffered frames keep 1.25x the pixels the output crop needs
+
+
+@dataclass
+class FrameRecord:
+    index: int
+    t: float
+    landmarks: np.ndarray  # (478, 2) frame pixels
+    face_box: np.ndarray  # (4,) frame pixels, from the landmarks
+    face_conf: float
+    n_faces: int
+    occlusion: float
+    lighting: dict
+    blur: float
+    bg_motion: float | None
+    image: np.ndarray  # the frame, resized by ``scale``
+    scale: float
+
+
+@dataclass
+class SourceResult:
+    source: dict
+    clips: list[dict] = field(default_factory=list)
+    frames: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+
+
+class CurateStage:
+    name = "curate"
+    resources = Resources(num_cpus=1, num_gpus=0, batch_size=1, uses_model=True)
+
+    def __init__(self, *, fps: float, max_image_side: int, clips: dict, crop: dict, thresholds: dict, run_id: str):
+        self.fps = fps
+        self.max_image_side = max_image_side
+        self.clip_settings = clips
+        self.out_size = int(crop["out_size"])
+        self.crop_scale = float(crop["scale"])
+        self.shift_down = float(crop["shift_down"])
+        self.jpeg_quality = int(crop["jpeg_quality"])
+        self.thresholds = thresholds
+        self.run_id = run_id
+        self.faces: FaceAnalyzer | None = None
+        self.motion = None
+
+    def setup(self) -> None:
+        from .quality import BackgroundMotion
+
+        self.faces = FaceAnalyzer()
+        self.faces.setup()
+        self.motion = BackgroundMotion()
+        self.motion.setup()
+
+    def describe(self) -> dict:
+        return {"faces": FaceAnalyzer().describe(), "background_motion": "mediapipe selfie segmentation + DIS flow"}
+
+    # -- one source -----------------------------------------------------------------------
+    def process(self, spec: SourceSpec) -> SourceResult:
+        if self.faces is None:
+            self.setup()
+        row = {
+            "source_id": spec.source_id, "dataset": spec.dataset, "path": spec.path, "rel_path": spec.rel_path,
+            "media_type": spec.media_type, "identity": spec.identity, "split": spec.split,
+            "labels": dict(spec.labels), "run_id": self.run_id,
+        }
+        result = SourceResult(row)
+        try:
+            info = probe(spec.path, spec.media_type)
+            row.update(info.as_row())
+            if spec.media_type == "image":
+                self._image(spec, info, result)
+            else:
+                self._video(spec, info, result)
+        except StageError as e:
+            result.clips, result.frames = [], []
+            result.errors.append(self._error(spec, e.stage, e.message))
+        except MemoryError:
+            result.clips, result.frames = [], []
+            result.errors.append(self._error(spec, "curate", "out of memory"))
+        kept = sum(c["verdict"] == KEPT for c in result.clips)
+        row["n_clips"], row["n_kept"] = len(result.clips), kept
+        if result.errors:
+            row["status"], row["reasons"] = ERROR, sorted({e["stage"] for e in result.errors})
+        elif kept:
+            row["status"], row["reasons"] = KEPT, []
+        elif result.clips:
+            row["status"] = REJECTED
+            row["reasons"] = sorted({r for c in result.clips for r in c["reasons"]})
+        else:
+            row["status"], row["reasons"] = REJECTED, ["no_face"]
+        return result
+
+    def _error(self, spec: SourceSpec, stage: str, message: str) -> dict:
+        return {"source_id": spec.source_id, "path": spec.path, "dataset": spec.dataset,
+                "stage": stage, "message": message, "run_id": self.run_id}
+
+    def _image(self, spec: SourceSpec, info: ProbeResult, result: SourceResult) -> None:
+        from . import quality
+
+        rgb = read_image(spec.path, self.max_image_side)
+        seed = self._seed(spec.clips[0] if spec.clips else None, rgb)
+        obs = self.faces.analyze(rgb, seed=seed)
+        if obs.landmarks is None:
+            return
+        source_px = info.width / rgb.shape[1]  # source pixels per analysed pixel
+        rec = self._record(Frame(0, 0.0, rgb), obs, bg_motion=None, quality=quality)
+        clip_labels = spec.clips[0].labels if spec.clips else {}
+        self._close_clip(spec, result, [rec], None, clipping.END, source_px, clip_labels)
+
+    def _video(self, spec: SourceSpec, info: ProbeResult, result: SourceResult) -> None:
+        from . import quality
+
+        reader = VideoReader(spec.path, info.rotation)
+        splitter = clipping.ClipSplitter(**self.clip_settings)
+        ranges = spec.clips or [ClipSpec(start_s=0.0, end_s=None)]
+        for rng in ranges:
+            splitter.reset()
+            self.motion.reset()
+            previous, open_clip, seed = None, [], None
+            for frame in reader.frames(self.fps, rng.start_s, rng.end_s):
+                if seed is None and rng.box is not None:
+                    seed = self._seed(rng, frame.rgb)
+                obs = self.faces.analyze(frame.rgb, previous=previous, seed=seed)
+                box = obs.face_box
+                reason = splitter.break_before(frame.t, box, clipping.frame_histogram(frame.rgb))
+                if reason is not None:
+                    self._close_clip(spec, result, open_clip, rng.end_s, reason, 1.0, rng.labels)
+                    open_clip = []
+                    self.motion.reset()
+                motion = self.motion.update(frame.rgb, frame.t)
+                if box is None:
+                    previous = None
+                    continue
+                previous = obs.boxes[obs.primary]
+                open_clip.append(self._record(frame, obs, motion if open_clip else None, quality))
+            self._close_clip(spec, result, open_clip, rng.end_s, clipping.END, 1.0, rng.labels)
+
+    def _seed(self, rng: ClipSpec | None, rgb: np.ndarray) -> np.ndarray | None:
+        if rng is None or rng.box is None:
+            return None
+        box = rng.box.to_frame(rgb.shape[1], rgb.shape[0])
+        return None if box is None else np.asarray(box, dtype=np.float64)
+
+    def _record(self, frame: Frame, obs, bg_motion, quality) -> FrameRecord:
+        rgb, lm = frame.rgb, obs.landmarks
+        box = obs.face_box
+        face = max(box[2] - box[0], box[3] - box[1])
+        need = min(self.crop_scale * face, float(min(rgb.shape[:2])))
+        scale = min(1.0, _BUFFER_MARGIN * self.out_size / max(need, 1.0))
+        image = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        occ = quality.occlusion_score(rgb, lm)
+        return FrameRecord(
+            index=frame.index, t=frame.t, landmarks=lm, face_box=box, face_conf=obs.face_score,
+            n_faces=obs.significant_faces(), occlusion=max(occ["mouth"], occ["eyes"]),
+            lighting=quality.lighting_stats(rgb, lm), blur=quality.blur_score(rgb, lm),
+            bg_motion=bg_motion, image=image, scale=image.shape[1] / rgb.shape[1],
+        )
+
+    # -- one clip -------------------------------------------------------------------------
+    def _close_clip(self, spec, result, recs, range_end, split_reason, source_px, labels):
+        if not recs:
+            return
+        clip_index = len(result.clips)
+        h = recs[0].image.shape[0] / recs[0].scale
+        w = recs[0].image.shape[1] / recs[0].scale
+        boxes = np.stack([r.face_box for r in recs])
+        crop = plan_crop(boxes, int(round(w)), int(round(h)), self.crop_scale, self.shift_down)
+        start = recs[0].t
+        end = recs[-1].t + 1.0 / self.fps
+        if range_end is not None:
+            end = min(end, range_end)
+        if spec.media_type == "image":
+            end = start
+        clip = {
+            "clip_id": f"{spec.source_id}-{clip_index:04d}", "source_id": spec.source_id, "dataset": spec.dataset,
+            "identity": spec.identity, "split": spec.split, "labels": {**spec.labels, **labels},
+            "media_type": spec.media_type, "clip_index": clip_index, "start_s": float(start), "end_s": float(end),
+            "n_frames": len(recs), "fps": None if spec.media_type == "image" else self.fps,
+            "split_reason": split_reason,
+            "crop_x0": float(crop.x0 * source_px), "crop_y0": float(crop.y0 * source_px),
+            "crop_size": float(crop.size * source_px), "out_size": self.out_size, "run_id": self.run_id,
+        }
+        clip.update(_aggregate(recs, crop, source_px))
+        clip["verdict"], clip["reasons"] = judge(clip, self.thresholds)
+        result.clips.append(clip)
+        if clip["verdict"] == KEPT:
+            result.frames.extend(self._frames(clip, recs, crop))
+
+    def _frames(self, clip: dict, recs: list[FrameRecord], crop: Crop) -> list[dict]:
+        rows = []
+        for i, r in enumerate(recs):
+            rgb = crop_image(r.image, crop, self.out_size, frame_scale=r.scale)
+            ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+            if not ok:
+                raise StageError("crop", "JPEG encoding failed")
+            box = crop.to_crop(r.face_box.reshape(2, 2), self.out_size).reshape(4)
+            rows.append({
+                "clip_id": clip["clip_id"], "source_id": clip["source_id"], "frame_index": i, "source_frame": r.index,
+                "timestamp_s": r.t, "view": 0, "jpeg": jpg.tobytes(), "face_box": box.astype(np.float32).tolist(),
+                "face_conf": r.face_conf,
+                "landmarks": tensors.encode(crop.to_crop(r.landmarks, self.out_size), "float32"),
+            })
+        return rows
+
+
+def _median(values) -> float | None:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.median(vals)) if vals else None
+
+
+def _aggregate(recs: list[FrameRecord], crop: Crop, source_px: float) -> dict:
+    """Clip-level scores (one column each) and the per-frame lists behind them."""
+    faces = [max(r.face_box[2] - r.face_box[0], r.face_box[3] - r.face_box[1]) * source_px for r in recs]
+    occl = [r.occlusion for r in recs]
+    n_faces = sorted(r.n_faces for r in recs)
+    motion = [r.bg_motion for r in recs]
+    face_px = float(np.median(faces))
+    crop_px = crop.size * source_px
+    return {
+        "crop_source_px": float(crop_px),
+        "face_px": face_px,
+        "face_frac": face_px / crop_px,
+        "pad_frac": float(crop.pad_frac),
+        # Faces seen in at least 20% of frames: one spurious detection does not reject a clip.
+        "n_faces": int(n_faces[int(np.floor(0.8 * (len(n_faces) - 1)))]),
+        "face_conf": _median(r.face_conf for r in recs),
+        "occlusion": float(np.percentile(occl, 90)),
+        "lighting_mean": _median(r.lighting["mean"] for r in recs),
+        "lighting_std": _median(r.lighting["std"] for r in recs),
+        "lighting_clipped": _median(r.lighting["clipped"] for r in recs),
+        "bg_motion": _median(motion),
+        "blur": _median(r.blur for r in recs),
+        "face_px_frames": [float(f) for f in faces],
+        "occlusion_frames": [float(o) for o in occl],
+        "lighting_frames": [float(r.lighting["mean"]) for r in recs],
+        "bg_motion_frames": [None if m is None else float(m) for m in motion],
+        "blur_frames": [float(r.blur) for r in recs],
+    }
