@@ -34,18 +34,19 @@ def rotate(rgb: np.ndarray, rotation_cw: int) -> np.ndarray:
 
 
 def choose_samples(times: np.ndarray, fps: float, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
-    """Indices of the frames shown at start_s, start_s + 1/fps, ... (each at most once)."""
-    if len(times) == 0:
+    """Indices of the frames shown at start_s, start_s + 1/fps, ... (each at most once).
+
+    Only frames whose timestamps lie in [start_s, end_s) are candidates, so a clip's frames never
+    leak outside its time range; timestamps get a small tolerance for container rounding.
+    """
+    eps = 1e-4
+    inside = np.flatnonzero((times >= start_s - eps) & ((times < end_s - eps) if end_s is not None else True))
+    if len(inside) == 0:
         return np.zeros(0, dtype=np.int64)
-    end = times[-1] + 1e-6 if end_s is None else end_s
-    targets = np.arange(start_s, end, 1.0 / fps)
-    # The frame on screen at time t is the last one whose timestamp is <= t (small tolerance
-    # for rounding of container timestamps).
-    idx = np.searchsorted(times, targets + 1e-4, side="right") - 1
-    idx = idx[(idx >= 0) & (times[np.clip(idx, 0, None)] >= start_s - 1.0 / fps)]
-    if end_s is not None:
-        idx = idx[times[idx] < end_s]
-    return np.unique(idx)
+    sub = times[inside]
+    targets = np.arange(start_s, sub[-1] + eps, 1.0 / fps)
+    pos = np.clip(np.searchsorted(sub, targets + eps, side="right") - 1, 0, None)
+    return np.unique(inside[pos])
 
 
 def read_image(path: str, max_side: int) -> np.ndarray:

@@ -1,0 +1,53 @@
+"""Contact sheets (PNG) of stored frames: crops with their landmarks, for a person to look at."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from manifests import tensors
+from manifests.catalog import Catalog
+
+TILE = 192
+
+
+def _tile(row: dict, caption: str) -> np.ndarray:
+    rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(row["jpeg"], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    s = TILE / rgb.shape[1]
+    tile = cv2.resize(rgb, (TILE, TILE), interpolation=cv2.INTER_AREA)
+    lm = tensors.decode(row.get("landmarks"))
+    if lm is not None:
+        for x, y in lm[::3] * s:
+            cv2.circle(tile, (int(x), int(y)), 1, (0, 255, 0), -1, lineType=cv2.LINE_AA)
+    if row.get("face_box") is not None:
+        x0, y0, x1, y1 = (np.asarray(row["face_box"]) * s).astype(int)
+        cv2.rectangle(tile, (x0, y0), (x1, y1), (255, 200, 0), 1)
+    cv2.rectangle(tile, (0, TILE - 16), (TILE, TILE), (0, 0, 0), -1)
+    cv2.putText(tile, caption[:30], (3, TILE - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
+    return tile
+
+
+def write_contact_sheet(out_dir: str | Path, png_path: str | Path, frames_per_clip: int = 4, max_clips: int = 12) -> int:
+    """One row per kept clip (evenly spaced frames); returns the number of clips shown."""
+    with Catalog(out_dir, read_only=True) as cat:
+        clips = cat.query(
+            "SELECT c.clip_id, s.rel_path, c.n_frames FROM clips c JOIN sources s USING (source_id) "
+            "WHERE c.verdict = 'kept' ORDER BY s.rel_path, c.clip_index LIMIT ?", [max_clips]
+        ).to_pylist()
+        rows = []
+        for c in clips:
+            n = c["n_frames"]
+            picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(frames_per_clip, n))})
+            frames = cat.query(
+                "SELECT frame_index, jpeg, landmarks, face_box FROM frames WHERE clip_id = ? AND view = 0 "
+                "AND list_contains(?, frame_index) ORDER BY frame_index", [c["clip_id"], picks]
+            ).to_pylist()
+            tiles = [_tile(f, f"{Path(c['rel_path']).name} #{f['frame_index']}") for f in frames]
+            tiles += [np.zeros((TILE, TILE, 3), np.uint8)] * (frames_per_clip - len(tiles))
+            rows.append(np.concatenate(tiles, axis=1))
+    if not rows:
+        return 0
+    sheet = np.concatenate(rows, axis=0)
+    cv2.imwrite(str(png_path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    return len(rows)
