@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .crop import cv2_affine
+
 N_LANDMARKS = 478
 _MESH_INPUT = 256  # side of the square face crop fed to the mesh
 _MESH_CONTEXT = 2.2  # crop side / detected box side: the mesh detector needs some context
@@ -119,10 +121,10 @@ class FaceAnalyzer:
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         side = _MESH_CONTEXT * max(box[2] - box[0], box[3] - box[1])
         s = _MESH_INPUT / side
-        # Affine map frame -> crop; border pixels are replicated so edge faces keep context.
+        # Affine map frame -> crop (continuous coordinates); border pixels are replicated so edge faces keep context.
         m = np.array([[s, 0, _MESH_INPUT / 2 - s * cx], [0, s, _MESH_INPUT / 2 - s * cy]], dtype=np.float64)
         interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-        crop = cv2.warpAffine(rgb, m, (_MESH_INPUT, _MESH_INPUT), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+        crop = cv2.warpAffine(rgb, cv2_affine(m), (_MESH_INPUT, _MESH_INPUT), flags=interp, borderMode=cv2.BORDER_REPLICATE)
         res = self._mesh.process(crop)
         if not res.multi_face_landmarks:
             return None

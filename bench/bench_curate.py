@@ -1,0 +1,114 @@
+"""Benchmark of the curation path on d3.mp4 (prints figures; asserts nothing).
+
+1. Frames per second on one core of: decode alone, face mesh alone, and the whole default path
+   (CurateStage.process: decode, detection, mesh, scores, crop, JPEG), all over the same sampled
+   frames. The bound is what decode + mesh alone cost together; goal: path >= 60% of the bound.
+2. Build throughput with Ray on 1 CPU and on 2 CPUs (separate processes, same inputs);
+   goal: 2 CPUs >= 1.8x one.
+
+Usage: python bench/bench_curate.py [--video PATH] [--copies 4] [--skip-ray]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("GLOG_minloglevel", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEFAULT_VIDEO = REPO.parent / "shared" / "fixtures" / "media" / "videos" / "d3.mp4"
+
+
+def one_core_figures(video: Path) -> dict:
+    import mediapipe as mp
+
+    from manifests.adapters.base import SourceSpec
+    from pipeline.build import stage_plans
+    from pipeline.config import load_config
+    from stages.curate import CurateStage
+    from stages.decode import VideoReader
+    from stages.probe import probe
+
+    config = load_config()
+    fps = config.sampling.fps
+    info = probe(str(video), "video")
+
+    t = time.perf_counter()
+    frames = [f.rgb for f in VideoReader(str(video), info.rotation).frames(fps)]
+    t_decode = time.perf_counter() - t
+    n = len(frames)
+
+    mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True)
+    mesh.process(frames[0])
+    t = time.perf_counter()
+    for f in frames:
+        mesh.process(f)
+    t_mesh = time.perf_counter() - t
+
+    kwargs = stage_plans(config, "bench", 1)[0].kwargs["stage_kwargs"]
+    stage = CurateStage(**kwargs)
+    stage.setup()
+    spec = SourceSpec(dataset="bench", path=str(video), rel_path=video.name, media_type="video")
+    stage.process(spec)  # warm-up: first-call costs of the models
+    t = time.perf_counter()
+    result = stage.process(spec)
+    t_path = time.perf_counter() - t
+
+    decode_fps, mesh_fps, path_fps = n / t_decode, n / t_mesh, n / t_path
+    bound_fps = 1.0 / (1.0 / decode_fps + 1.0 / mesh_fps)
+    return {
+        "video": video.name, "sampled_frames": n, "sampling_fps": fps,
+        "decode_fps_per_core": round(decode_fps, 1), "mesh_fps_per_core": round(mesh_fps, 1),
+        "bound_fps_per_core": round(bound_fps, 1), "path_fps_per_core": round(path_fps, 1),
+        "path_over_bound": round(path_fps / bound_fps, 3), "goal_path_over_bound": 0.6,
+        "clips": len(result.clips), "kept_frames": len(result.frames),
+    }
+
+
+def ray_build_seconds(inputs: Path, num_cpus: int) -> float:
+    out = Path(tempfile.mkdtemp(prefix=f"bench-ray{num_cpus}-"))
+    code = (
+        "import sys, time; from pipeline.build import build; from pipeline.config import load_config; "
+        "from pipeline.sources import dataset_entries, discover; from pipeline import ray_runner; "
+        f"c = load_config(None, {{'ray.num_cpus': {num_cpus}}}); ray_runner.init_ray(None, {num_cpus}); "
+        f"d = discover(dataset_entries(c, [{str(inputs)!r}], [])); t = time.perf_counter(); "
+        f"build(c, {str(out)!r}, d, progress=False); print(time.perf_counter() - t)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    ap.add_argument("--copies", type=int, default=4, help="copies of the video in the Ray build")
+    ap.add_argument("--skip-ray", action="store_true")
+    args = ap.parse_args()
+    figures = one_core_figures(args.video)
+    if not args.skip_ray:
+        folder = Path(tempfile.mkdtemp(prefix="bench-inputs-"))
+        for i in range(args.copies):
+            shutil.copy(args.video, folder / f"copy{i}{args.video.suffix}")
+        t1 = ray_build_seconds(folder, 1)
+        t2 = ray_build_seconds(folder, 2)
+        shutil.rmtree(folder, ignore_errors=True)
+        figures.update({
+            "ray_sources": args.copies, "ray_1cpu_s": round(t1, 2), "ray_2cpu_s": round(t2, 2),
+            "ray_speedup_2_over_1": round(t1 / t2, 3), "goal_speedup": 1.8,
+        })
+    for k, v in figures.items():
+        print(f"{k:>24}: {v}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
