@@ -1,0 +1,246 @@
+"""Whole-body pose per frame in the 133-keypoint COCO-WholeBody layout, with scores.
+
+Layout (rows of the (133, 3) float32 array: x, y in crop pixels, score; score 0 = absent):
+  0-16 COCO-17 body, 17-22 feet (L big toe, L small toe, L heel, R big toe, R small toe,
+  R heel), 23-90 face in iBUG-68 order, 91-111 left hand, 112-132 right hand (21 each: root,
+  thumb 1-4, index 1-4, middle 1-4, ring 1-4, pinky 1-4). Left/right are the subject's.
+
+Backends:
+- ``mediapipe`` (default, weights ship with the pip package): Holistic(model_complexity=1,
+  refine_face_landmarks=True) in tracking mode, fresh per clip, without its temporal smoothing
+  (clip frames may be far apart in time; the filter made points lag a turning head). Body from the 33 pose points,
+  big toes from foot_index and heels from the heel points (small toes absent), face 68 from
+  the 478-point mesh through MESH_TO_IBUG68 below, hands as they are (MediaPipe's 21 hand
+  points use the COCO-WholeBody hand order). Scores: pose visibility for body and feet, 1.0 for
+  detected face and hand points (those models give no per-point confidence).
+- ``dwpose``: YOLOX-L person detector + DWPose RTMPose-L (yolox_l.onnx, dw-ll_ucoco_384.onnx)
+  from local paths, run by rtmlib's YOLOX/RTMPose on onnxruntime (its letterbox, affine crop,
+  normalisation and SimCC decoding). Frames are given to it as BGR, as DWPose expects. The
+  largest person box is used; without one the whole crop is the box (the subject fills a
+  portrait crop). Scores are rtmlib's (mean of the two SimCC maxima), negatives set to 0.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .base import Resources, WeightsMissing
+
+STAGE = "pose"
+N_KEYPOINTS = 133
+log = logging.getLogger(__name__)
+
+BODY = slice(0, 17)
+FEET = slice(17, 23)
+FACE = slice(23, 91)
+LEFT_HAND = slice(91, 112)
+RIGHT_HAND = slice(112, 133)
+
+# MediaPipe Pose landmark index for each COCO-17 body point (nose, eyes, ears, shoulders,
+# elbows, wrists, hips, knees, ankles; left before right, the subject's sides).
+MP_POSE_TO_COCO17 = [0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28]
+# Feet rows 17-22 -> MediaPipe Pose index, None where MediaPipe has no such point.
+MP_POSE_TO_FEET = [31, None, 29, 32, None, 30]
+
+# Face-mesh indices averaged for each iBUG-68 point. Our own table, APPROXIMATE: MediaPipe
+# publishes no official mapping, and the mesh has no exact counterpart of the iBUG jaw
+# contour, so the jaw points follow the mesh silhouette (234 ... 152 ... 454) at roughly the
+# iBUG spacing. Checked by drawing it on fixture frames. "Left in image" = subject's right.
+MESH_TO_IBUG68: list[tuple[int, ...]] = [
+    # 0-16 jaw, image-left ear level -> chin (8) -> image-right ear level
+    (234,), (93,), (132,), (58,), (172,), (136,), (150, 149), (176, 148), (152,),
+    (377, 400), (379, 378), (365,), (397,), (288,), (361,), (323,), (454,),
+    # 17-21 image-left brow outer -> inner, 22-26 image-right brow inner -> outer
+    # (mean of the brow's upper and lower edge)
+    (70, 46), (63, 53), (105, 52), (66, 65), (107, 55),
+    (336, 285), (296, 295), (334, 282), (293, 283), (300, 276),
+    # 27-30 nose bridge top -> tip, 31-35 nostril base image-left -> right (33 = subnasale)
+    (168,), (197,), (5,), (1,), (98,), (97,), (2,), (326,), (327,),
+    # 36-41 image-left eye: outer corner, upper lid x2, inner corner, lower lid x2
+    (33,), (160,), (158,), (133,), (153,), (144,),
+    # 42-47 image-right eye: inner corner, upper lid x2, outer corner, lower lid x2
+    (362,), (385,), (387,), (263,), (373,), (380,),
+    # 48-59 outer lips: image-left corner, upper lip -> right corner (54), lower lip back
+    (61,), (40,), (37,), (0,), (267,), (270,), (291,), (321,), (405,), (17,), (181,), (91,),
+    # 60-67 inner lips: image-left corner, upper -> right corner (64), lower back
+    (78,), (80, 81), (13,), (311, 310), (308,), (318, 402), (14,), (178, 88),
+]
+assert len(MESH_TO_IBUG68) == 68
+
+
+def mesh_to_ibug68(mesh: np.ndarray) -> np.ndarray:
+    """(478|468, 2) face mesh -> (68, 2) approximate iBUG-68 points."""
+    m = np.asarray(mesh, dtype=np.float32)
+    return np.stack([m[list(ix)].mean(axis=0) for ix in MESH_TO_IBUG68])
+
+
+def empty_pose() -> np.ndarray:
+    return np.zeros((N_KEYPOINTS, 3), dtype=np.float32)
+
+
+def _landmarks_px(landmark_list, width: int, height: int) -> np.ndarray:
+    return np.array([(p.x * width, p.y * height) for p in landmark_list.landmark], dtype=np.float32)
+
+
+def holistic_to_wholebody(result, width: int, height: int) -> np.ndarray:
+    """A MediaPipe Holistic result -> (133, 3) COCO-WholeBody array (absent points score 0)."""
+    out = empty_pose()
+    if result.pose_landmarks is not None:
+        xy = _landmarks_px(result.pose_landmarks, width, height)
+        vis = np.array([p.visibility for p in result.pose_landmarks.landmark], dtype=np.float32)
+        out[BODY, :2] = xy[MP_POSE_TO_COCO17]
+        out[BODY, 2] = vis[MP_POSE_TO_COCO17]
+        for row, idx in enumerate(MP_POSE_TO_FEET, start=FEET.start):
+            if idx is not None:
+                out[row, :2] = xy[idx]
+                out[row, 2] = vis[idx]
+    if result.face_landmarks is not None:
+        out[FACE, :2] = mesh_to_ibug68(_landmarks_px(result.face_landmarks, width, height))
+        out[FACE, 2] = 1.0
+    for part, hand in ((LEFT_HAND, result.left_hand_landmarks), (RIGHT_HAND, result.right_hand_landmarks)):
+        if hand is not None:
+            out[part, :2] = _landmarks_px(hand, width, height)
+            out[part, 2] = 1.0
+    return out
+
+
+def _onnx_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import onnxruntime as ort
+
+    return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+
+
+class PoseStage:
+    name = STAGE
+
+    def __init__(
+        self,
+        backend: str = "mediapipe",
+        det_path: str | None = None,
+        pose_path: str | None = None,
+        device: str = "auto",
+        det_score_thr: float = 0.3,
+    ):
+        if backend not in ("mediapipe", "dwpose"):
+            raise ValueError(f"features.pose.backend must be 'mediapipe' or 'dwpose', got {backend!r}")
+        # rtmlib's per-class NMS over 8400x80 candidates effectively never ends near 0.
+        if not 0.05 <= det_score_thr < 1:
+            raise ValueError(f"features.pose.det_score_thr must be in [0.05, 1), got {det_score_thr}")
+        self.backend = backend
+        self.det_path = det_path
+        self.pose_path = pose_path
+        self.device = device
+        self.det_score_thr = det_score_thr
+        self._det = self._pose = None
+        self._device = None
+        self.resources = Resources(num_cpus=1.0, batch_size=1, uses_model=True)
+
+    def _check_paths(self) -> None:
+        settings = (("features.pose.det_path", self.det_path), ("features.pose.pose_path", self.pose_path))
+        for setting, value in settings:
+            if not value:
+                raise WeightsMissing(
+                    f"{setting} is not set (the dwpose backend needs yolox_l.onnx and dw-ll_ucoco_384.onnx)"
+                )
+            if not Path(value).expanduser().is_file():
+                raise WeightsMissing(f"{setting}: file not found: {value}")
+
+    def setup(self) -> None:
+        if self.backend != "dwpose" or self._pose is not None:
+            return
+        # Check first: rtmlib treats any path it cannot find as a URL to download.
+        self._check_paths()
+        from rtmlib import RTMPose, YOLOX
+
+        self._device = _onnx_device(self.device)
+        with contextlib.redirect_stdout(io.StringIO()):  # rtmlib prints a line per model
+            self._det = YOLOX(
+                str(Path(self.det_path).expanduser()),
+                model_input_size=(640, 640),
+                det_mode="multiclass",
+                nms_thr=0.45,
+                score_thr=self.det_score_thr,
+                backend="onnxruntime",
+                device=self._device,
+            )
+            self._pose = RTMPose(
+                str(Path(self.pose_path).expanduser()),
+                model_input_size=(288, 384),  # (W, H)
+                backend="onnxruntime",
+                device=self._device,
+            )
+
+    def estimate(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """RGB uint8 crops of one clip, in order -> one (133, 3) float32 array per frame."""
+        for c in crops:
+            if c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3:
+                raise ValueError(f"pose: expected RGB uint8 crops, got {c.shape} {c.dtype}")
+        if self.backend == "mediapipe":
+            return self._estimate_mediapipe(crops)
+        self.setup()
+        return [self._estimate_dwpose(c) for c in crops]
+
+    def _estimate_mediapipe(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        import mediapipe as mp
+
+        # Tracking mode reuses the last ROI (faster); a fresh graph per clip so nothing carries over.
+        with mp.solutions.holistic.Holistic(
+            static_image_mode=False, model_complexity=1, refine_face_landmarks=True, smooth_landmarks=False
+        ) as holistic:
+            out = []
+            for c in crops:
+                h, w = c.shape[:2]
+                out.append(holistic_to_wholebody(holistic.process(np.ascontiguousarray(c)), w, h))
+        return out
+
+    def _estimate_dwpose(self, crop: np.ndarray) -> np.ndarray:
+        bgr = np.ascontiguousarray(crop[..., ::-1])
+        h, w = crop.shape[:2]
+        boxes, classes = self._det(bgr)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        persons = boxes[np.asarray(classes).reshape(-1) == 0]
+        if len(persons):
+            area = (persons[:, 2] - persons[:, 0]) * (persons[:, 3] - persons[:, 1])
+            box = persons[int(np.argmax(area))]
+        else:
+            box = np.array([0.0, 0.0, w, h])
+        keypoints, scores = self._pose(bgr, bboxes=[box.tolist()])
+        out = empty_pose()
+        out[:, :2] = keypoints[0]
+        out[:, 2] = np.clip(scores[0], 0.0, None)
+        out[out[:, 2] <= 0, :2] = 0.0  # no location where the model found nothing
+        return out
+
+    def describe(self) -> dict:
+        if self.backend == "mediapipe":
+            import mediapipe as mp
+
+            return {
+                "stage": STAGE,
+                "backend": "mediapipe",
+                "model": "holistic(model_complexity=1, refine_face_landmarks=True)",
+                "version": mp.__version__,
+                "layout": "coco_wholebody_133",
+                "face68": "approximate mesh->iBUG-68 table (stages/pose.py)",
+                "absent": "small toes (score 0)",
+                "random_weights": False,
+            }
+        from .latents import sha256_file
+
+        self._check_paths()
+        return {
+            "stage": STAGE,
+            "backend": "dwpose",
+            "det_path": str(self.det_path),
+            "pose_path": str(self.pose_path),
+            "sha256": {str(p): sha256_file(Path(p).expanduser()) for p in (self.det_path, self.pose_path)},
+            "device": self._device or _onnx_device(self.device),
+            "layout": "coco_wholebody_133",
+            "random_weights": False,
+        }
