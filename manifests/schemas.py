@@ -14,6 +14,7 @@ Tables in ``OUT/catalog.duckdb``
 - ``shards``   one row per committed shard file: path, rows, bytes, sha256.
 - ``errors``   one row per failure: source, stage, message. A source with an error row and
                status 'error' was not turned into clips; the build went on.
+- ``intensity_bins``  dataset-wide bin edges of the landmark intensities (levels in ``clips``).
 
 Array columns
 -------------
@@ -135,8 +136,14 @@ CLIPS = pa.schema(
         # Features per clip (issue: feature precompute). Null until computed.
         pa.field("reference_frames", pa.list_(pa.int32())),  # frame_index of references
         pa.field("identity_embedding", TENSOR),
-        pa.field("intensity_exp", pa.float64()),
-        pa.field("intensity_head", pa.float64()),
+        pa.field("intensity_exp", pa.float64()),  # I_e, ratio of the first frame's face scale
+        pa.field("intensity_head", pa.float64()),  # I_h
+        pa.field("intensity_exp_windows", pa.list_(pa.float32())),  # per training window
+        pa.field("intensity_head_windows", pa.list_(pa.float32())),
+        # Levels 0..d-1 from the dataset-wide bin edges in `intensity_bins` (recomputed after
+        # every build; -1 = not measurable, e.g. images).
+        pa.field("intensity_exp_level", pa.int32()),
+        pa.field("intensity_head_level", pa.int32()),
         pa.field("run_id", pa.string(), nullable=False),
     ]
 )
@@ -199,12 +206,25 @@ ERRORS = pa.schema(
     ]
 )
 
+# Dataset-wide intensity bin edges (one row per kind: 'exp' | 'head'); levels in `clips` are
+# derived from these, so they are recomputed without touching the shards.
+INTENSITY_BINS = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("levels", pa.int32(), nullable=False),
+        pa.field("edges", pa.list_(pa.float64()), nullable=False),
+        pa.field("n_clips", pa.int64(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "sources": SOURCES,
     "clips": CLIPS,
     "runs": RUNS,
     "shards": SHARDS,
     "errors": ERRORS,
+    "intensity_bins": INTENSITY_BINS,
 }
 
 

@@ -28,7 +28,8 @@ from stages.curate import CurateStage
 from . import ray_runner
 from .config import BuildConfig
 from .results import spec_to_json, unpack
-from .sources import Discovery, discover
+from .sources import Discovery
+from .weights import check_weights, fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,38 @@ def library_versions() -> dict:
     return out
 
 
-def stage_plans(config: BuildConfig, run_id: str, workers: int) -> list[ray_runner.StagePlan]:
+def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0) -> list[ray_runner.StagePlan]:
+    """The chain of Ray operators for this config: curate, then (optionally) features, latents."""
     curate = dict(
         fps=config.sampling.fps, max_image_side=config.sampling.max_image_side,
         clips=config.clips.model_dump(), crop=config.crop.model_dump(),
         thresholds=config.thresholds.as_params(), run_id=run_id,
     )
     r = CurateStage.resources
-    return [ray_runner.StagePlan("curate", ray_runner.CurateUDF, {"stage_factory": CurateStage, "stage_kwargs": curate},
-                                 r.num_cpus, r.num_gpus, r.batch_size, workers)]
+    plans = [ray_runner.StagePlan("curate", ray_runner.CurateUDF, {"stage_factory": CurateStage, "stage_kwargs": curate},
+                                  r.num_cpus, r.num_gpus, r.batch_size, workers)]
+    f = config.features
+    if not f.enabled:
+        return plans
+    from stages.features import ClipFeatureStage, LatentFeatureStage
+
+    features = dict(position_map=f.position_map.model_dump(), pose=f.pose.model_dump(), identity=f.identity.model_dump(),
+                    intensity=f.intensity.model_dump(), image_views=f.image_views.model_dump(),
+                    jpeg_quality=config.crop.jpeg_quality)
+    plans.append(ray_runner.StagePlan("features", ray_runner.PackedUDF,
+                                      {"stage_factory": ClipFeatureStage, "stage_kwargs": features},
+                                      1, 0, 1, workers))
+    latents = f.latents.model_dump()
+    if latents["device"] == "auto" and not gpus:
+        latents["device"] = "cpu"
+    probe = LatentFeatureStage(**latents)
+    if probe.stage.backend != "none":
+        # The VAE gets its own pool: on a GPU cluster one actor per GPU, batched.
+        n_gpu = 1.0 if gpus else 0.0
+        plans.append(ray_runner.StagePlan("latents", ray_runner.PackedUDF,
+                                          {"stage_factory": LatentFeatureStage, "stage_kwargs": latents},
+                                          1, n_gpu, 1, max(1, int(gpus)) if gpus else workers))
+    return plans
 
 
 def describe_stages(plans: list[ray_runner.StagePlan]) -> dict:
@@ -106,6 +130,7 @@ class ShardBuffer:
 def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progress: bool = True) -> BuildStats:
     from tqdm import tqdm
 
+    check_weights(config)
     out = Path(out_dir)
     catalog = Catalog(out)
     stats = BuildStats()
@@ -124,7 +149,7 @@ def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progre
     catalog.start_run({
         "run_id": run_id, "started_at": datetime.now(timezone.utc), "schema_version": schemas.SCHEMA_VERSION,
         "config_json": config.to_json(), "config_hash": config.hash(), "versions_json": json.dumps(library_versions()),
-        "models_json": json.dumps(describe_stages(stage_plans(config, run_id, 1))),
+        "models_json": json.dumps({**describe_stages(stage_plans(config, run_id, 1)), "weights_sha256": fingerprints(config)}),
         "notes_json": json.dumps({"found": dict(discovery.found), "skipped_done": stats.skipped,
                                   "duplicates": discovery.duplicates}),
         "n_sources": len(todo), "status": "running",
@@ -134,13 +159,15 @@ def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progre
         for e in discovery.metadata_errors
     ], schemas.ERRORS))
 
+    gpus = 0.0
     if config.ray.executor == "ray":
         resources = ray_runner.init_ray(config.ray.address, config.ray.num_cpus)
         workers = workers or max(1, int(resources.get("CPU", 1)))
+        gpus = float(resources.get("GPU", 0))
         runner = ray_runner.run
     else:
         workers, runner = 1, ray_runner.run_inline
-    plans = stage_plans(config, run_id, workers)
+    plans = stage_plans(config, run_id, workers, gpus)
     buffer = ShardBuffer(catalog, config, run_id)
     bar = tqdm(total=len(todo), unit="source", desc="build", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     status = "interrupted"
@@ -165,6 +192,9 @@ def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progre
             src, _, _, errs = ray_runner.internal_error(s, "worker", RuntimeError("the worker processing it crashed"), run_id)
             catalog.commit_sources(schemas.table_from_rows([src], schemas.SOURCES), schemas.CLIPS.empty_table(),
                                    schemas.table_from_rows(errs, schemas.ERRORS), run_id=run_id)
+        from .finalize import intensity_levels
+
+        intensity_levels(catalog, config.features.intensity.levels, run_id)
         status = "finished"
     finally:
         bar.close()

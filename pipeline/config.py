@@ -76,6 +76,61 @@ class StorageConfig(_Section):
     compression: Literal["zstd", "snappy", "none"] = "zstd"
 
 
+class LatentsConfig(_Section):
+    backend: Literal["auto", "none", "diffusers"] = Field("auto", description="auto: diffusers when weights are given, else none")
+    weights: Optional[str] = Field(None, description="SD1.5 VAE: diffusers folder, .safetensors file, or a repo id in the local HF cache")
+    config_dir: Optional[str] = Field(None, description="config for a single .safetensors file (folder with config.json, or LDM .yaml)")
+    hf_cache_dir: Optional[str] = None
+    device: str = "auto"
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    batch_size: int = Field(8, ge=1)
+    allow_random_weights: bool = Field(False, description="random VAE weights (tests, benchmarks); recorded in the catalog")
+
+
+class PoseConfig(_Section):
+    backend: Literal["mediapipe", "dwpose", "none"] = "mediapipe"
+    det_path: Optional[str] = Field(None, description="dwpose: yolox_l.onnx")
+    pose_path: Optional[str] = Field(None, description="dwpose: dw-ll_ucoco_384.onnx")
+    device: str = "auto"
+    det_score_thr: float = Field(0.3, ge=0.05, le=1)
+
+
+class IdentityConfig(_Section):
+    model_path: Optional[str] = Field(None, description="ArcFace ONNX (e.g. insightface w600k_r50.onnx); None: no embeddings")
+    n_frames: int = Field(4, ge=1)
+
+
+class IntensityConfig(_Section):
+    levels: int = Field(64, ge=2, description="d: discrete intensity levels (HunyuanPortrait uses 64)")
+    point_set: Literal["hunyuan5", "expressive"] = "hunyuan5"
+    window: int = Field(16, ge=2, description="training window, frames")
+    window_stride: int = Field(4, ge=1)
+
+
+class PositionMapConfig(_Section):
+    backend: Literal["mesh", "liveportrait", "none"] = "mesh"
+    weights_dir: Optional[str] = Field(None, description="liveportrait: folder with the three base_models .pth files")
+    map_size: int = Field(64, ge=8, description="stored position map side")
+    n_references: int = Field(1, ge=1, description="reference frames per clip")
+    device: str = "auto"
+    allow_random_weights: bool = False
+
+
+class ImageViewsConfig(_Section):
+    k: int = Field(2, ge=0, description="random-crop driving views per image (stage-1 image data)")
+    seed: int = 0
+
+
+class FeaturesConfig(_Section):
+    enabled: bool = Field(True, description="compute features for kept clips")
+    position_map: PositionMapConfig = PositionMapConfig()
+    latents: LatentsConfig = LatentsConfig()
+    pose: PoseConfig = PoseConfig()
+    identity: IdentityConfig = IdentityConfig()
+    intensity: IntensityConfig = IntensityConfig()
+    image_views: ImageViewsConfig = ImageViewsConfig()
+
+
 class DatasetEntry(_Section):
     name: str
     root: str
@@ -91,6 +146,7 @@ class BuildConfig(_Section):
     thresholds: Thresholds = Thresholds()
     ray: RayConfig = RayConfig()
     storage: StorageConfig = StorageConfig()
+    features: FeaturesConfig = FeaturesConfig()
     datasets: list[DatasetEntry] = Field(default_factory=list)
 
     @field_validator("datasets")

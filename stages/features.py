@@ -1,0 +1,201 @@
+"""Per-source feature precompute over the curated tables (kept clips and their JPEG crops).
+
+Two stages, so that pipeline/ can give the VAE its own (GPU) actor pool:
+- :class:`ClipFeatureStage` (CPU): reference frames, motion position maps, whole-body pose,
+  landmark intensities (per clip and per training window), identity embedding, and for image
+  sources K random-crop driving views with their exact position maps.
+- :class:`LatentFeatureStage` (GPU when there is one): VAE latents of every stored frame.
+Both take and return the per-source tables (``sources``, ``clips``, ``frames``, ``errors``).
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from manifests import schemas, tensors
+from manifests.schemas import KEPT
+
+from . import intensity as intensity_mod
+from .base import Resources, StageError
+from .identity import IdentityStage
+from .latents import LatentStage
+from .pose import PoseStage
+from .position_maps import PositionMapStage, choose_references
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise StageError("features", "a stored JPEG crop does not decode")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise StageError("features", "JPEG encoding failed")
+    return buf.tobytes()
+
+
+def _grouped_frames(frames: pa.Table) -> dict[str, list[dict]]:
+    by_clip: dict[str, list[dict]] = defaultdict(list)
+    for row in frames.to_pylist():
+        by_clip[row["clip_id"]].append(row)
+    for rows in by_clip.values():
+        rows.sort(key=lambda r: (r["view"], r["frame_index"]))
+    return by_clip
+
+
+def _with_errors(tables: dict, source_id: str, stage: str, message: str, run_id: str) -> dict:
+    """A feature failure: the source's frames are dropped and it is marked as errored."""
+    src = tables["sources"].to_pylist()[0]
+    src.update(status=schemas.ERROR, reasons=[stage], n_kept=0)
+    errors = tables["errors"].to_pylist() + [{
+        "source_id": source_id, "path": src["path"], "dataset": src["dataset"], "stage": stage,
+        "message": message, "run_id": run_id,
+    }]
+    return {
+        "sources": schemas.table_from_rows([src], schemas.SOURCES),
+        "clips": tables["clips"],
+        "frames": schemas.FRAMES.empty_table(),
+        "errors": schemas.table_from_rows(errors, schemas.ERRORS),
+    }
+
+
+class ClipFeatureStage:
+    name = "features"
+    resources = Resources(num_cpus=1, num_gpus=0, batch_size=1, uses_model=True)
+
+    def __init__(self, *, position_map: dict, pose: dict, identity: dict, intensity: dict, image_views: dict,
+                 jpeg_quality: int = 90):
+        pm = dict(position_map)
+        self.n_references = int(pm.pop("n_references", 1))
+        self.position_maps = None if pm.get("backend") == "none" else PositionMapStage(**pm)
+        pose = dict(pose)
+        self.pose = None if pose.get("backend") == "none" else PoseStage(**pose)
+        self.identity = IdentityStage(**identity)
+        self.intensity = dict(intensity)
+        self.image_views = dict(image_views)
+        self.jpeg_quality = jpeg_quality
+
+    def setup(self) -> None:
+        for stage in (self.position_maps, self.pose, self.identity):
+            if stage is not None:
+                stage.setup()
+
+    def describe(self) -> dict:
+        return {
+            "position_map": self.position_maps.describe() if self.position_maps else {"backend": "none"},
+            "pose": self.pose.describe() if self.pose else {"backend": "none"},
+            "identity": self.identity.describe(),
+            "intensity": {"backend": "landmarks", **self.intensity},
+            "image_views": {"backend": "albumentations", **self.image_views},
+        }
+
+    def process_packed(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        if tables["frames"].num_rows == 0:
+            return tables
+        source_id = tables["sources"].column("source_id")[0].as_py()
+        run_id = tables["sources"].column("run_id")[0].as_py()
+        try:
+            return self._process(tables)
+        except StageError as e:
+            return _with_errors(tables, source_id, e.stage, e.message, run_id)
+
+    def _process(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        by_clip = _grouped_frames(tables["frames"])
+        clips = tables["clips"].to_pylist()
+        out_frames: list[dict] = []
+        for clip in clips:
+            rows = by_clip.get(clip["clip_id"])
+            if clip["verdict"] != KEPT or not rows:
+                continue
+            crops = [decode_jpeg(r["jpeg"]) for r in rows]
+            lms = [tensors.decode(r["landmarks"]).astype(np.float64) for r in rows]
+            refs = choose_references(lms, n_refs=self.n_references)
+            clip["reference_frames"] = [int(i) for i in refs]
+            if self.position_maps is not None:
+                maps = self.position_maps.compute(crops[refs[0]], lms[refs[0]], crops, lms)
+                for r, m in zip(rows, maps):
+                    r["position_map"] = tensors.encode(m, "float16")
+            if self.pose is not None:
+                for r, p in zip(rows, self.pose.estimate(crops)):
+                    r["pose"] = tensors.encode(p, "float32")
+            self._intensities(clip, lms)
+            emb = self.identity.embed(crops, lms)
+            clip["identity_embedding"] = tensors.encode(emb, "float32")
+            out_frames.extend(rows)
+            if clip["media_type"] == "image" and self.image_views.get("k", 0) > 0:
+                out_frames.extend(self._views(clip, rows[0], crops[0], lms[0]))
+        return {
+            "sources": tables["sources"],
+            "clips": schemas.table_from_rows(clips, schemas.CLIPS),
+            "frames": schemas.table_from_rows(out_frames, schemas.FRAMES),
+            "errors": tables["errors"],
+        }
+
+    def _intensities(self, clip: dict, lms: list[np.ndarray]) -> None:
+        stack = np.stack(lms)
+        point_set = self.intensity.get("point_set", "hunyuan5")
+        if clip["media_type"] == "image":
+            return  # one frame: no motion to measure
+        clip["intensity_exp"], clip["intensity_head"] = intensity_mod.intensities(stack, point_set)
+        _, exp_w, head_w = intensity_mod.window_intensities(
+            stack, self.intensity.get("window", 16), self.intensity.get("window_stride", 4), point_set
+        )
+        clip["intensity_exp_windows"] = exp_w.tolist()
+        clip["intensity_head_windows"] = head_w.tolist()
+
+    def _views(self, clip: dict, row: dict, crop: np.ndarray, lm: np.ndarray) -> list[dict]:
+        from .image_views import make_views
+
+        # Seeded per clip (its id is a hash), so a view does not depend on processing order.
+        seed = int(self.image_views.get("seed", 0)) + int(clip["clip_id"][:8], 16)
+        views = make_views(crop, lm, k=int(self.image_views["k"]), seed=seed,
+                           map_size=self.position_maps.map_size if self.position_maps else 64)
+        out = []
+        for k, v in enumerate(views, start=1):
+            out.append({
+                **{key: row[key] for key in ("clip_id", "source_id", "frame_index", "source_frame", "timestamp_s")},
+                "view": k,
+                "jpeg": encode_jpeg(v.image, self.jpeg_quality),
+                "face_box": None,
+                "face_conf": row["face_conf"],
+                "landmarks": tensors.encode(v.landmarks, "float32"),
+                "position_map": tensors.encode(v.position_map, "float16"),
+                "view_params": json.dumps(v.params, sort_keys=True),
+            })
+        return out
+
+
+class LatentFeatureStage:
+    """VAE latents of every stored frame (clip frames and image views)."""
+
+    name = "latents"
+
+    def __init__(self, **latents):
+        latents = dict(latents)
+        if latents.get("backend", "auto") == "auto":
+            latents["backend"] = "diffusers" if latents.get("weights") else "none"
+        self.stage = LatentStage(**latents)
+        self.resources = self.stage.resources
+
+    def setup(self) -> None:
+        self.stage.setup()
+
+    def describe(self) -> dict:
+        return self.stage.describe()
+
+    def process_packed(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        frames = tables["frames"]
+        if frames.num_rows == 0 or self.stage.backend == "none":
+            return tables
+        rows = frames.to_pylist()
+        latents = self.stage.encode([decode_jpeg(r["jpeg"]) for r in rows])
+        for r, z in zip(rows, latents):
+            r["latent"] = tensors.encode(z, "float16")
+        return {**tables, "frames": schemas.table_from_rows(rows, schemas.FRAMES)}
