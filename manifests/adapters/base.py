@@ -68,6 +68,9 @@ class ClipSpec:
     landmarks: list[tuple[float, float]] | None = None  # in the box's reference frame
     key: str | None = None  # the dataset's own clip name
     labels: dict[str, str] = field(default_factory=dict)
+    # The person of this clip where one file holds several (VFHQ raw videos); None = the
+    # source's identity.
+    identity: str | None = None
 
 
 @dataclass

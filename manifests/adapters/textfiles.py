@@ -1,0 +1,262 @@
+"""Small parsing helpers shared by the dataset adapters.
+
+Dataset metadata files are hand-made text: UTF-8 BOMs, trailing spaces, runs of spaces or
+tabs between fields, blank lines, missing final newlines. :func:`read_lines` absorbs all of
+that once and numbers lines from 1 as an editor shows them, so every adapter can name the
+file and line of an entry it cannot read.
+
+Frame convention (all adapters): frame ``f`` (0-based) covers ``[f/fps, (f+1)/fps)``, so an
+inclusive frame range ``S..E`` becomes ``start = S/fps``, ``end = (E+1)/fps`` (end exclusive).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .base import MetadataError, resolve_inside
+
+
+class EntryError(ValueError):
+    """One metadata entry cannot be read; the adapter turns it into a MetadataError.
+
+    ``line`` names the offending line where it is not the one the adapter is reading.
+    """
+
+    def __init__(self, message: str, line: "Line | None" = None):
+        super().__init__(message)
+        self.line = line
+
+    def to_error(self, dataset: str, file: str, line: int | None) -> MetadataError:
+        if self.line is not None:
+            return MetadataError(dataset, self.line.file, self.line.number, str(self))
+        return MetadataError(dataset, file, line, str(self))
+
+
+@dataclass(frozen=True)
+class Line:
+    """One non-blank line of a metadata file: 1-based number, text without BOM/trailing blanks."""
+
+    file: str
+    number: int
+    text: str
+
+    @property
+    def fields(self) -> list[str]:
+        """Fields separated by runs of spaces or tabs."""
+        return self.text.split()
+
+    def error(self, dataset: str, message: str) -> MetadataError:
+        return MetadataError(dataset, self.file, self.number, message)
+
+
+def read_text(path: str | Path) -> str:
+    """The file's text, UTF-8 with an optional BOM stripped."""
+    return Path(path).read_bytes().decode("utf-8-sig")
+
+
+def read_lines(path: str | Path) -> Iterator[Line]:
+    """Non-blank lines, trailing whitespace (and a BOM) removed, numbered from 1."""
+    text = read_text(path)
+    for number, raw in enumerate(text.splitlines(), start=1):
+        raw = raw.lstrip("\ufeff").rstrip()
+        if raw:
+            yield Line(str(path), number, raw)
+
+
+def read_csv_lines(path: str | Path) -> Iterator[tuple[Line, list[str]]]:
+    """CSV rows (quoted fields may hold commas; blanks after commas skipped) with their line."""
+    for line in read_lines(path):
+        row = next(csv.reader([line.text], skipinitialspace=True))
+        yield line, [f.strip() for f in row]
+
+
+def first_existing(root: Path, candidates: Iterable[str]) -> Path | None:
+    """The first of ``root/candidate`` that exists."""
+    for rel in candidates:
+        p = root / rel
+        if p.exists():
+            return p
+    return None
+
+
+def to_int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise EntryError(f"{what} is not an integer: {text!r}") from None
+
+
+def to_float(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise EntryError(f"{what} is not a number: {text!r}") from None
+
+
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,3}):(\d{1,2}(?:\.\d+)?)$")
+
+
+def parse_clock(text: str) -> float:
+    """``MM:SS`` or ``HH:MM:SS`` (seconds may have decimals) to seconds."""
+    m = _CLOCK.match(text.strip())
+    if not m:
+        raise EntryError(f"not a MM:SS time: {text!r}")
+    hours, minutes, seconds = int(m.group(1) or 0), int(m.group(2)), float(m.group(3))
+    if seconds >= 60:
+        raise EntryError(f"seconds out of range in {text!r}")
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def parse_clock_range(text: str) -> tuple[float, float]:
+    """``MM:SS-MM:SS`` to (start, end) seconds; the end must come after the start."""
+    parts = text.split("-")
+    if len(parts) != 2:
+        raise EntryError(f"not a MM:SS-MM:SS range: {text!r}")
+    start, end = parse_clock(parts[0]), parse_clock(parts[1])
+    if end <= start:
+        raise EntryError(f"range ends before it starts: {text!r}")
+    return start, end
+
+
+def frame_span(first: int, last_inclusive: int, fps: float) -> tuple[float, float]:
+    """Inclusive 0-based frame range to (start_s, end_s), end exclusive."""
+    if fps <= 0:
+        raise EntryError(f"frame rate must be positive, got {fps}")
+    if last_inclusive < first:
+        raise EntryError(f"frame range ends before it starts: {first}..{last_inclusive}")
+    return first / fps, (last_inclusive + 1) / fps
+
+
+def inside(root: Path, rel: str) -> tuple[Path, str]:
+    """(absolute path, posix path relative to root) for a path named by metadata.
+
+    Refuses (EntryError) a path that would leave the dataset root: absolute paths, '..'
+    escapes, and links pointing outside.
+    """
+    rel_posix = rel.replace("\\", "/")
+    if not rel_posix or rel_posix.startswith("/") or re.match(r"^[A-Za-z]:", rel_posix):
+        raise EntryError(f"path {rel!r} leaves the dataset root")
+    path = resolve_inside(root, rel_posix)
+    if path is None:
+        raise EntryError(f"path {rel!r} leaves the dataset root")
+    return path, path.relative_to(root.resolve()).as_posix()
+
+
+def existing_inside(root: Path, rel: str) -> tuple[Path, str]:
+    """Like :func:`inside`, and the file must exist (EntryError naming it otherwise)."""
+    path, rel_posix = inside(root, rel)
+    if not path.is_file():
+        raise EntryError(f"media file listed in the metadata is missing: {rel_posix}")
+    return path, rel_posix
+
+
+def walk_files(root: Path, extensions: frozenset[str] | set[str] | None = None) -> Iterator[Path]:
+    """Files under ``root`` in a deterministic order (sorted, hidden entries skipped)."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            if extensions is None or Path(name).suffix.lower() in extensions:
+                yield Path(dirpath) / name
+
+
+def index_by_name(root: Path, extensions: frozenset[str] | set[str]) -> dict[str, list[Path]]:
+    """File name -> the files of that name under ``root`` (for layouts that vary by user)."""
+    out: dict[str, list[Path]] = {}
+    for p in walk_files(root, extensions):
+        out.setdefault(p.name, []).append(p)
+    return out
+
+
+def json_key_lines(text: str) -> dict[str, int]:
+    """Line (1-based) where each JSON object key first appears, to locate bad entries."""
+    lines: dict[str, int] = {}
+    line, pos = 1, 0
+    for m in re.finditer(r'"((?:[^"\\\n]|\\.)*)"\s*:', text):
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        lines.setdefault(m.group(1), line)
+    return lines
+
+
+class KeyLines:
+    """Line of each JSON key, worked out only when an error needs one (files can be large)."""
+
+    def __init__(self, text: str):
+        self._text = text
+        self._lines: dict[str, int] | None = None
+
+    def get(self, key: str) -> int | None:
+        if self._lines is None:
+            self._lines = json_key_lines(self._text)
+        return self._lines.get(key)
+
+
+def load_json(path: Path, dataset: str) -> tuple[object | None, MetadataError | None, KeyLines]:
+    """(data, error, key lines): a broken JSON file gives an error with its line."""
+    try:
+        text = read_text(path)
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, MetadataError(dataset, str(path), e.lineno, f"invalid JSON: {e.msg}"), KeyLines("")
+    except (OSError, UnicodeDecodeError) as e:
+        return None, MetadataError(dataset, str(path), None, f"cannot read: {e}"), KeyLines("")
+    return data, None, KeyLines(text)
+
+
+def labels_of(**values: object) -> dict[str, str]:
+    """Label map with string values; None dropped, lists joined with ','."""
+    out: dict[str, str] = {}
+    for k, v in values.items():
+        if v is None:
+            continue
+        if isinstance(v, (list, tuple)):
+            v = ",".join(str(x) for x in v)
+        elif isinstance(v, dict):
+            v = json.dumps(v, sort_keys=True)
+        out[k] = str(v)
+    return out
+
+
+@dataclass
+class NameTable:
+    """A CelebA-style table: optional count line, optional header line, then ``name v1 v2 ...``."""
+
+    rows: dict[str, tuple[Line, list[str]]]
+    header: list[str]
+    errors: list[MetadataError]
+
+
+def read_name_table(path: Path, dataset: str, n_values: int | None = None,
+                    name_suffixes: tuple[str, ...] = (".jpg", ".png", ".jpeg")) -> NameTable:
+    """Rows keyed by their first field (an image name); bad rows become errors with their line.
+
+    A first line holding one integer is the count; non-row lines before the first row are the
+    header (its fields are kept, e.g. attribute names). ``n_values`` checks each row's width.
+    """
+    table = NameTable({}, [], [])
+    seen_row = False
+    for line in read_lines(path):
+        fields = line.fields
+        is_row = fields[0].lower().endswith(name_suffixes)
+        if not is_row and not seen_row:
+            if not (line.number == 1 and len(fields) == 1 and fields[0].isdigit()):
+                table.header = fields
+            continue
+        seen_row = True
+        want = n_values if n_values is not None else (len(table.header) or None)
+        if not is_row:
+            table.errors.append(line.error(dataset, f"expected an image name first, got {fields[0]!r}"))
+        elif want is not None and len(fields) - 1 != want:
+            table.errors.append(line.error(dataset, f"expected {want} values after the name, got {len(fields) - 1}"))
+        elif fields[0] in table.rows:
+            table.errors.append(line.error(dataset, f"{fields[0]} is listed twice"))
+        else:
+            table.rows[fields[0]] = (line, fields[1:])
+    return table

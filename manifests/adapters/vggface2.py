@@ -1,0 +1,101 @@
+"""VGGFace2: ``{train,test}/<class_id>/<NNNN_NN>.jpg`` with ``identity_meta.csv`` (root or
+``meta/``) and ``loose_bb_{train,test}.csv`` / ``loose_landmark_{train,test}.csv`` (root or
+``bb_landmark/``).
+
+Identity = the class id (folder); split = the folder (train/test); labels ``name`` and
+``gender`` from identity_meta.csv (``Class_ID, Name, Sample_Num, Flag, Gender``: irregular
+spaces, quoted names that may hold commas). The loose box ``X,Y,W,H`` is in pixels of the image
+and may run outside it (the pipeline clamps); 5 landmarks where the landmark file is present.
+Where a split's box file exists its rows list the images; otherwise the folder is walked.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from .base import Box, ClipSpec, MetadataError, SourceSpec
+from .probe import image_info
+from .textfiles import EntryError, Line, existing_inside, first_existing, read_csv_lines, to_float, walk_files
+
+_SPLITS = ("train", "test")
+
+
+class VGGFace2Adapter:
+    name = "vggface2"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
+        people, errors = self._identity_meta()
+        yield from errors
+        found = False
+        for split in _SPLITS:
+            folder = self.root / split
+            if not folder.is_dir():
+                continue
+            found = True
+            boxes = self._rows(f"loose_bb_{split}.csv", 4)
+            marks = self._rows(f"loose_landmark_{split}.csv", 10)
+            for table in (boxes, marks):
+                yield from (e for e in table.values() if isinstance(e, MetadataError))
+            if boxes:
+                names = [k for k, v in boxes.items() if not isinstance(v, MetadataError)]
+            else:
+                names = [p.relative_to(folder).with_suffix("").as_posix() for p in walk_files(folder, {".jpg", ".png"})]
+            for name in names:
+                row = boxes.get(name)
+                try:
+                    yield self._source(split, name, row, marks.get(name), people)
+                except EntryError as e:
+                    yield e.to_error(self.name, row[0].file if row else str(folder), row[0].number if row else None)
+        if not found:
+            yield MetadataError(self.name, str(self.root), None, "no train/ or test/ folder")
+
+    def _identity_meta(self) -> tuple[dict[str, dict[str, str]], list[MetadataError]]:
+        path = first_existing(self.root, ["identity_meta.csv", "meta/identity_meta.csv"])
+        people: dict[str, dict[str, str]] = {}
+        errors: list[MetadataError] = []
+        if path is None:
+            return people, errors
+        for line, fields in read_csv_lines(path):
+            if fields[0] == "Class_ID":
+                continue
+            if len(fields) < 5 or not fields[0].startswith("n"):
+                errors.append(line.error(self.name, "expected 'Class_ID, Name, Sample_Num, Flag, Gender'"))
+                continue
+            name = ",".join(fields[1:-3])  # names may hold commas
+            people[fields[0]] = {"name": name, "gender": fields[-1]}
+        return people, errors
+
+    def _rows(self, filename: str, n_values: int) -> dict[str, tuple[Line, list[float]] | MetadataError]:
+        path = first_existing(self.root, [filename, f"bb_landmark/{filename}"])
+        out: dict = {}
+        if path is None:
+            return out
+        for line, fields in read_csv_lines(path):
+            if fields[0] == "NAME_ID":
+                continue
+            try:
+                if len(fields) != n_values + 1:
+                    raise EntryError(f"expected NAME_ID and {n_values} numbers, got {len(fields)} fields")
+                out[fields[0]] = (line, [to_float(v, "value") for v in fields[1:]])
+            except EntryError as e:
+                out[f"error:{line.number}"] = line.error(self.name, str(e))
+        return out
+
+    def _source(self, split, name, row, mark_row, people) -> SourceSpec:
+        path, rel = existing_inside(self.root, f"{split}/{name}.jpg")
+        identity = name.split("/")[0]
+        clips = None
+        if row is not None:
+            info = image_info(str(path))
+            x, y, w, h = row[1]
+            points = None
+            if isinstance(mark_row, tuple):
+                v = mark_row[1]
+                points = list(zip(v[0::2], v[1::2]))
+            box = Box(x, y, x + w, y + h, float(info.width), float(info.height))
+            clips = [ClipSpec(0.0, None, box=box, landmarks=points, key=name)]
+        return SourceSpec(self.name, str(path), rel, "image", identity=identity, split=split,
+                          labels=dict(people.get(identity, {})), clips=clips)

@@ -1,0 +1,135 @@
+"""VoxCeleb2: per-utterance txt ``txt/<id>/<ytid>/<NNNNN>.txt`` (also ``dev/txt``, ``test/txt``)
+beside the utterance videos ``{dev,test}/mp4/<id>/<ytid>/<NNNNN>.mp4``.
+
+A txt has header lines ``Key : value`` (``Reference`` = the YouTube id, ``Offset`` = A/V
+offset), a blank line, ``FRAME X Y W H`` and one row per frame: the frame number in the source
+video at 25 fps and the face box, normalised to [0, 1] in VoxCeleb2 (pixel boxes, as in
+VoxCeleb1, are recognised by values above 1 and taken at the raw video's size). The utterance
+mp4 is already the face track cut from the source, so it spans ``(last - first + 1) / 25`` s
+from 0 and carries no box. With ``raw_dir`` holding the source video ``<ytid>.mp4`` instead,
+the utterance is the range ``first/25 .. (last+1)/25`` of it with the first row's box.
+Identity = the ``id`` folder; split: dev -> train, test -> test. Without txt files the mp4
+folders are listed as they are.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from .base import Box, ClipSpec, MetadataError, SourceSpec
+from .probe import video_info
+from .textfiles import EntryError, inside, read_lines, to_float, to_int, walk_files
+
+VOX_FPS = 25.0
+_SPLITS = (("dev", "train"), ("test", "test"))
+
+
+def parse_utterance(txt: Path) -> tuple[dict[str, str], list[tuple[int, tuple[float, float, float, float]]]]:
+    """(header, rows) of a VoxCeleb txt; EntryError (with the line) on a malformed row."""
+    header: dict[str, str] = {}
+    rows: list[tuple[int, tuple[float, float, float, float]]] = []
+    in_rows = False
+    for line in read_lines(txt):
+        fields = line.fields
+        if not in_rows:
+            if fields[0].upper() == "FRAME":
+                in_rows = True
+            elif ":" in line.text:
+                key, value = line.text.split(":", 1)
+                header[key.strip()] = value.strip()
+            else:
+                raise EntryError("expected 'Key : value' or the FRAME X Y W H header", line)
+            continue
+        try:
+            if len(fields) != 5:
+                raise EntryError(f"expected FRAME X Y W H, got {len(fields)} fields")
+            frame = to_int(fields[0], "frame")
+            x, y, w, h = (to_float(v, "box value") for v in fields[1:])
+        except EntryError as e:
+            raise EntryError(str(e), line) from None
+        rows.append((frame, (x, y, w, h)))
+    if not rows:
+        raise EntryError("no frame rows")
+    return header, rows
+
+
+class VoxCeleb2Adapter:
+    name = "voxceleb2"
+
+    def __init__(self, root: str | Path, raw_dir: str = "raw_videos"):
+        self.root = Path(root)
+        self.raw_dir = raw_dir
+
+    def _txt_files(self) -> list[tuple[Path, str | None]]:
+        out = []
+        for folder, split in (("txt", None), ("dev/txt", "train"), ("test/txt", "test")):
+            base = self.root / folder
+            if base.is_dir():
+                out.extend((p, split) for p in walk_files(base, {".txt"}))
+        return out
+
+    def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
+        txts = self._txt_files()
+        if not txts:
+            yield from self._mp4_only()
+            return
+        raw: dict[str, tuple[Path, str, str, str, list[ClipSpec]]] = {}
+        for txt, split_hint in txts:
+            parts = txt.relative_to(self.root).parts
+            ident, ytid, utt = parts[-3], parts[-2], txt.stem
+            try:
+                header, rows = parse_utterance(txt)
+                item = self._utterance(ident, ytid, utt, header, rows, split_hint)
+            except EntryError as e:
+                yield e.to_error(self.name, str(txt), None)
+                continue
+            if isinstance(item, SourceSpec):
+                yield item
+            else:
+                path, rel, split, clip = item
+                raw.setdefault(rel, (path, rel, ident, split, []))[4].append(clip)
+        for rel in sorted(raw):
+            path, rel, ident, split, clips = raw[rel]
+            clips.sort(key=lambda c: (c.start_s, c.key))
+            yield SourceSpec(self.name, str(path), rel, "video", identity=ident, split=split, clips=clips)
+
+    def _utterance(self, ident, ytid, utt, header, rows, split_hint):
+        first, last = rows[0][0], rows[-1][0]
+        if last < first:
+            raise EntryError(f"frames run backwards ({first}..{last})")
+        labels = {"youtube_id": header.get("Reference", ytid), "utterance": utt}
+        if "Offset" in header:
+            labels["av_offset"] = header["Offset"]
+        for folder, split in _SPLITS:
+            path, rel = inside(self.root, f"{folder}/mp4/{ident}/{ytid}/{utt}.mp4")
+            if path.is_file():
+                clip = ClipSpec(0.0, (last - first + 1) / VOX_FPS, key=f"{ident}/{ytid}/{utt}", labels=labels)
+                return SourceSpec(self.name, str(path), rel, "video", identity=ident, split=split,
+                                  labels=labels, clips=[clip])
+        path, rel = inside(self.root, f"{self.raw_dir}/{ytid}.mp4")
+        if not path.is_file():
+            raise EntryError(f"media file listed in the metadata is missing: dev/mp4/{ident}/{ytid}/{utt}.mp4 "
+                             f"(nor test/mp4/..., nor {self.raw_dir}/{ytid}.mp4)")
+        x, y, w, h = rows[0][1]
+        if max(x + w, y + h) <= 1.0 + 1e-6:  # VoxCeleb2: normalised
+            box = Box(x, y, x + w, y + h, 1.0, 1.0)
+        else:  # VoxCeleb1-style pixels of the source video
+            info = video_info(str(path))
+            box = Box(x, y, x + w, y + h, float(info.width), float(info.height))
+        clip = ClipSpec(first / VOX_FPS, (last + 1) / VOX_FPS, box=box, key=f"{ident}/{ytid}/{utt}", labels=labels)
+        return path, rel, split_hint or "train", clip
+
+    def _mp4_only(self) -> Iterator[SourceSpec | MetadataError]:
+        found = False
+        for folder, split in _SPLITS:
+            base = self.root / folder / "mp4"
+            if not base.is_dir():
+                continue
+            found = True
+            for path in walk_files(base, {".mp4"}):
+                rel = path.relative_to(self.root).as_posix()
+                ident = path.relative_to(base).parts[0]
+                yield SourceSpec(self.name, str(path.resolve()), rel, "video", identity=ident, split=split)
+        if not found:
+            yield MetadataError(self.name, str(self.root), None, "no txt/ folder and no dev/mp4 or test/mp4 folder")
+
