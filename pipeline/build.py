@@ -192,9 +192,11 @@ def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progre
             src, _, _, errs = ray_runner.internal_error(s, "worker", RuntimeError("the worker processing it crashed"), run_id)
             catalog.commit_sources(schemas.table_from_rows([src], schemas.SOURCES), schemas.CLIPS.empty_table(),
                                    schemas.table_from_rows(errs, schemas.ERRORS), run_id=run_id)
-        from .finalize import intensity_levels
+        from .finalize import eval_split, intensity_levels
 
         intensity_levels(catalog, config.features.intensity.levels, run_id)
+        e = config.eval_split
+        eval_split(catalog, e.n, e.seed, e.datasets)
         status = "finished"
     finally:
         bar.close()

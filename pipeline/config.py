@@ -131,6 +131,12 @@ class FeaturesConfig(_Section):
     image_views: ImageViewsConfig = ImageViewsConfig()
 
 
+class EvalSplitConfig(_Section):
+    n: int = Field(100, ge=0, description="evaluation clips (RealPortrait: 100 from VFHQ and CelebV-HQ)")
+    seed: int = 0
+    datasets: list[str] = Field(default_factory=lambda: ["vfhq", "celebvhq"])
+
+
 class DatasetEntry(_Section):
     name: str
     root: str
@@ -147,6 +153,7 @@ class BuildConfig(_Section):
     ray: RayConfig = RayConfig()
     storage: StorageConfig = StorageConfig()
     features: FeaturesConfig = FeaturesConfig()
+    eval_split: EvalSplitConfig = EvalSplitConfig()
     datasets: list[DatasetEntry] = Field(default_factory=list)
 
     @field_validator("datasets")

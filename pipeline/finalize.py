@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from manifests import schemas
 from manifests.catalog import Catalog
+from manifests.splits import EVAL_SPLIT, choose_eval
 from stages.intensity import bin_edges, to_levels
 
 
@@ -48,3 +49,20 @@ def intensity_levels(catalog: Catalog, levels: int, run_id: str) -> int:
     )
     catalog.con.unregister("_levels")
     return len(rows)
+
+
+def eval_split(catalog: Catalog, n: int, seed: int, datasets: list[str]) -> int:
+    """Re-draw the evaluation split over the kept clips (manifests/splits.py has the rule).
+
+    Clips drawn before get their dataset's own split back first, so the split always reflects
+    the current dataset. Returns the number of eval clips.
+    """
+    catalog.con.execute(
+        "UPDATE clips SET split = s.split FROM sources s WHERE clips.source_id = s.source_id AND clips.split = ?",
+        [EVAL_SPLIT],
+    )
+    records = catalog.query("SELECT clip_id, source_id, dataset, identity FROM clips WHERE verdict = 'kept'").to_pylist()
+    chosen = sorted(choose_eval(records, n=n, seed=seed, datasets=tuple(datasets)))
+    if chosen:
+        catalog.con.execute("UPDATE clips SET split = ? WHERE list_contains(?, clip_id)", [EVAL_SPLIT, chosen])
+    return len(chosen)

@@ -129,8 +129,7 @@ class CurateStage:
             return
         source_px = info.width / rgb.shape[1]  # source pixels per analysed pixel
         rec = self._record(Frame(0, 0.0, rgb), obs, bg_motion=None, quality=quality)
-        clip_labels = spec.clips[0].labels if spec.clips else {}
-        self._close_clip(spec, result, [rec], None, clipping.END, source_px, clip_labels)
+        self._close_clip(spec, result, [rec], spec.clips[0] if spec.clips else None, clipping.END, source_px)
 
     def _video(self, spec: SourceSpec, info: ProbeResult, result: SourceResult) -> None:
         from . import quality
@@ -149,7 +148,7 @@ class CurateStage:
                 box = obs.face_box
                 reason = splitter.break_before(frame.t, box, clipping.frame_histogram(frame.rgb))
                 if reason is not None:
-                    self._close_clip(spec, result, open_clip, rng.end_s, reason, 1.0, rng.labels)
+                    self._close_clip(spec, result, open_clip, rng, reason, 1.0)
                     open_clip = []
                     self.motion.reset()
                 motion = self.motion.update(frame.rgb, frame.t)
@@ -158,7 +157,7 @@ class CurateStage:
                     continue
                 previous = obs.boxes[obs.primary]
                 open_clip.append(self._record(frame, obs, motion if open_clip else None, quality))
-            self._close_clip(spec, result, open_clip, rng.end_s, clipping.END, 1.0, rng.labels)
+            self._close_clip(spec, result, open_clip, rng, clipping.END, 1.0)
 
     def _seed(self, rng: ClipSpec | None, rgb: np.ndarray) -> np.ndarray | None:
         if rng is None or rng.box is None:
@@ -182,7 +181,8 @@ class CurateStage:
         )
 
     # -- one clip -------------------------------------------------------------------------
-    def _close_clip(self, spec, result, recs, range_end, split_reason, source_px, labels):
+    def _close_clip(self, spec: SourceSpec, result: SourceResult, recs: list[FrameRecord], rng: ClipSpec | None,
+                    split_reason: str, source_px: float):
         if not recs:
             return
         clip_index = len(result.clips)
@@ -192,13 +192,15 @@ class CurateStage:
         crop = plan_crop(boxes, int(round(w)), int(round(h)), self.crop_scale, self.shift_down)
         start = recs[0].t
         end = recs[-1].t + 1.0 / self.fps
-        if range_end is not None:
-            end = min(end, range_end)
+        if rng is not None and rng.end_s is not None:
+            end = min(end, rng.end_s)
         if spec.media_type == "image":
             end = start
         clip = {
             "clip_id": f"{spec.source_id}-{clip_index:04d}", "source_id": spec.source_id, "dataset": spec.dataset,
-            "identity": spec.identity, "split": spec.split, "labels": {**spec.labels, **labels},
+            # A dataset clip may name its own person (several people in one VFHQ raw video).
+            "identity": (rng.identity if rng is not None else None) or spec.identity, "split": spec.split,
+            "labels": _clip_labels(spec, rng),
             "media_type": spec.media_type, "clip_index": clip_index, "start_s": float(start), "end_s": float(end),
             "n_frames": len(recs), "fps": None if spec.media_type == "image" else self.fps,
             "split_reason": split_reason,
@@ -226,6 +228,15 @@ class CurateStage:
                 "landmarks": tensors.encode(crop.to_crop(r.landmarks, self.out_size), "float32"),
             })
         return rows
+
+
+def _clip_labels(spec: SourceSpec, rng: ClipSpec | None) -> dict:
+    labels = dict(spec.labels)
+    if rng is not None:
+        labels.update(rng.labels)
+        if rng.key:
+            labels["clip_key"] = rng.key  # the dataset's own clip name
+    return labels
 
 
 def _median(values) -> float | None:
