@@ -111,7 +111,9 @@ class PositionMapConfig(_Section):
     backend: Literal["mesh", "liveportrait", "none"] = "mesh"
     weights_dir: Optional[str] = Field(None, description="liveportrait: folder with the three base_models .pth files")
     map_size: int = Field(64, ge=8, description="stored position map side")
-    n_references: int = Field(1, ge=1, description="reference frames per clip")
+    n_references: int = Field(1, ge=1, description="reference frames per clip (maps are against the first)")
+    reference_rule: Literal["frontal_neutral", "frontal", "first", "middle"] = Field(
+        "frontal_neutral", description="how references are chosen (stages/position_maps.py: choose_references)")
     device: str = "auto"
     allow_random_weights: bool = False
 

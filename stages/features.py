@@ -9,7 +9,6 @@ Both take and return the per-source tables (``sources``, ``clips``, ``frames``, 
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 import cv2
@@ -74,6 +73,7 @@ class ClipFeatureStage:
                  jpeg_quality: int = 90):
         pm = dict(position_map)
         self.n_references = int(pm.pop("n_references", 1))
+        self.reference_rule = pm.pop("reference_rule", "frontal_neutral")
         self.position_maps = None if pm.get("backend") == "none" else PositionMapStage(**pm)
         pose = dict(pose)
         self.pose = None if pose.get("backend") == "none" else PoseStage(**pose)
@@ -116,7 +116,7 @@ class ClipFeatureStage:
                 continue
             crops = [decode_jpeg(r["jpeg"]) for r in rows]
             lms = [tensors.decode(r["landmarks"]).astype(np.float64) for r in rows]
-            refs = choose_references(lms, n_refs=self.n_references)
+            refs = choose_references(lms, n_refs=self.n_references, rule=self.reference_rule)
             clip["reference_frames"] = [int(i) for i in refs]
             if self.position_maps is not None:
                 maps = self.position_maps.compute(crops[refs[0]], lms[refs[0]], crops, lms)
@@ -167,7 +167,7 @@ class ClipFeatureStage:
                 "face_conf": row["face_conf"],
                 "landmarks": tensors.encode(v.landmarks, "float32"),
                 "position_map": tensors.encode(v.position_map, "float16"),
-                "view_params": json.dumps(v.params, sort_keys=True),
+                "view_params": v.params_json(),
             })
         return out
 

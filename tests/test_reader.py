@@ -1,0 +1,146 @@
+"""Shard reader: clip selection, stage-1 pairs / stage-2 windows, partition, shuffle, weights,
+resumable position."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from manifests import tensors
+from manifests.catalog import Catalog
+from model_shards import make_test_build
+from portrait_model.reader import ReaderError, ShardReader, select_clips
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def build(fixtures_dir, tmp_path_factory):
+    return make_test_build(tmp_path_factory.mktemp("build"), n_frames=16, n_clips=2)
+
+
+def stored(build, clip_id, frame_index, view, column):
+    with Catalog(build, read_only=True) as cat:
+        row = cat.query(f"SELECT {column} FROM frames WHERE clip_id = '{clip_id}' "
+                        f"AND frame_index = {frame_index} AND view = {view}").to_pylist()[0]
+    return tensors.decode(row[column])
+
+
+def test_selection_excludes_eval_random_weights_and_rejected(build):
+    ids = {c.clip_id for c in select_clips(build)}
+    assert ids == {"d3-part0-0", "d3-part1-0", "s1-0"}
+    assert "eval-0" in {c.clip_id for c in select_clips(build, include_eval=True)}
+    assert "random-0" in {c.clip_id for c in select_clips(build, include_random_weights=True)}
+    reader = ShardReader(build, 1, 2)
+    seen = {cid for e in range(5) for s in reader.epoch_samples(e) for cid in [reader.clips[s.clip].clip_id]}
+    assert seen == ids
+
+
+def test_stage1_pairs_come_from_the_shards(build):
+    reader = ShardReader(build, 1, 1, samples_per_clip=4)
+    samples = reader.epoch_samples(0)
+    image = next(s for s in samples if reader.clips[s.clip].clip_id == "s1-0")
+    video = next(s for s in samples if reader.clips[s.clip].media_type == "video")
+    for s in (image, video):
+        clip = reader.clips[s.clip]
+        batch = reader._collate([s], reader._load([s]))
+        (fi, view), = s.frames
+        ref_fi, ref_view = s.reference
+        np.testing.assert_array_equal(batch["reference"][0].numpy(), stored(build, clip.clip_id, ref_fi, ref_view, "latent"))
+        np.testing.assert_array_equal(batch["latents"][0, :, 0].numpy(), stored(build, clip.clip_id, fi, view, "latent"))
+        np.testing.assert_array_equal(batch["position_maps"][0, :, 0].numpy(),
+                                      stored(build, clip.clip_id, fi, view, "position_map"))
+    assert image.reference == (0, 0) and image.frames[0][0] == 0 and image.frames[0][1] > 0
+    assert video.reference == (0, 0) and video.frames[0][1] == 0 and video.frames[0][0] != 0
+
+
+def test_stage2_windows_are_consecutive_video_frames(build):
+    reader = ShardReader(build, 2, 2, frames=8, samples_per_clip=3)
+    for s in reader.epoch_samples(0):
+        assert reader.clips[s.clip].media_type == "video"
+        idx = [fi for fi, view in s.frames]
+        assert idx == list(range(idx[0], idx[0] + 8)) and all(v == 0 for _, v in s.frames)
+    batch = reader.first_batch()
+    assert batch["latents"].shape == (2, 4, 8, 64, 64) and batch["latents"].dtype == torch.float16
+    assert batch["position_maps"].shape == (2, 3, 8, 64, 64)
+    assert batch["reference"].shape == (2, 4, 64, 64)
+    with pytest.raises(ReaderError, match="consecutive"):
+        ShardReader(build, 2, 2, frames=17)
+
+
+def test_latent_resize_for_small_runs(build):
+    batch = ShardReader(build, 1, 3, latent_size=16).first_batch()
+    assert batch["latents"].shape == (3, 4, 1, 16, 16) and batch["reference"].shape == (3, 4, 16, 16)
+
+
+@pytest.mark.parametrize("readers", [1, 2, 3, 4, 5])
+def test_readers_partition_an_epoch_without_overlap(build, readers):
+    reader = ShardReader(build, 1, 1, samples_per_clip=6)
+    epoch = reader.epoch_samples(2)
+    parts = [reader.worker_samples(2, r, readers) for r in range(readers)]
+    assert all(parts), "every reader gets work"
+    combined = Counter(s for p in parts for s in p)
+    if len(epoch) >= readers:
+        assert combined == Counter(epoch)
+    if readers <= 3:  # as many row-group units as readers: each reader owns whole clips
+        owners = [{reader.clips[s.clip].clip_id for s in p} for p in parts]
+        assert sum(len(o) for o in owners) == len(set().union(*owners))
+
+
+def test_shuffle_is_seeded(build):
+    order = lambda seed, epoch=0: [(s.clip, s.frames) for s in ShardReader(build, 1, 1, seed=seed, samples_per_clip=8).worker_samples(epoch, 0, 1)]
+    assert order(5) == order(5)
+    assert order(5) != order(6)
+    assert order(5, 0) != order(5, 1)
+
+
+def test_dataset_weights_set_the_mix(build):
+    reader = ShardReader(build, 1, 1, samples_per_clip=40, dataset_weights={"talking": 1.0, "photos": 3.0})
+    counts = Counter(reader.clips[s.clip].dataset for s in reader.epoch_samples(0))
+    assert abs(counts["photos"] / sum(counts.values()) - 0.75) < 0.02
+    only_video = ShardReader(build, 1, 1, dataset_weights={"talking": 1.0, "photos": 0.0})
+    assert {c.dataset for c in only_video.clips} == {"talking"}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_position_continues_the_stream_exactly(build, workers):
+    def stream(start, n):
+        reader = ShardReader(build, 1, 2, seed=3, start_batch=start, shuffle_window=4)
+        loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=workers)
+        it = iter(loader)
+        return [next(it) for _ in range(n)]
+
+    full = stream(0, 7)
+    tail = stream(4, 3)
+    for a, b in zip(full[4:], tail):
+        assert a["clip_id"] == b["clip_id"]
+        assert torch.equal(a["latents"], b["latents"]) and torch.equal(a["position_maps"], b["position_maps"])
+
+
+def test_two_dataloader_workers_read_disjoint_samples(build):
+    reader = ShardReader(build, 1, 1, samples_per_clip=4, shuffle_window=4)
+    per_epoch = len(reader.epoch_samples(0))
+    loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=2)
+    it = iter(loader)
+    batches = [next(it) for _ in range(per_epoch)]
+    # Worker w gives batches w, w+2, ...; the first epoch's share of each worker is disjoint.
+    w0 = reader.worker_samples(0, 0, 2)
+    w1 = reader.worker_samples(0, 1, 2)
+    assert not {reader.clips[s.clip].clip_id for s in w0} & {reader.clips[s.clip].clip_id for s in w1}
+    got0 = [b["clip_id"][0] for b in batches[0::2]][: len(w0)]
+    assert got0 == [reader.clips[s.clip].clip_id for s in w0][: len(got0)]
+
+
+def test_build_without_latents_is_refused_clearly(fixtures_dir, tmp_path):
+    out = make_test_build(tmp_path / "nolat", n_frames=4, n_clips=1, with_image=False, with_excluded=False,
+                          latents=False)
+    reader = ShardReader(out, 1, 1)
+    with pytest.raises(ReaderError, match="no latents.*VAE"):
+        reader.first_batch()
+
+
+def test_missing_build_is_a_one_line_error(tmp_path):
+    with pytest.raises(ReaderError, match="cannot read the build"):
+        ShardReader(tmp_path / "nowhere", 1, 1)
