@@ -89,9 +89,19 @@ def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0)
     return plans
 
 
-def describe_stages(plans: list[ray_runner.StagePlan]) -> dict:
-    """Which backend and weights each stage uses (stages are built here without loading models)."""
-    return {p.name: p.kwargs["stage_factory"](**p.kwargs["stage_kwargs"]).describe() for p in plans}
+def describe_stages(config: BuildConfig, plans: list[ray_runner.StagePlan]) -> dict:
+    """Backend, weights and ``random_weights`` of every model stage, flat by stage name (the
+    trainer refuses clips whose run has any random_weights). Stages are built here, in the
+    driver, so missing weights fail before any worker starts."""
+    out = {}
+    for p in plans:
+        desc = p.kwargs["stage_factory"](**p.kwargs["stage_kwargs"]).describe()
+        out.update(desc if p.name == "features" else {p.name: desc})
+    if config.features.enabled and "latents" not in out:
+        from stages.features import LatentFeatureStage
+
+        out["latents"] = LatentFeatureStage(**config.features.latents.model_dump()).describe()
+    return out
 
 
 class ShardBuffer:
@@ -131,6 +141,7 @@ def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progre
     from tqdm import tqdm
 
     check_weights(config)
+    models = describe_stages(config, stage_plans(config, "check", 1))
     out = Path(out_dir)
     catalog = Catalog(out)
     stats = BuildStats()
@@ -149,7 +160,7 @@ def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progre
     catalog.start_run({
         "run_id": run_id, "started_at": datetime.now(timezone.utc), "schema_version": schemas.SCHEMA_VERSION,
         "config_json": config.to_json(), "config_hash": config.hash(), "versions_json": json.dumps(library_versions()),
-        "models_json": json.dumps({**describe_stages(stage_plans(config, run_id, 1)), "weights_sha256": fingerprints(config)}),
+        "models_json": json.dumps({**models, "weights_sha256": fingerprints(config)}),
         "notes_json": json.dumps({"found": dict(discovery.found), "skipped_done": stats.skipped,
                                   "duplicates": discovery.duplicates}),
         "n_sources": len(todo), "status": "running",

@@ -117,6 +117,46 @@ def _printable(table):
     return pa.table(cols, names=table.column_names)
 
 
+# -- preview, report ------------------------------------------------------------------------
+def add_preview_parser(sub) -> None:
+    p = sub.add_parser("preview", help="PNG sheet of one clip: frames, landmarks, position map, pose, decoded latent")
+    p.add_argument("--catalog", required=True, help="OUT/catalog.duckdb (or OUT)")
+    p.add_argument("--clip", help="clip_id (default: the first kept clip)")
+    p.add_argument("--png", required=True, help="output PNG")
+    p.add_argument("--frames", type=int, default=6)
+    p.add_argument("--vae", help="decode the latents back with this VAE (folder or .safetensors)")
+    p.set_defaults(func=cmd_preview)
+
+
+def cmd_preview(args) -> int:
+    from .preview import preview_clip
+
+    clip = preview_clip(_out_dir(args.catalog), args.clip, args.png, args.frames, args.vae)
+    print(f"wrote {args.png} (clip {clip})")
+    return 0
+
+
+def add_report_parser(sub) -> None:
+    p = sub.add_parser("report", help="storage report: bytes per stored frame by feature")
+    p.add_argument("--catalog", required=True, help="OUT/catalog.duckdb (or OUT)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    import pyarrow as pa
+
+    from .preview import storage_report
+    from .summary import print_table
+
+    print_table(pa.Table.from_pylist(storage_report(_out_dir(args.catalog))), limit=100)
+    return 0
+
+
+def _out_dir(catalog: str) -> Path:
+    p = Path(catalog)
+    return p.parent if p.suffix == ".duckdb" else p
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="portrait", description="Portrait animation data platform")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -137,17 +177,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # boundary: known user-facing errors print one line
         from manifests.catalog import CatalogError
-        from stages.base import WeightsMissing
+        from portrait_model import PortraitModelError
+        from stages.base import StageError, WeightsMissing
 
-        if isinstance(e, (CatalogError, WeightsMissing, FileNotFoundError)):
+        if isinstance(e, (CatalogError, WeightsMissing, StageError, PortraitModelError, FileNotFoundError)):
             print(f"portrait: error: {e}", file=sys.stderr)
             return 2
         raise
 
 
 def _extra_parsers():
-    """Subcommands of other parts of the product, added as they exist."""
-    return []
+    """Preview/report, and the trainer's subcommands (portrait_model owns them)."""
+    from portrait_model.cli import add_sample_parser, add_train_parser
+
+    from .motion import motion_fn_factory
+
+    return [add_preview_parser, add_report_parser, add_train_parser,
+            lambda sub: add_sample_parser(sub, motion_fn_factory=motion_fn_factory)]
 
 
 if __name__ == "__main__":

@@ -12,8 +12,12 @@ from manifests.catalog import Catalog
 TILE = 192
 
 
+def decode_rgb(jpeg: bytes) -> np.ndarray:
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
 def _tile(row: dict, caption: str) -> np.ndarray:
-    rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(row["jpeg"], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    rgb = decode_rgb(row["jpeg"])
     s = TILE / rgb.shape[1]
     tile = cv2.resize(rgb, (TILE, TILE), interpolation=cv2.INTER_AREA)
     lm = tensors.decode(row.get("landmarks"))
