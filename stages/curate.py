@@ -172,11 +172,12 @@ class CurateStage:
         need = min(self.crop_scale * face, float(min(rgb.shape[:2])))
         scale = min(1.0, _BUFFER_MARGIN * self.out_size / max(need, 1.0))
         image = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        occ = quality.occlusion_score(rgb, lm)
+        q = quality.face_quality(rgb, lm)  # resamples the face once for all three scores
         return FrameRecord(
             index=frame.index, t=frame.t, landmarks=lm, face_box=box, face_conf=obs.face_score,
-            n_faces=obs.significant_faces(), occlusion=max(occ["mouth"], occ["eyes"]),
-            lighting=quality.lighting_stats(rgb, lm), blur=quality.blur_score(rgb, lm),
+            n_faces=obs.significant_faces(), occlusion=max(q["occlusion_mouth"], q["occlusion_eyes"]),
+            lighting={"mean": q["lighting_mean"], "std": q["lighting_std"], "clipped": q["lighting_clipped"]},
+            blur=q["blur"],
             bg_motion=bg_motion, image=image, scale=image.shape[1] / rgb.shape[1],
         )
 

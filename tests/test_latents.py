@@ -12,20 +12,10 @@ diffusers = pytest.importorskip("diffusers")
 
 from stages.base import WeightsMissing  # noqa: E402
 from stages.latents import LatentStage  # noqa: E402
+from tests.small_models import SMALL_VAE, save_small_vae  # noqa: E402
 
 torch.set_num_threads(1)
 
-# Four blocks downsample 3 times: a 512 crop gives a 4x64x64 latent, as with SD1.5.
-SMALL_VAE = dict(
-    block_out_channels=(8, 8, 8, 8),
-    down_block_types=["DownEncoderBlock2D"] * 4,
-    up_block_types=["UpDecoderBlock2D"] * 4,
-    layers_per_block=1,
-    norm_num_groups=4,
-    latent_channels=4,
-    sample_size=512,
-    scaling_factor=0.18215,
-)
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +34,7 @@ def crops(media_dir) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
-    torch.manual_seed(1)
-    vae = diffusers.AutoencoderKL(**SMALL_VAE).eval()
-    folder = tmp_path_factory.mktemp("vae") / "small_vae"
-    vae.save_pretrained(folder)  # config.json + diffusion_pytorch_model.safetensors
-    return folder
+    return save_small_vae(tmp_path_factory.mktemp("vae") / "small_vae")
 
 
 def reference_latents(folder, crops) -> np.ndarray:

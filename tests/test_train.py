@@ -20,9 +20,9 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def one_clip(fixtures_dir, tmp_path_factory):
-    return make_test_build(tmp_path_factory.mktemp("one"), n_frames=8, n_clips=1, with_image=False,
-                           with_excluded=False)
+def one_clip(feature_build):
+    """Real fixture shards from the pipeline: one video clip (d0) with VAE latents and maps."""
+    return feature_build
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,389 @@
+"""Per-frame quality scores of the primary face: occlusion, lighting, blur, background motion.
+
+Every scorer takes a full decoded RGB uint8 frame (display orientation, any size) and, where it
+looks at the face, the primary face's 478 x 2 mediapipe FaceMesh landmarks in frame pixels. The
+face is first resampled so that its landmark box is ``FACE_SIDE`` pixels, which makes every score
+independent of the source resolution and keeps the cost fixed (about a millisecond a frame).
+Verdicts are not made here: the clip stage aggregates these raw scores and compares them with
+the thresholds of the build config.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+FACE_SIDE = 128  # the landmark box of the face is resampled to this side before scoring
+_MARGIN = 0.12  # context around the landmark box, share of its side
+
+# FaceMesh (refined, 478 points) indices.
+LIPS_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+LIPS_INNER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]
+# Inner lip contour, upper and lower halves, corner to corner: the mouth line lies between them.
+_INNER_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
+_INNER_LOWER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
+# Eye corners (outer, inner) of the two eyes.
+EYE_CORNERS = [(33, 133), (263, 362)]
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
+             148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+# Cheek points well away from mouth, eyes, hair and beard line: the face's own skin colour.
+CHEEKS = [50, 280, 205, 425, 118, 347, 101, 330]
+
+
+class QualityInputError(ValueError):
+    """Bad input to a scorer (wrong frame or landmark shape)."""
+
+
+def _ramp(x: float, lo: float, hi: float) -> float:
+    """0 at or below lo, 1 at or above hi, linear between."""
+    return float(min(max((x - lo) / (hi - lo), 0.0), 1.0))
+
+
+def _check(frame_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    if not isinstance(frame_rgb, np.ndarray) or frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.dtype != np.uint8:
+        raise QualityInputError("frame must be an HxWx3 uint8 RGB array")
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.ndim != 2 or lm.shape[1] != 2 or lm.shape[0] < 468:
+        raise QualityInputError(f"landmarks must be the (478, 2) FaceMesh points, got shape {lm.shape}")
+    if not np.isfinite(lm).all():
+        raise QualityInputError("landmarks contain NaN or infinite values")
+    return lm
+
+
+@dataclass
+class _Face:
+    """The face resampled so its landmark box side is FACE_SIDE, with landmarks in that image."""
+
+    rgb: np.ndarray
+    pts: np.ndarray
+    scale: float  # resampled pixels per source pixel
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rgb.shape[:2]
+
+    def polygon(self, idx: list[int]) -> np.ndarray:
+        m = np.zeros(self.shape, np.uint8)
+        cv2.fillPoly(m, [np.round(self.pts[idx]).astype(np.int32)], 1)
+        return m.astype(bool)
+
+    def hull(self) -> np.ndarray:
+        m = np.zeros(self.shape, np.uint8)
+        cv2.fillConvexPoly(m, cv2.convexHull(np.round(self.pts[:468]).astype(np.int32)), 1)
+        return m.astype(bool)
+
+
+def _normalised_face(frame_rgb: np.ndarray, lm: np.ndarray) -> _Face:
+    lo, hi = lm[:468].min(0), lm[:468].max(0)
+    size = max(float(np.max(hi - lo)), 1.0)
+    # Integer source box around the landmark box (replicated where it leaves the frame).
+    ix0 = int(math.floor(lo[0] - _MARGIN * size))
+    iy0 = int(math.floor(lo[1] - _MARGIN * size))
+    n = int(math.ceil(size * (1 + 2 * _MARGIN))) + 1
+    h, w = frame_rgb.shape[:2]
+    pad = max(0, -ix0, -iy0, ix0 + n - w, iy0 + n - h)
+    src = frame_rgb if pad == 0 else cv2.copyMakeBorder(frame_rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    box = src[iy0 + pad: iy0 + pad + n, ix0 + pad: ix0 + pad + n]
+    s = FACE_SIDE / size
+    out = max(8, int(round(n * s)))
+    # Area averaging when shrinking (no aliasing), linear when enlarging a small face.
+    rgb = cv2.resize(box, (out, out), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    s = out / n
+    return _Face(rgb=np.ascontiguousarray(rgb), pts=(lm - [ix0, iy0]) * s, scale=s)
+
+
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma, 0..255 float32."""
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------- occlusion
+
+def occlusion_score(frame_rgb: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
+    """How covered the mouth and the eyes are: ``{"mouth": 0..1, "eyes": 0..1}``, 1 = covered.
+
+    FaceMesh places the mouth and eyes even where something covers them, so the question is
+    whether the pixels there still look like a mouth / an eye. Cues, all relative to the face
+    itself (so lighting, skin tone and resolution cancel out):
+
+    - detail: lips and eyes are the most structured parts of a face; an opaque patch of any
+      colour (skin-toned included) is flat there.
+    - mouth line: where the lips meet (or the open mouth) is darker than the lips; a hand, a
+      microphone or a patch has no such line at the predicted place.
+    - lip colour: lips are at least as saturated as the cheeks; dark or metallic objects
+      (microphones) and neutral patches are not. Skipped on greyscale faces.
+    - eye darkness: an eye (open or closed: iris, pupil, lashes) holds pixels clearly darker
+      than the cheeks; a hand or a light patch does not.
+
+    Each cue is a soft ramp to [0, 1]; a region is visible when all its cues are, and the score
+    is 1 - visibility. ``eyes`` is the worse of the two eyes (one covered eye counts).
+    """
+    return _occlusion(_normalised_face(frame_rgb, _check(frame_rgb, landmarks)))
+
+
+def _occlusion(face: _Face) -> dict[str, float]:
+    lab = cv2.cvtColor(face.rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lum = lab[..., 0] * (100.0 / 255.0)  # L* 0..100
+    a, b = lab[..., 1] - 128.0, lab[..., 2] - 128.0
+    smooth = cv2.GaussianBlur(lum, (0, 0), 1.0)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1)
+    grad = cv2.magnitude(gx, gy)
+
+    oval = face.polygon(FACE_OVAL)
+    if oval.sum() < 50:
+        oval = face.hull()
+    spread = float(lum[oval].std()) + 1.0  # the face's own contrast (L* units)
+    grad_ref = float(np.percentile(grad[oval], 75)) + 1e-3
+    skin = _skin_sample(face)
+    skin_l = float(np.median(lum[skin]))
+    skin_a, skin_b = float(np.median(a[skin])), float(np.median(b[skin]))
+    skin_chroma = math.hypot(skin_a, skin_b)
+
+    mouth = 1.0 - _mouth_visibility(face, lum, smooth, a, b, grad, spread, grad_ref, skin_chroma)
+    eye_occ = [1.0 - _eye_visibility(face, smooth, outer, inner, spread, skin_l) for outer, inner in EYE_CORNERS]
+    return {"mouth": float(mouth), "eyes": float(max(eye_occ))}
+
+
+def _skin_sample(face: _Face) -> np.ndarray:
+    """Small squares at the cheek landmarks (within the face)."""
+    h, w = face.shape
+    r = max(2, int(round(FACE_SIDE * 0.03)))
+    m = np.zeros((h, w), bool)
+    for x, y in np.round(face.pts[CHEEKS]).astype(int):
+        m[max(y - r, 0): min(y + r, h), max(x - r, 0): min(x + r, w)] = True
+    if m.sum() < 10:
+        m[h // 3: 2 * h // 3, w // 3: 2 * w // 3] = True
+    return m
+
+
+def _mouth_visibility(face, lum, smooth, a, b, grad, spread, grad_ref, skin_chroma) -> float:
+    lips = face.polygon(LIPS_OUTER)
+    inner = face.polygon(LIPS_INNER)
+    band = lips & ~inner  # the lips themselves, without the open mouth
+    if lips.sum() < 12 or band.sum() < 6:
+        return 1.0  # mouth too small to judge at this scale (strong profile): no evidence either way
+    detail = min(_ramp(float(lum[lips].std()) / spread, 0.08, 0.3), _ramp(float(grad[lips].mean()) / grad_ref, 0.15, 0.6))
+    # Mouth line: the midline between the inner lip contours, versus the lips around it.
+    mid = (face.pts[_INNER_UPPER] + face.pts[_INNER_LOWER]) / 2
+    xy = np.clip(np.round(mid).astype(int), 0, np.array(face.shape[::-1]) - 1)
+    # The darkest value a couple of pixels across the predicted line: landmarks are off by a pixel
+    # or two, and pressed lips leave only a thin line.
+    darkest = cv2.erode(smooth, np.ones((5, 1), np.uint8))
+    line_l = float(np.median(darkest[xy[:, 1], xy[:, 0]]))
+    line = _ramp((float(np.median(lum[band])) - line_l) / spread, 0.05, 0.3)
+    colour = redness = 1.0
+    if skin_chroma > 6.0:  # a colour face (greyscale photos skip the colour cues)
+        # Lips are at least about as saturated as the cheeks: dark, metallic or neutral objects are not.
+        lip_chroma = float(np.median(np.hypot(a[band], b[band])))
+        colour = _ramp(lip_chroma / skin_chroma, 0.2, 0.6)
+        # Lips are redder than the skin right around them; a hand over the mouth is not. Only a
+        # partial cue (paintings, statues, pale lips): it lowers visibility, never zeroes it.
+        core = cv2.erode(band.astype(np.uint8), _disc(1)).astype(bool)
+        core = core if core.sum() >= 5 else band
+        mouth_w = float(np.linalg.norm(face.pts[61] - face.pts[291]))
+        lips_u8 = lips.astype(np.uint8)
+        ring = cv2.dilate(lips_u8, _disc(max(3, int(0.2 * mouth_w)))).astype(bool) & ~cv2.dilate(lips_u8, _disc(2)).astype(bool)
+        if ring.sum() >= 10:
+            redness = 0.4 + 0.6 * _ramp(float(np.median(a[core]) - np.median(a[ring])), 1.0, 4.0)
+    return detail * line * colour * redness
+
+
+def _eye_visibility(face, smooth, outer, inner, spread, skin_l) -> float:
+    p0, p1 = face.pts[outer], face.pts[inner]
+    width = float(np.linalg.norm(p1 - p0))
+    if width < 4:
+        return 1.0  # eye seen edge-on (profile): nothing to judge
+    # A fixed-aspect ellipse around the eye, the same whether the eye is open or closed.
+    centre = (p0 + p1) / 2
+    angle = math.degrees(math.atan2(p1[1] - p0[1], p1[0] - p0[0]))
+    m = np.zeros(face.shape, np.uint8)
+    cv2.ellipse(m, (int(round(centre[0])), int(round(centre[1]))), (max(int(round(0.6 * width)), 2), max(int(round(0.3 * width)), 1)),
+                angle, 0, 360, 1, -1)
+    region = smooth[m.astype(bool)]
+    if region.size < 8:
+        return 1.0
+    p5, p95 = np.percentile(region, [5, 95])
+    detail = _ramp(float(p95 - p5) / spread, 0.3, 0.8)
+    dark = _ramp((skin_l - float(p5)) / spread, 0.5, 1.1)
+    return detail * dark
+
+
+# ------------------------------------------------------------------------------------ lighting
+
+def lighting_stats(frame_rgb: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
+    """Luma statistics of the face region (the mesh's convex hull, slightly eroded so that the
+    background at the face border does not count): ``mean`` 0..255, ``std``, and ``clipped``,
+    the share of pixels crushed (< 16) or blown (> 240)."""
+    return _lighting(_normalised_face(frame_rgb, _check(frame_rgb, landmarks)))
+
+
+def _lighting(face: _Face) -> dict[str, float]:
+    hull = face.hull().astype(np.uint8)
+    k = max(1, int(round(FACE_SIDE * 0.03)))
+    eroded = cv2.erode(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))).astype(bool)
+    region = eroded if eroded.sum() >= 20 else hull.astype(bool)
+    y = _luma(face.rgb)[region]
+    if y.size == 0:
+        return {"mean": float("nan"), "std": float("nan"), "clipped": float("nan")}
+    return {
+        "mean": float(y.mean()),
+        "std": float(y.std()),
+        "clipped": float(np.mean((y < 16) | (y > 240))),
+    }
+
+
+# ---------------------------------------------------------------------------------------- blur
+
+def blur_score(frame_rgb: np.ndarray, landmarks: np.ndarray) -> float:
+    """Variance of the Laplacian over the face (mesh hull), with the face resampled to
+    FACE_SIDE pixels: sharp faces score high whatever the source resolution; a small face
+    enlarged to that size scores low, as it should (it has no detail to give)."""
+    return _blur(_normalised_face(frame_rgb, _check(frame_rgb, landmarks)))
+
+
+def _blur(face: _Face) -> float:
+    lap = cv2.Laplacian(_luma(face.rgb), cv2.CV_32F, ksize=1)
+    region = face.hull()
+    if region.sum() < 20:
+        return float("nan")
+    return float(lap[region].var())
+
+
+def face_quality(frame_rgb: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
+    """All face scores of one frame at once (the face is resampled once):
+    ``occlusion_mouth``, ``occlusion_eyes``, ``lighting_mean``, ``lighting_std``,
+    ``lighting_clipped``, ``blur``."""
+    face = _normalised_face(frame_rgb, _check(frame_rgb, landmarks))
+    occ, light = _occlusion(face), _lighting(face)
+    return {
+        "occlusion_mouth": occ["mouth"],
+        "occlusion_eyes": occ["eyes"],
+        "lighting_mean": light["mean"],
+        "lighting_std": light["std"],
+        "lighting_clipped": light["clipped"],
+        "blur": _blur(face),
+    }
+
+
+# ---------------------------------------------------------------------------- background motion
+
+class BackgroundMotion:
+    """Motion of everything but the person between consecutive sampled frames of one clip.
+
+    The frame is reduced so its longer side is ``analysis_side``; mediapipe selfie segmentation
+    gives the person mask (hair, shoulders and hands included), which is dilated by
+    ``mask_dilate`` of the frame diagonal and united over the two frames so the person's own
+    motion (head turns, gestures) never counts. DIS optical flow is computed between the two
+    frames and its magnitude read where the background has texture (flat walls and green
+    screens carry no observable motion). Raw flow, not flow relative to a global fit, is used:
+    a shaking camera moves the whole background and counts just as a background that moves by
+    itself does. The value is the texture-weighted median flow, in % of the frame diagonal per
+    second, so it does not depend on resolution or sampling rate.
+    """
+
+    name = "background_motion"
+
+    def __init__(self, analysis_side: int = 256, mask_threshold: float = 0.5, mask_dilate: float = 0.04,
+                 min_background: float = 0.05, preset: str = "fast"):
+        if analysis_side < 32:
+            raise QualityInputError(f"analysis_side must be at least 32, got {analysis_side}")
+        presets = {"ultrafast": 0, "fast": 1, "medium": 2}
+        if preset not in presets:
+            raise QualityInputError(f"preset must be one of {sorted(presets)}, got {preset!r}")
+        self.analysis_side = int(analysis_side)
+        self.mask_threshold = float(mask_threshold)
+        self.mask_dilate = float(mask_dilate)
+        self.min_background = float(min_background)
+        self._preset = presets[preset]
+        self._segmenter = None
+        self._flow = None
+        self._prev: tuple[np.ndarray, np.ndarray, float] | None = None
+
+    def setup(self) -> None:
+        import mediapipe as mp
+
+        # model_selection=1: the landscape model (144x256 input), the cheaper of the two bundled ones.
+        self._segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1)
+        self._flow = cv2.DISOpticalFlow_create(self._preset)
+
+    def describe(self) -> dict:
+        return {"backend": "mediapipe selfie_segmentation + OpenCV DIS flow", "analysis_side": self.analysis_side}
+
+    def close(self) -> None:
+        if self._segmenter is not None:
+            self._segmenter.close()
+            self._segmenter = None
+
+    def reset(self) -> None:
+        """Forget the previous frame (call at every clip break)."""
+        self._prev = None
+
+    def person_mask(self, small_rgb: np.ndarray) -> np.ndarray:
+        """Boolean person mask of an (already reduced) frame."""
+        if self._segmenter is None:
+            raise RuntimeError("BackgroundMotion.setup() must be called before update()")
+        prob = self._segmenter.process(small_rgb).segmentation_mask
+        return prob > self.mask_threshold
+
+    def update(self, frame_rgb: np.ndarray, t_seconds: float) -> float | None:
+        """Background motion between the previous sampled frame and this one (None for the
+        first frame after setup/reset, or when the two are not later in time)."""
+        if not isinstance(frame_rgb, np.ndarray) or frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3:
+            raise QualityInputError("frame must be an HxWx3 uint8 RGB array")
+        h, w = frame_rgb.shape[:2]
+        s = self.analysis_side / max(h, w)
+        size = (max(8, int(round(w * s))), max(8, int(round(h * s))))
+        small = cv2.resize(frame_rgb, size, interpolation=cv2.INTER_AREA) if s < 1 else (
+            frame_rgb if s == 1 else cv2.resize(frame_rgb, size, interpolation=cv2.INTER_LINEAR))
+        small = np.ascontiguousarray(small)
+        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        mask = self.person_mask(small)
+        prev, self._prev = self._prev, (gray, mask, float(t_seconds))
+        if prev is None or gray.shape != prev[0].shape:
+            return None
+        dt = float(t_seconds) - prev[2]
+        if dt <= 0:
+            return None
+        return self._motion(prev[0], gray, prev[1] | mask, dt)
+
+    def _motion(self, g0: np.ndarray, g1: np.ndarray, person: np.ndarray, dt: float) -> float:
+        h, w = g0.shape
+        diag = math.hypot(h, w)
+        flow = self._flow.calc(g0, g1, None)
+        r = max(1, int(round(self.mask_dilate * diag)))
+        background = cv2.dilate(person.astype(np.uint8), _disc(r)) == 0
+        # Flow at the frame border is extrapolated by DIS: leave a thin margin out.
+        e = max(2, int(round(0.02 * diag)))
+        background[:e, :] = background[-e:, :] = False
+        background[:, :e] = background[:, -e:] = False
+        if background.mean() < self.min_background:
+            return 0.0  # the person fills the frame: no background to see moving
+        # Weight by texture: motion is only observable where the image has edges; flat walls,
+        # green screens and their compression noise carry none.
+        dx, dy = cv2.spatialGradient(cv2.GaussianBlur(g0, (3, 3), 0))
+        tex = (np.abs(dx.astype(np.float32)) + np.abs(dy.astype(np.float32)))[background]
+        weights = np.where(tex > _MIN_TEXTURE, np.minimum(tex, 4 * _MIN_TEXTURE), 0.0)
+        if weights.sum() < 1e-6:
+            return 0.0
+        mag = cv2.magnitude(flow[..., 0], flow[..., 1])[background]
+        # Sub-pixel jitter of noisy, compressed frames is not motion.
+        moved = np.maximum(_weighted_median(mag, weights) - _FLOW_NOISE_PX, 0.0)
+        return float(moved / diag * 100.0 / dt)
+
+
+_MIN_TEXTURE = 24.0  # |d/dx| + |d/dy| of the 3x3 Sobel (8x a grey level per pixel): ~3 levels/px
+_FLOW_NOISE_PX = 0.15  # flow of static, noisy frames at analysis resolution, pixels per pair
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray, step: float = 0.02) -> float:
+    """Median of ``values`` weighted by ``weights``, to ``step`` (histogram: linear time)."""
+    bins = np.minimum((values / step).astype(np.int64), 100000)
+    cum = np.cumsum(np.bincount(bins, weights=weights))
+    return float((np.searchsorted(cum, 0.5 * cum[-1]) + 0.5) * step)
