@@ -1,13 +1,11 @@
 """End-to-end builds on the real fixture media, on local Ray: accounting, storage, SQL, resume."""
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from manifests.catalog import Catalog

@@ -72,9 +72,10 @@ def test_variable_frame_rate_is_sampled_by_time(bad, backend):
     times = np.array([f.t for f in frames])
     # Each sample is the frame on screen at k/10 s: never later than that time, and at most one
     # source frame interval (80 ms here) earlier.
-    targets = np.arange(len(times)) / 10.0
-    assert np.all(np.diff(times) > 0)
-    assert len(frames) >= 0.8 * reader.times[-1] * 10.0 / (80 / 40)  # not thinned to the frame count
+    targets = np.arange(len(times)) / 10.0  # frame intervals (20-80 ms) are all under 100 ms
+    assert np.all(times <= targets + 1e-3)
+    assert np.all(targets - times < 0.080 + 1e-3)
+    assert len(frames) == int(np.floor(reader.times[-1] * 10.0 + 1e-3)) + 1
 
 
 def test_choose_samples_is_by_time_not_index():

@@ -12,7 +12,7 @@ diffusers = pytest.importorskip("diffusers")
 
 from stages.base import WeightsMissing  # noqa: E402
 from stages.latents import LatentStage  # noqa: E402
-from tests.small_models import SMALL_VAE, save_small_vae  # noqa: E402
+from tests.small_models import save_small_vae  # noqa: E402
 
 torch.set_num_threads(1)
 
