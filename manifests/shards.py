@@ -48,6 +48,8 @@ def write_shard(
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{shard_id}.parquet"
     partial = folder / f"{shard_id}.parquet{PARTIAL_SUFFIX}"
+    if final.exists():
+        raise FileExistsError(f"shard {final} exists already: shard ids must be unique")
     pq.write_table(
         table,
         partial,

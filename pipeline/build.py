@@ -129,7 +129,8 @@ class ShardBuffer:
             return 0
         cat = lambda k: pa.concat_tables([t[k] for t in self.pending])  # noqa: E731
         frames = cat("frames").sort_by([("source_id", "ascending"), ("clip_id", "ascending"), ("frame_index", "ascending"), ("view", "ascending")])
-        info = write_shard(frames, self.catalog.out_dir, f"{self.run_id[:8]}-{self.seq:05d}",
+        # Run ids are unique, so a resumed build never overwrites an earlier run's shard.
+        info = write_shard(frames, self.catalog.out_dir, f"{self.run_id}-{self.seq:05d}",
                            self.config.storage.row_group_rows, self.config.storage.compression)
         self.catalog.commit_sources(cat("sources"), cat("clips"), cat("errors"), [info], run_id=self.run_id)
         self.seq += 1

@@ -65,6 +65,13 @@ def _with_errors(tables: dict, source_id: str, stage: str, message: str, run_id:
     }
 
 
+def _landmark_box(landmarks: np.ndarray, size: int) -> list[float]:
+    """The landmarks' extent, clipped to the crop: a view's face box."""
+    lo = np.clip(landmarks.min(axis=0), 0, size)
+    hi = np.clip(landmarks.max(axis=0), 0, size)
+    return [float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])]
+
+
 class ClipFeatureStage:
     name = "features"
     resources = Resources(num_cpus=1, num_gpus=0, batch_size=1, uses_model=True)
@@ -163,7 +170,7 @@ class ClipFeatureStage:
                 **{key: row[key] for key in ("clip_id", "source_id", "frame_index", "source_frame", "timestamp_s")},
                 "view": k,
                 "jpeg": encode_jpeg(v.image, self.jpeg_quality),
-                "face_box": None,
+                "face_box": _landmark_box(v.landmarks, v.image.shape[1]),
                 "face_conf": row["face_conf"],
                 "landmarks": tensors.encode(v.landmarks, "float32"),
                 "position_map": tensors.encode(v.position_map, "float16"),
