@@ -49,9 +49,10 @@ class Catalog:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as e:
             raise CatalogError(f"cannot open catalog {self.path}: {str(e).splitlines()[0]}") from None
+        self._check_version()
         if not read_only:
             self._ensure_tables()
-            self.refresh_frames_view()
+        self.refresh_frames_view()
 
     @classmethod
     def open_file(cls, catalog_path: str | Path, read_only: bool = True) -> "Catalog":
@@ -68,6 +69,17 @@ class Catalog:
         self.close()
 
     # -- schema ---------------------------------------------------------------------------
+    def _check_version(self) -> None:
+        """A catalog written by another schema version is refused with one clear line."""
+        has_meta = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]
+        if not has_meta:
+            return
+        row = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row and int(row[0]) != schemas.SCHEMA_VERSION:
+            raise CatalogError(f"{self.path} has schema version {row[0]}, this program uses "
+                               f"{schemas.SCHEMA_VERSION}: build into a new output folder")
+
     def _ensure_tables(self) -> None:
         existing = {r[0] for r in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         for name, schema in {**schemas.TABLES, "_frames_empty": schemas.FRAMES}.items():
@@ -77,21 +89,32 @@ class Catalog:
                 self.con.unregister("_empty")
         self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         self.con.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(schemas.SCHEMA_VERSION)]
+            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(schemas.SCHEMA_VERSION)]
         )
 
     def shard_paths(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT path FROM shards ORDER BY path").fetchall()]
 
     def refresh_frames_view(self) -> None:
-        """``frames`` = the committed shards (absolute paths), or an empty typed table."""
+        """``frames`` = the committed shards, or an empty typed table.
+
+        The stored view names absolute paths (for plain `duckdb OUT/catalog.duckdb`); a
+        read-only open shadows it with a temporary view of the paths where OUT is now, so a
+        moved or re-mounted output folder still reads."""
+        if self.read_only and not self._has_table("shards"):
+            return
         paths = [str(self.out_dir / p) for p in self.shard_paths()]
         if paths:
             listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-            sql = f"CREATE OR REPLACE VIEW frames AS SELECT * FROM read_parquet([{listing}], union_by_name = true)"
+            body = f"SELECT * FROM read_parquet([{listing}], union_by_name = true)"
         else:
-            sql = "CREATE OR REPLACE VIEW frames AS SELECT * FROM _frames_empty"
-        self.con.execute(sql)
+            body = "SELECT * FROM _frames_empty"
+        kind = "TEMP VIEW" if self.read_only else "VIEW"
+        self.con.execute(f"CREATE OR REPLACE {kind} frames AS {body}")
+
+    def _has_table(self, name: str) -> bool:
+        return bool(self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
 
     # -- writes ---------------------------------------------------------------------------
     def insert(self, table: str, data: pa.Table) -> None:

@@ -56,15 +56,18 @@ def library_versions() -> dict:
 
 
 def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0) -> list[ray_runner.StagePlan]:
-    """The chain of Ray operators for this config: curate, then (optionally) features, latents."""
+    """The chain of Ray operators for this config: curate, then (optionally) features, latents.
+
+    Each pool gets the CPUs its stage declares. A stage that can use a GPU (the VAE; LivePortrait
+    maps) gets one GPU per actor and one actor per GPU when the cluster has GPUs and its device
+    is not 'cpu'; without GPUs it runs on CPU actors.
+    """
     curate = dict(
         fps=config.sampling.fps, max_image_side=config.sampling.max_image_side,
         clips=config.clips.model_dump(), crop=config.crop.model_dump(),
         thresholds=config.thresholds.as_params(), run_id=run_id,
     )
-    r = CurateStage.resources
-    plans = [ray_runner.StagePlan("curate", ray_runner.CurateUDF, {"stage_factory": CurateStage, "stage_kwargs": curate},
-                                  r.num_cpus, r.num_gpus, r.batch_size, workers)]
+    plans = [_plan("curate", ray_runner.CurateUDF, CurateStage, curate, workers, on_gpu=False, gpus=gpus)]
     f = config.features
     if not f.enabled:
         return plans
@@ -73,20 +76,25 @@ def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0)
     features = dict(position_map=f.position_map.model_dump(), pose=f.pose.model_dump(), identity=f.identity.model_dump(),
                     intensity=f.intensity.model_dump(), image_views=f.image_views.model_dump(),
                     jpeg_quality=config.crop.jpeg_quality)
-    plans.append(ray_runner.StagePlan("features", ray_runner.PackedUDF,
-                                      {"stage_factory": ClipFeatureStage, "stage_kwargs": features},
-                                      1, 0, 1, workers))
+    lp_gpu = f.position_map.backend == "liveportrait" and f.position_map.device != "cpu"
+    if not gpus and features["position_map"]["device"] == "auto":
+        features["position_map"]["device"] = "cpu"
+    plans.append(_plan("features", ray_runner.PackedUDF, ClipFeatureStage, features, workers, lp_gpu, gpus))
     latents = f.latents.model_dump()
     if latents["device"] == "auto" and not gpus:
         latents["device"] = "cpu"
-    probe = LatentFeatureStage(**latents)
-    if probe.stage.backend != "none":
-        # The VAE gets its own pool: on a GPU cluster one actor per GPU, batched.
-        n_gpu = 1.0 if gpus else 0.0
-        plans.append(ray_runner.StagePlan("latents", ray_runner.PackedUDF,
-                                          {"stage_factory": LatentFeatureStage, "stage_kwargs": latents},
-                                          1, n_gpu, 1, max(1, int(gpus)) if gpus else workers))
+    if LatentFeatureStage(**latents).stage.backend != "none":
+        plans.append(_plan("latents", ray_runner.PackedUDF, LatentFeatureStage, latents, workers,
+                           latents["device"] != "cpu", gpus))
     return plans
+
+
+def _plan(name: str, udf: type, factory: type, kwargs: dict, workers: int, on_gpu: bool, gpus: float) -> ray_runner.StagePlan:
+    stage = factory(**kwargs)  # constructors only read settings; models load in the workers
+    n_gpu = 1.0 if (on_gpu and gpus) else 0.0
+    pool = max(1, int(gpus)) if n_gpu else workers
+    return ray_runner.StagePlan(name, udf, {"stage_factory": factory, "stage_kwargs": kwargs},
+                                stage.resources.num_cpus, n_gpu, pool)
 
 
 def describe_stages(config: BuildConfig, plans: list[ray_runner.StagePlan]) -> dict:
@@ -166,6 +174,8 @@ def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progre
                                   "duplicates": discovery.duplicates}),
         "n_sources": len(todo), "status": "running",
     })
+    # Metadata is re-read on every run: its errors replace the previous run's.
+    catalog.con.execute("DELETE FROM errors WHERE stage = 'metadata'")
     catalog.record_errors(schemas.table_from_rows([
         {"source_id": None, "path": e.file, "dataset": e.dataset, "stage": "metadata", "message": e.describe(), "run_id": run_id}
         for e in discovery.metadata_errors

@@ -35,7 +35,7 @@ class ClipsConfig(_Section):
 
 
 class CropConfig(_Section):
-    out_size: int = Field(512, ge=64, description="side of the stored square crop, pixels")
+    out_size: int = Field(512, ge=64, multiple_of=8, description="side of the stored square crop (the VAE needs multiples of 8)")
     scale: float = Field(3.2, gt=1, description="crop side / face box side: head, hair and shoulders")
     shift_down: float = Field(0.35, description="crop centre below the face centre, in face sizes")
     jpeg_quality: int = Field(90, ge=50, le=100)

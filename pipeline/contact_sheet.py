@@ -8,16 +8,13 @@ import numpy as np
 
 from manifests import tensors
 from manifests.catalog import Catalog
+from stages.jpeg import decode_jpeg
 
 TILE = 192
 
 
-def decode_rgb(jpeg: bytes) -> np.ndarray:
-    return cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
 def _tile(row: dict, caption: str) -> np.ndarray:
-    rgb = decode_rgb(row["jpeg"])
+    rgb = decode_jpeg(row["jpeg"])
     s = TILE / rgb.shape[1]
     tile = cv2.resize(rgb, (TILE, TILE), interpolation=cv2.INTER_AREA)
     lm = tensors.decode(row.get("landmarks"))

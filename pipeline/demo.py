@@ -19,14 +19,22 @@ FPS = 25
 SECONDS = 3.0
 
 
-def _head_motion(img: np.ndarray, t: float, centre: tuple[float, float]) -> np.ndarray:
-    """A nod, a turn and a slow zoom: deterministic, smooth in time."""
-    angle = 6.0 * np.sin(2 * np.pi * 0.5 * t)
-    scale = 1.0 + 0.05 * np.sin(2 * np.pi * 0.3 * t)
+def _head_mask(shape: tuple[int, int], centre: tuple[float, float], radii: tuple[int, int]) -> np.ndarray:
+    """A soft ellipse around the head: the head moves, the room behind it stays still."""
+    mask = np.zeros(shape, np.float32)
+    cv2.ellipse(mask, (int(centre[0]), int(centre[1])), radii, 0, 0, 360, 1.0, -1)
+    return cv2.GaussianBlur(mask, (0, 0), 12)[..., None]
+
+
+def _head_motion(img: np.ndarray, t: float, centre: tuple[float, float], mask: np.ndarray) -> np.ndarray:
+    """A nod, a turn and a slow zoom of the head: deterministic, smooth in time."""
+    angle = 5.0 * np.sin(2 * np.pi * 0.5 * t)
+    scale = 1.0 + 0.03 * np.sin(2 * np.pi * 0.3 * t)
     m = cv2.getRotationMatrix2D(centre, angle, scale)
-    m[0, 2] += 12 * np.sin(2 * np.pi * 0.4 * t)
-    m[1, 2] += 6 * np.sin(2 * np.pi * 0.7 * t)
-    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    m[0, 2] += 6 * np.sin(2 * np.pi * 0.4 * t)
+    m[1, 2] += 3 * np.sin(2 * np.pi * 0.7 * t)
+    moved = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return (mask * moved + (1 - mask) * img).astype(np.uint8)
 
 
 def _write_video(path: Path, frames) -> None:
@@ -54,6 +62,7 @@ def make_sample_set(folder: Path) -> list[Path]:
     (folder / "videos").mkdir(exist_ok=True)
     astronaut = data.astronaut()
     face_centre = (250.0, 120.0)  # roughly her face in the 512x512 photograph
+    mask = _head_mask(astronaut.shape[:2], face_centre, (95, 120))
     written = []
     for name, img in {"astronaut.png": astronaut, "chelsea_cat.png": data.chelsea(), "coffee.png": data.coffee()}.items():
         p = folder / "images" / name
@@ -67,7 +76,7 @@ def make_sample_set(folder: Path) -> list[Path]:
     }
     for name, fn in variants.items():
         p = folder / "videos" / name
-        _write_video(p, (fn(_head_motion(astronaut, i / FPS, face_centre)) for i in range(n)))
+        _write_video(p, (fn(_head_motion(astronaut, i / FPS, face_centre, mask)) for i in range(n)))
         written.append(p)
     return written
 

@@ -16,7 +16,9 @@ from manifests import tensors
 from manifests.catalog import Catalog
 
 from .config import ConfigError
-from .contact_sheet import TILE, decode_rgb
+from stages.jpeg import decode_jpeg
+
+from .contact_sheet import TILE
 
 # COCO-17 body limbs and hand chains (offsets inside a 21-point hand), for drawing only.
 _BODY = [(0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12),
@@ -69,7 +71,7 @@ def preview_clip(out_dir: str | Path, clip_id: str | None, png: str | Path, n_fr
     decoded = _decode_latents([f["latent"] for f in chosen], vae) if vae else None
     columns = []
     for k, f in enumerate(chosen):
-        crop = decode_rgb(f["jpeg"])
+        crop = decode_jpeg(f["jpeg"])
         s = TILE / crop.shape[1]
         tile = cv2.resize(crop, (TILE, TILE), interpolation=cv2.INTER_AREA)
         lm = tensors.decode(f["landmarks"])

@@ -30,7 +30,6 @@ class StagePlan:
     kwargs: dict
     num_cpus: float
     num_gpus: float
-    batch_size: int
     max_workers: int
 
 
@@ -67,10 +66,16 @@ class PackedUDF:
     def __call__(self, batch: dict) -> dict:
         from .results import PARTS, pack_tables, unpack
 
+        from stages.features import with_error
+
         out = {k: [] for k in ("source_id", *PARTS)}
         for i, sid in enumerate(batch["source_id"]):
-            row = {k: batch[k][i] for k in PARTS}
-            tables = self.stage.process_packed(unpack(row))
+            tables = unpack({k: batch[k][i] for k in PARTS})
+            try:
+                tables = self.stage.process_packed(tables)
+            except Exception as e:  # an unexpected bug must cost one source, not the build
+                log.error("%s failed on %s:\n%s", self.stage.name, sid, traceback.format_exc())
+                tables = with_error(tables, self.stage.name, f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             packed = pack_tables(sid, tables)
             for k in out:
                 out[k].append(packed[k])
@@ -104,6 +109,9 @@ def init_ray(address: str | None, num_cpus: int | None) -> dict:
             ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the build draws its own bar (sources and clips)
+    # A block whose worker died for good (a poison input crashing the process) is dropped, not
+    # fatal: the driver accounts for its sources as errors.
+    ctx.max_errored_blocks = -1
     ctx.print_on_execution_start = False
     return ray.cluster_resources()
 
@@ -119,7 +127,7 @@ def run(spec_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
         ds = ds.map_batches(
             p.udf,
             fn_constructor_kwargs=p.kwargs,
-            batch_size=p.batch_size,
+            batch_size=1,  # one source per call: stages batch frames inside a source
             batch_format="numpy",
             num_cpus=p.num_cpus,
             num_gpus=p.num_gpus,

@@ -34,6 +34,16 @@ def dataset_entries(config: BuildConfig, inputs: list[str], datasets: list[str])
     for e in entries:
         if not Path(e.root).exists():
             raise ConfigError(f"dataset root not found: {e.root}")
+    # Folder datasets are named after their folder: two different folders of the same name would
+    # give the same source ids, and the second would be silently skipped as a duplicate.
+    named: dict[str, str] = {}
+    for e in entries:
+        if e.name == "folder":
+            name = e.options.get("dataset") or Path(e.root).resolve().name
+            root = str(Path(e.root).resolve())
+            if named.setdefault(name, root) != root:
+                raise ConfigError(f"two input folders are both named {name!r}: give one another name "
+                                  f"(config datasets: options: {{dataset: NAME}})")
     return entries
 
 

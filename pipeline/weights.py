@@ -6,8 +6,9 @@ says exactly which weights made its features.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+
+from manifests.shards import sha256_of
 
 from .config import BuildConfig, ConfigError
 
@@ -50,14 +51,7 @@ def fingerprint(path: str) -> dict[str, str]:
     """sha256 of a weights file, or of each weights file in a folder (relative names)."""
     p = Path(path).expanduser()
     files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in _WEIGHT_SUFFIXES | {".json", ".yaml"})
-    out = {}
-    for f in files:
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-        out[f.name if p.is_file() else f.relative_to(p).as_posix()] = h.hexdigest()
-    return out
+    return {f.name if p.is_file() else f.relative_to(p).as_posix(): sha256_of(f) for f in files}
 
 
 def fingerprints(config: BuildConfig) -> dict[str, dict[str, str]]:

@@ -70,7 +70,7 @@ def run_train_command(args) -> int:
     if args.ray:
         from .ray_train import launch_ray_train
 
-        launch_ray_train(cfg, num_workers=args.ray, use_gpu=cfg.device != "cpu", address=args.ray_address)
+        launch_ray_train(cfg, num_workers=args.ray, address=args.ray_address)
     else:
         train(cfg)
     return 0

@@ -16,14 +16,21 @@ def _worker_loop(config: dict) -> None:
     train(TrainConfig(**config["train_config"]))
 
 
-def launch_ray_train(cfg: TrainConfig, num_workers: int, use_gpu: bool = True, address: str | None = None,
-                     cpus_per_worker: float = 4.0):
+def launch_ray_train(cfg: TrainConfig, num_workers: int, use_gpu: bool | None = None, address: str | None = None,
+                     cpus_per_worker: float | None = None):
+    """``use_gpu`` None: GPUs when the cluster has them (and the device is not 'cpu').
+    ``cpus_per_worker`` None: an even share of the cluster's CPUs, at most 4."""
     import ray
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
         ray.init(address=address)
+    resources = ray.cluster_resources()
+    if use_gpu is None:
+        use_gpu = cfg.device != "cpu" and resources.get("GPU", 0) >= num_workers
+    if cpus_per_worker is None:
+        cpus_per_worker = max(1.0, min(4.0, resources.get("CPU", 1) // max(num_workers, 1)))
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"train_config": asdict(cfg)},

@@ -16,7 +16,15 @@ class Resources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     batch_size: int = 1
-    uses_model: bool = True  # model stages run as actor pools (load once), others as tasks
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class StageError(Exception):

@@ -22,9 +22,11 @@ from .base import Resources, StageError
 from .crop import Crop, crop_image, plan_crop
 from .decode import Frame, VideoReader, read_image
 from .faces import FaceAnalyzer
+from .jpeg import encode_jpeg
 from .probe import ProbeResult, probe
 
 _BUFFER_MARGIN = 1.25  # buffered frames keep 1.25x the pixels the output crop needs
+_BUFFER_WINDOW = 3.0  # and only a window this many crop sides wide around the face
 
 
 @dataclass
@@ -39,8 +41,10 @@ class FrameRecord:
     lighting: dict
     blur: float
     bg_motion: float | None
-    image: np.ndarray  # the frame, resized by ``scale``
+    image: np.ndarray  # a window of the frame around the face, resized by ``scale``
     scale: float
+    origin: tuple[int, int]  # the window's top-left corner in frame pixels
+    frame_size: tuple[int, int]  # (width, height) of the analysed frame
 
 
 @dataclass
@@ -53,7 +57,7 @@ class SourceResult:
 
 class CurateStage:
     name = "curate"
-    resources = Resources(num_cpus=1, num_gpus=0, batch_size=1, uses_model=True)
+    resources = Resources(num_cpus=1, num_gpus=0, batch_size=1)
 
     def __init__(self, *, fps: float, max_image_side: int, clips: dict, crop: dict, thresholds: dict, run_id: str):
         self.fps = fps
@@ -169,16 +173,25 @@ class CurateStage:
         rgb, lm = frame.rgb, obs.landmarks
         box = obs.face_box
         face = max(box[2] - box[0], box[3] - box[1])
-        need = min(self.crop_scale * face, float(min(rgb.shape[:2])))
+        h, w = rgb.shape[:2]
+        need = min(self.crop_scale * face, float(min(h, w)))
+        # Buffer only what the clip's crop can use: a window around the face, at the resolution
+        # the output needs. Memory per buffered frame is then bounded whatever the video size.
+        half = _BUFFER_WINDOW * need / 2
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+        x1, y1 = int(min(w, np.ceil(cx + half))), int(min(h, np.ceil(cy + half)))
+        window = rgb[y0:y1, x0:x1]
         scale = min(1.0, _BUFFER_MARGIN * self.out_size / max(need, 1.0))
-        image = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        image = window.copy() if scale >= 1.0 else cv2.resize(window, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         q = quality.face_quality(rgb, lm)  # resamples the face once for all three scores
         return FrameRecord(
             index=frame.index, t=frame.t, landmarks=lm, face_box=box, face_conf=obs.face_score,
             n_faces=obs.significant_faces(), occlusion=max(q["occlusion_mouth"], q["occlusion_eyes"]),
             lighting={"mean": q["lighting_mean"], "std": q["lighting_std"], "clipped": q["lighting_clipped"]},
             blur=q["blur"],
-            bg_motion=bg_motion, image=image, scale=image.shape[1] / rgb.shape[1],
+            bg_motion=bg_motion, image=image, scale=image.shape[1] / window.shape[1], origin=(x0, y0),
+            frame_size=(w, h),
         )
 
     # -- one clip -------------------------------------------------------------------------
@@ -187,10 +200,8 @@ class CurateStage:
         if not recs:
             return
         clip_index = len(result.clips)
-        h = recs[0].image.shape[0] / recs[0].scale
-        w = recs[0].image.shape[1] / recs[0].scale
         boxes = np.stack([r.face_box for r in recs])
-        crop = plan_crop(boxes, int(round(w)), int(round(h)), self.crop_scale, self.shift_down)
+        crop = plan_crop(boxes, *recs[0].frame_size, self.crop_scale, self.shift_down)
         start = recs[0].t
         end = recs[-1].t + 1.0 / self.fps
         if rng is not None and rng.end_s is not None:
@@ -217,14 +228,13 @@ class CurateStage:
     def _frames(self, clip: dict, recs: list[FrameRecord], crop: Crop) -> list[dict]:
         rows = []
         for i, r in enumerate(recs):
-            rgb = crop_image(r.image, crop, self.out_size, frame_scale=r.scale)
-            ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-            if not ok:
-                raise StageError("crop", "JPEG encoding failed")
+            # The crop relative to this frame's buffered window (outside it: black, as padding).
+            local = Crop(crop.x0 - r.origin[0], crop.y0 - r.origin[1], crop.size, crop.pad_frac)
+            rgb = crop_image(r.image, local, self.out_size, frame_scale=r.scale)
             box = crop.to_crop(r.face_box.reshape(2, 2), self.out_size).reshape(4)
             rows.append({
                 "clip_id": clip["clip_id"], "source_id": clip["source_id"], "frame_index": i, "source_frame": r.index,
-                "timestamp_s": r.t, "view": 0, "jpeg": jpg.tobytes(), "face_box": box.astype(np.float32).tolist(),
+                "timestamp_s": r.t, "view": 0, "jpeg": encode_jpeg(rgb, self.jpeg_quality), "face_box": box.astype(np.float32).tolist(),
                 "face_conf": r.face_conf,
                 "landmarks": tensors.encode(crop.to_crop(r.landmarks, self.out_size), "float32"),
             })

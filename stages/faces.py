@@ -123,8 +123,16 @@ class FaceAnalyzer:
         s = _MESH_INPUT / side
         # Affine map frame -> crop (continuous coordinates); border pixels are replicated so edge faces keep context.
         m = np.array([[s, 0, _MESH_INPUT / 2 - s * cx], [0, s, _MESH_INPUT / 2 - s * cy]], dtype=np.float64)
-        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-        crop = cv2.warpAffine(rgb, cv2_affine(m), (_MESH_INPUT, _MESH_INPUT), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+        src, fx, fy = rgb, 1.0, 1.0
+        if s < 0.5:
+            # warpAffine cannot area-average: shrink first (INTER_AREA), then warp near 1:1.
+            h, w = rgb.shape[:2]
+            src = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+            fx, fy = src.shape[1] / w, src.shape[0] / h
+        warp = m.copy()
+        warp[0, 0], warp[1, 1] = s / fx, s / fy
+        crop = cv2.warpAffine(src, cv2_affine(warp), (_MESH_INPUT, _MESH_INPUT), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
         res = self._mesh.process(crop)
         if not res.multi_face_landmarks:
             return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import cv2
 import numpy as np
 import pyarrow as pa
 
@@ -21,23 +20,10 @@ from manifests.schemas import KEPT
 from . import intensity as intensity_mod
 from .base import Resources, StageError
 from .identity import IdentityStage
+from .jpeg import decode_jpeg, encode_jpeg
 from .latents import LatentStage
 from .pose import PoseStage
 from .position_maps import PositionMapStage, choose_references
-
-
-def decode_jpeg(data: bytes) -> np.ndarray:
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise StageError("features", "a stored JPEG crop does not decode")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise StageError("features", "JPEG encoding failed")
-    return buf.tobytes()
 
 
 def _grouped_frames(frames: pa.Table) -> dict[str, list[dict]]:
@@ -49,17 +35,19 @@ def _grouped_frames(frames: pa.Table) -> dict[str, list[dict]]:
     return by_clip
 
 
-def _with_errors(tables: dict, source_id: str, stage: str, message: str, run_id: str) -> dict:
-    """A feature failure: the source's frames are dropped and it is marked as errored."""
+def with_error(tables: dict, stage: str, message: str) -> dict:
+    """A feature failure: the source is marked as errored and its clips and frames are dropped
+    (as for a curation error), so nothing half-computed is ever stored as kept."""
     src = tables["sources"].to_pylist()[0]
-    src.update(status=schemas.ERROR, reasons=[stage], n_kept=0)
+    source_id, run_id = src["source_id"], src["run_id"]
+    src.update(status=schemas.ERROR, reasons=[stage], n_clips=0, n_kept=0)
     errors = tables["errors"].to_pylist() + [{
         "source_id": source_id, "path": src["path"], "dataset": src["dataset"], "stage": stage,
         "message": message, "run_id": run_id,
     }]
     return {
         "sources": schemas.table_from_rows([src], schemas.SOURCES),
-        "clips": tables["clips"],
+        "clips": schemas.CLIPS.empty_table(),
         "frames": schemas.FRAMES.empty_table(),
         "errors": schemas.table_from_rows(errors, schemas.ERRORS),
     }
@@ -74,7 +62,7 @@ def _landmark_box(landmarks: np.ndarray, size: int) -> list[float]:
 
 class ClipFeatureStage:
     name = "features"
-    resources = Resources(num_cpus=1, num_gpus=0, batch_size=1, uses_model=True)
+    resources = Resources(num_cpus=1, num_gpus=0, batch_size=1)
 
     def __init__(self, *, position_map: dict, pose: dict, identity: dict, intensity: dict, image_views: dict,
                  jpeg_quality: int = 90):
@@ -106,12 +94,10 @@ class ClipFeatureStage:
     def process_packed(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
         if tables["frames"].num_rows == 0:
             return tables
-        source_id = tables["sources"].column("source_id")[0].as_py()
-        run_id = tables["sources"].column("run_id")[0].as_py()
         try:
             return self._process(tables)
         except StageError as e:
-            return _with_errors(tables, source_id, e.stage, e.message, run_id)
+            return with_error(tables, e.stage, e.message)
 
     def _process(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
         by_clip = _grouped_frames(tables["frames"])
@@ -202,7 +188,13 @@ class LatentFeatureStage:
         if frames.num_rows == 0 or self.stage.backend == "none":
             return tables
         rows = frames.to_pylist()
-        latents = self.stage.encode([decode_jpeg(r["jpeg"]) for r in rows])
-        for r, z in zip(rows, latents):
-            r["latent"] = tensors.encode(z, "float16")
+        step = self.stage.batch_size
+        try:
+            # Decoded crops are held one batch at a time: a long video must not fill memory.
+            for i in range(0, len(rows), step):
+                chunk = rows[i : i + step]
+                for r, z in zip(chunk, self.stage.encode([decode_jpeg(r["jpeg"]) for r in chunk])):
+                    r["latent"] = tensors.encode(z, "float16")
+        except (StageError, ValueError) as e:
+            return with_error(tables, "latents", str(e).splitlines()[0])
         return {**tables, "frames": schemas.table_from_rows(rows, schemas.FRAMES)}

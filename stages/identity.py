@@ -49,7 +49,7 @@ class IdentityStage:
         self.n_frames = n_frames
         self.model = None
         self._sha256 = None
-        self.resources = Resources(num_cpus=1.0, batch_size=1, uses_model=self.model_path is not None)
+        self.resources = Resources(num_cpus=1.0, batch_size=1)
 
     def setup(self) -> None:
         if self.model_path is None or self.model is not None:
@@ -59,7 +59,7 @@ class IdentityStage:
             raise WeightsMissing(f"{_SETTING}: file not found: {path}")
         from insightface.model_zoo import get_model
 
-        from .latents import sha256_file
+        from manifests.shards import sha256_of
 
         model = get_model(str(path), providers=["CPUExecutionProvider"])
         if model is None or getattr(model, "taskname", None) != "recognition":
@@ -68,7 +68,7 @@ class IdentityStage:
             )
         if tuple(model.input_size) != (112, 112):
             raise WeightsMissing(f"{_SETTING}: {path.name} expects {model.input_size} faces, not 112x112")
-        self._sha256 = sha256_file(path)
+        self._sha256 = sha256_of(path)
         self.model = model
 
     def embed(self, crops: list[np.ndarray], landmarks: list[np.ndarray | None]) -> np.ndarray | None:

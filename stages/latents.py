@@ -16,14 +16,14 @@ Only safetensors are read (no pickle). Random weights only with ``allow_random_w
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .base import Resources, WeightsMissing
+from manifests.shards import sha256_of
+
+from .base import Resources, WeightsMissing, resolve_device
 
 STAGE = "latents"
 log = logging.getLogger(__name__)
@@ -45,22 +45,6 @@ SD15_VAE_CONFIG = dict(
 _SETTING = "features.latents.weights"
 _CONFIG_SETTING = "features.latents.config_dir"
 _DTYPES = ("float16", "bfloat16", "float32")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 class LatentStage:
@@ -96,9 +80,9 @@ class LatentStage:
         self._source = None  # what was loaded, for describe()
         self._compute_dtype = None
         self._device = None
-        gpu = backend == "diffusers" and _resolve_device(device) == "cuda"
+        gpu = backend == "diffusers" and resolve_device(device) == "cuda"
         self.resources = Resources(
-            num_cpus=1.0, num_gpus=1.0 if gpu else 0.0, batch_size=batch_size, uses_model=backend != "none"
+            num_cpus=1.0, num_gpus=1.0 if gpu else 0.0, batch_size=batch_size
         )
 
     # ---- loading -------------------------------------------------------------------------
@@ -107,7 +91,7 @@ class LatentStage:
             return
         import torch
 
-        self._device = _resolve_device(self.device)
+        self._device = resolve_device(self.device)
         if self.weights is None:
             vae = self._random_vae()
         else:
@@ -185,7 +169,7 @@ class LatentStage:
         files = [main] if main.is_file() else sorted(folder.glob("*.safetensors"))
         if not files:
             raise WeightsMissing(f"{_SETTING}: {folder} has no .safetensors weights (pickle files are not read)")
-        self._files = {str(f): sha256_file(f) for f in files}
+        self._files = {str(f): sha256_of(f) for f in files}
         self._source = str(folder)
         return AutoencoderKL.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
 
@@ -202,7 +186,7 @@ class LatentStage:
             kwargs = {"original_config": str(cfg)}
         else:
             kwargs = {"config": self._config_folder()}
-        self._files = {str(path): sha256_file(path)}
+        self._files = {str(path): sha256_of(path)}
         self._source = str(path)
         return AutoencoderKL.from_single_file(str(path), local_files_only=True, **kwargs)
 

@@ -139,7 +139,7 @@ class PoseStage:
         self.det_score_thr = det_score_thr
         self._det = self._pose = None
         self._device = None
-        self.resources = Resources(num_cpus=1.0, batch_size=1, uses_model=True)
+        self.resources = Resources(num_cpus=1.0, batch_size=1)
 
     def _check_paths(self) -> None:
         settings = (("features.pose.det_path", self.det_path), ("features.pose.pose_path", self.pose_path))
@@ -231,7 +231,7 @@ class PoseStage:
                 "absent": "small toes (score 0)",
                 "random_weights": False,
             }
-        from .latents import sha256_file
+        from manifests.shards import sha256_of
 
         self._check_paths()
         return {
@@ -239,7 +239,7 @@ class PoseStage:
             "backend": "dwpose",
             "det_path": str(self.det_path),
             "pose_path": str(self.pose_path),
-            "sha256": {str(p): sha256_file(Path(p).expanduser()) for p in (self.det_path, self.pose_path)},
+            "sha256": {str(p): sha256_of(Path(p).expanduser()) for p in (self.det_path, self.pose_path)},
             "device": self._device or _onnx_device(self.device),
             "layout": "coco_wholebody_133",
             "random_weights": False,

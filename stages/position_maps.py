@@ -27,7 +27,7 @@ import logging
 import numpy as np
 
 from . import mesh_raster
-from .base import Resources, StageError, WeightsMissing
+from .base import Resources, StageError, WeightsMissing, resolve_device
 
 STAGE = "position_maps"
 SETTING_PREFIX = "features.position_map"
@@ -42,14 +42,6 @@ _NOSE_TIP, _CHEEK_R, _CHEEK_L = 1, 234, 454  # cheeks: image-left and image-righ
 _EYE_R, _EYE_L = 33, 263  # outer eye corners
 _LIP_UP, _LIP_DOWN = 13, 14  # inner lips
 _TOP, _CHIN = 10, 152
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 class PositionMapStage:
@@ -87,9 +79,8 @@ class PositionMapStage:
         self.depth_weighting = depth_weighting
         self.crop_size = crop_size
         self._motion = None  # LivePortraitMotion once set up
-        gpu = backend == "liveportrait" and device != "cpu" and _resolve_device(device) == "cuda"
-        self.resources = Resources(num_cpus=1.0, num_gpus=1.0 if gpu else 0.0, batch_size=batch_size,
-                                   uses_model=backend == "liveportrait")
+        gpu = backend == "liveportrait" and device != "cpu" and resolve_device(device) == "cuda"
+        self.resources = Resources(num_cpus=1.0, num_gpus=1.0 if gpu else 0.0, batch_size=batch_size)
 
     @property
     def channels(self) -> list[str]:
@@ -101,7 +92,7 @@ class PositionMapStage:
             return
         from .liveportrait import LivePortraitMotion, load_liveportrait, random_liveportrait
 
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         if self.weights_dir is None and self.allow_random_weights:
             log.warning("position maps: RANDOM LivePortrait weights (explicitly requested); maps are meaningless")
             models = random_liveportrait(device=device)

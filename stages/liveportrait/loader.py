@@ -7,12 +7,13 @@ folder given may be that ``base_models`` folder itself or any parent of it down 
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from manifests.shards import sha256_of
 
 from ..base import WeightsMissing
 from .appearance_feature_extractor import AppearanceFeatureExtractor
@@ -83,7 +84,7 @@ def load_liveportrait(weights_dir: str | Path | None, device: str = "cpu") -> Li
         _check_matches(module, state, path)
         module.load_state_dict(state, strict=True)
         module.eval()
-        files[str(path)] = _sha256(path)
+        files[str(path)] = sha256_of(path)
     models = LivePortraitModels(**modules, files=files)
     return models.to(device)
 
@@ -126,9 +127,4 @@ def _check_matches(module: nn.Module, state: dict, path: Path) -> None:
     raise IncompatibleWeights(f"{SETTING}: {path.name} does not match LivePortrait's {path.stem}: " + "; ".join(parts))
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+
