@@ -109,7 +109,7 @@ def make_vae_decode(vae: str | Path, device: str = "cpu", scaling_factor: float 
 
     if not Path(vae).exists():
         raise SampleError(f"VAE weights not found at {vae} (set --vae to a local diffusers VAE folder)")
-    model = AutoencoderKL.from_pretrained(str(vae), local_files_only=True).to(device).eval()
+    model = AutoencoderKL.from_pretrained(str(vae), local_files_only=True, use_safetensors=True).to(device).eval()
     factor = scaling_factor or model.config.get("scaling_factor", 0.18215)
     shift = model.config.get("shift_factor") or 0.0
 

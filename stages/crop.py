@@ -2,8 +2,8 @@
 
 RealPortrait trains on unaligned 512x512 half-body crops. The crop side is ``scale`` face sizes
 (largest face in the clip), centred below the face so shoulders are in; where the frame is
-smaller than that, the crop shrinks to fit as long as every face box of the clip stays inside
-with a margin, then slides to stay within the frame. Whatever still leaves the frame is padded
+smaller than that, the crop shrinks to fit as long as every face box of the clip stays inside,
+then slides to stay within the frame. Whatever still leaves the frame is padded
 with black and its share recorded. Crops are in source pixels (display orientation), integers.
 Coordinates are continuous throughout: pixel i covers [i, i+1), as mediapipe's normalised
 landmarks times the frame size are.
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-_FACE_MARGIN = 1.0  # the crop always covers every face box (landmark extent) of the clip
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ def plan_crop(face_boxes: np.ndarray, width: int, height: int, scale: float, shi
     cx = float(np.median((boxes[:, 0] + boxes[:, 2]) / 2))
     cy = float(np.median((boxes[:, 1] + boxes[:, 3]) / 2)) + shift_down * face
     union = np.array([boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()])
-    needed = _FACE_MARGIN * max(union[2] - union[0], union[3] - union[1])
+    needed = max(union[2] - union[0], union[3] - union[1])  # every face box of the clip fits
     side = max(min(scale * face, float(min(width, height))), needed)
     # Slide inside the frame where the crop fits, but never so far that a face box leaves it.
     x0 = _slide(cx - side / 2, side, width, union[0], union[2])

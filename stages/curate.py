@@ -24,6 +24,7 @@ from .decode import Frame, VideoReader, read_image
 from .faces import FaceAnalyzer
 from .jpeg import encode_jpeg
 from .probe import ProbeResult, probe
+from .quality import BackgroundMotion, face_quality
 
 _BUFFER_MARGIN = 1.25  # buffered frames keep 1.25x the pixels the output crop needs
 _BUFFER_WINDOW = 3.0  # and only a window this many crop sides wide around the face
@@ -73,15 +74,13 @@ class CurateStage:
         self.motion = None
 
     def setup(self) -> None:
-        from .quality import BackgroundMotion
-
         self.faces = FaceAnalyzer()
         self.faces.setup()
         self.motion = BackgroundMotion()
         self.motion.setup()
 
     def describe(self) -> dict:
-        return {"faces": FaceAnalyzer().describe(), "background_motion": "mediapipe selfie segmentation + DIS flow"}
+        return {"faces": FaceAnalyzer().describe(), "background_motion": BackgroundMotion().describe()}
 
     # -- one source -----------------------------------------------------------------------
     def process(self, spec: SourceSpec) -> SourceResult:
@@ -124,20 +123,16 @@ class CurateStage:
                 "stage": stage, "message": message, "run_id": self.run_id}
 
     def _image(self, spec: SourceSpec, info: ProbeResult, result: SourceResult) -> None:
-        from . import quality
-
         rgb = read_image(spec.path, self.max_image_side)
         seed = self._seed(spec.clips[0] if spec.clips else None, rgb)
         obs = self.faces.analyze(rgb, seed=seed)
         if obs.landmarks is None:
             return
         source_px = info.width / rgb.shape[1]  # source pixels per analysed pixel
-        rec = self._record(Frame(0, 0.0, rgb), obs, bg_motion=None, quality=quality)
+        rec = self._record(Frame(0, 0.0, rgb), obs, bg_motion=None)
         self._close_clip(spec, result, [rec], spec.clips[0] if spec.clips else None, clipping.END, source_px)
 
     def _video(self, spec: SourceSpec, info: ProbeResult, result: SourceResult) -> None:
-        from . import quality
-
         reader = VideoReader(spec.path, info.rotation)
         splitter = clipping.ClipSplitter(**self.clip_settings)
         ranges = spec.clips or [ClipSpec(start_s=0.0, end_s=None)]
@@ -160,7 +155,7 @@ class CurateStage:
                     previous = None
                     continue
                 previous = obs.boxes[obs.primary]
-                open_clip.append(self._record(frame, obs, motion if open_clip else None, quality))
+                open_clip.append(self._record(frame, obs, motion if open_clip else None))
             self._close_clip(spec, result, open_clip, rng, clipping.END, 1.0)
 
     def _seed(self, rng: ClipSpec | None, rgb: np.ndarray) -> np.ndarray | None:
@@ -169,7 +164,7 @@ class CurateStage:
         box = rng.box.to_frame(rgb.shape[1], rgb.shape[0])
         return None if box is None else np.asarray(box, dtype=np.float64)
 
-    def _record(self, frame: Frame, obs, bg_motion, quality) -> FrameRecord:
+    def _record(self, frame: Frame, obs, bg_motion) -> FrameRecord:
         rgb, lm = frame.rgb, obs.landmarks
         box = obs.face_box
         face = max(box[2] - box[0], box[3] - box[1])
@@ -184,7 +179,7 @@ class CurateStage:
         window = rgb[y0:y1, x0:x1]
         scale = min(1.0, _BUFFER_MARGIN * self.out_size / max(need, 1.0))
         image = window.copy() if scale >= 1.0 else cv2.resize(window, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        q = quality.face_quality(rgb, lm)  # resamples the face once for all three scores
+        q = face_quality(rgb, lm)  # resamples the face once for all three scores
         return FrameRecord(
             index=frame.index, t=frame.t, landmarks=lm, face_box=box, face_conf=obs.face_score,
             n_faces=obs.significant_faces(), occlusion=max(q["occlusion_mouth"], q["occlusion_eyes"]),
