@@ -24,9 +24,10 @@ def run_build(inputs: list[Path], out: Path, **overrides):
 
 
 @pytest.fixture(scope="module")
-def fixture_build(media_dir, tmp_path_factory):
+def fixture_build(media_dir, small_vae_dir, tmp_path_factory):
+    """`portrait build --input ../shared/fixtures/media` with every feature (a small VAE)."""
     out = tmp_path_factory.mktemp("build") / "out"
-    stats = run_build([media_dir], out)
+    stats = run_build([media_dir], out, **{"features.latents.weights": str(small_vae_dir)})
     return out, stats
 
 
@@ -78,6 +79,19 @@ def test_frames_are_stored_for_kept_clips_only(fixture_build):
         assert s["shape"] == [478, 2]
         x0, y0, x1, y1 = s["face_box"]
         assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512
+
+
+def test_every_kept_frame_of_the_fixtures_has_its_features(fixture_build):
+    out, _ = fixture_build
+    with Catalog(out, read_only=True) as cat:
+        missing = table(cat, """SELECT f.clip_id, f.view, f.latent IS NULL AS no_latent, f.position_map IS NULL AS no_map,
+                                       f.pose IS NULL AS no_pose
+                                FROM frames f JOIN clips c USING (clip_id)
+                                WHERE f.latent IS NULL OR f.position_map IS NULL OR (f.view = 0 AND f.pose IS NULL)""")
+        videos = table(cat, """SELECT clip_id, intensity_exp, intensity_head, intensity_exp_level, intensity_head_level
+                               FROM clips WHERE verdict = 'kept' AND media_type = 'video'""")
+    assert missing == []
+    assert videos and all(v["intensity_exp"] is not None and v["intensity_head_level"] is not None for v in videos)
 
 
 def test_shards_are_complete_and_checksummed(fixture_build):
