@@ -64,6 +64,7 @@ def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0)
     """
     curate = dict(
         fps=config.sampling.fps, max_image_side=config.sampling.max_image_side,
+        motion_every=config.sampling.motion_every, detect_every=config.sampling.detect_every,
         clips=config.clips.model_dump(), crop=config.crop.model_dump(),
         thresholds=config.thresholds.as_params(), run_id=run_id,
     )

@@ -60,8 +60,11 @@ class CurateStage:
     name = "curate"
     resources = Resources(num_cpus=1, num_gpus=0, batch_size=1)
 
-    def __init__(self, *, fps: float, max_image_side: int, clips: dict, crop: dict, thresholds: dict, run_id: str):
+    def __init__(self, *, fps: float, max_image_side: int, clips: dict, crop: dict, thresholds: dict, run_id: str,
+                 motion_every: int = 1, detect_every: int = 1):
         self.fps = fps
+        self.detect_every = max(1, int(detect_every))
+        self.motion_every = max(1, int(motion_every))
         self.max_image_side = max_image_side
         self.clip_settings = clips
         self.out_size = int(crop["out_size"])
@@ -139,18 +142,24 @@ class CurateStage:
         for rng in ranges:
             splitter.reset()
             self.motion.reset()
-            previous, open_clip, seed = None, [], None
-            for frame in reader.frames(self.fps, rng.start_s, rng.end_s):
+            previous, open_clip, seed, since_reset, last = None, [], None, 0, None
+            for i, frame in enumerate(reader.frames(self.fps, rng.start_s, rng.end_s)):
                 if seed is None and rng.box is not None:
                     seed = self._seed(rng, frame.rgb)
-                obs = self.faces.analyze(frame.rgb, previous=previous, seed=seed)
+                # Full detection every detect_every-th frame; in between the mesh follows the face.
+                track = last if i % self.detect_every else None
+                obs = last = self.faces.analyze(frame.rgb, previous=previous, seed=seed, track=track)
                 box = obs.face_box
                 reason = splitter.break_before(frame.t, box, clipping.frame_histogram(frame.rgb))
                 if reason is not None:
                     self._close_clip(spec, result, open_clip, rng, reason, 1.0)
                     open_clip = []
                     self.motion.reset()
-                motion = self.motion.update(frame.rgb, frame.t)
+                    since_reset = 0
+                # Background motion is measured between every motion_every-th sampled frame
+                # (normalised per second, so the stride does not change its scale).
+                motion = self.motion.update(frame.rgb, frame.t) if since_reset % self.motion_every == 0 else None
+                since_reset += 1
                 if box is None:
                     previous = None
                     continue

@@ -97,8 +97,21 @@ class FaceAnalyzer:
             scores.append(d.score[0])
         return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(scores, dtype=np.float64)
 
-    def analyze(self, rgb: np.ndarray, previous: np.ndarray | None = None, seed: np.ndarray | None = None) -> FaceObs:
-        """Detect faces, pick the primary (continuing ``previous`` or matching ``seed``), mesh it."""
+    def analyze(self, rgb: np.ndarray, previous: np.ndarray | None = None, seed: np.ndarray | None = None,
+                track: FaceObs | None = None) -> FaceObs:
+        """Detect faces, pick the primary (continuing ``previous`` or matching ``seed``), mesh it.
+
+        With ``track`` (the previous frame's result), detection is skipped: the mesh runs around
+        the previous landmarks, and the other faces of that detection are carried over. If the
+        mesh loses the face there, this frame is detected after all.
+        """
+        if track is not None and track.landmarks is not None:
+            landmarks = self.mesh(rgb, track.face_box)
+            if landmarks is not None:
+                boxes = track.boxes.copy()
+                lo, hi = landmarks.min(0), landmarks.max(0)
+                boxes[track.primary] = [lo[0], lo[1], hi[0], hi[1]]
+                return FaceObs(boxes, track.scores, track.primary, landmarks)
         boxes, scores = self.detect(rgb)
         obs = FaceObs(boxes, scores)
         if len(scores) == 0:
@@ -123,16 +136,20 @@ class FaceAnalyzer:
         s = _MESH_INPUT / side
         # Affine map frame -> crop (continuous coordinates); border pixels are replicated so edge faces keep context.
         m = np.array([[s, 0, _MESH_INPUT / 2 - s * cx], [0, s, _MESH_INPUT / 2 - s * cy]], dtype=np.float64)
-        src, fx, fy = rgb, 1.0, 1.0
-        if s < 0.5:
+        # Only the region around the face is resampled (not the whole frame).
+        h, w = rgb.shape[:2]
+        x0, y0 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
+        x1, y1 = min(w, int(np.ceil(cx + side / 2))), min(h, int(np.ceil(cy + side / 2)))
+        src, fx, fy = rgb[y0:y1, x0:x1], 1.0, 1.0
+        if s < 0.5 and src.size:
             # warpAffine cannot area-average: shrink first (INTER_AREA), then warp near 1:1.
-            h, w = rgb.shape[:2]
-            src = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-            fx, fy = src.shape[1] / w, src.shape[0] / h
-        warp = m.copy()
-        warp[0, 0], warp[1, 1] = s / fx, s / fy
-        crop = cv2.warpAffine(src, cv2_affine(warp), (_MESH_INPUT, _MESH_INPUT), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+            rw, rh = src.shape[1], src.shape[0]
+            src = cv2.resize(src, (max(1, round(rw * s)), max(1, round(rh * s))), interpolation=cv2.INTER_AREA)
+            fx, fy = src.shape[1] / rw, src.shape[0] / rh
+        # Continuous coordinates: region pixel q = (p - (x0, y0)) * f, so p = q / f + (x0, y0).
+        warp = np.array([[s / fx, 0, m[0, 2] + s * x0], [0, s / fy, m[1, 2] + s * y0]], dtype=np.float64)
+        crop = cv2.warpAffine(np.ascontiguousarray(src), cv2_affine(warp), (_MESH_INPUT, _MESH_INPUT),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         res = self._mesh.process(crop)
         if not res.multi_face_landmarks:
             return None
