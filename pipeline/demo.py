@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     code = portrait(["build", "--input", str(media), "--out", str(build_out)])
     if code:
         return code
-    print("\nNamed query `rethreshold` with a looser lighting threshold (no recompute):")
+    print("\nNamed query `rethreshold` with looser lighting and blur thresholds (no recompute):")
     portrait(["query", "--catalog", str(build_out / "catalog.duckdb"), "--named", "rethreshold",
-              "--param", "min_lighting_mean=10", "--param", "min_lighting_std=2"])
+              "--param", "min_lighting_mean=10", "--param", "min_lighting_std=2", "--param", "min_blur=1"])
     from pipeline.contact_sheet import write_contact_sheet
 
     sheet = out / "contact_sheet.png"

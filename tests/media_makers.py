@@ -23,6 +23,18 @@ def read_frames(video: Path, limit: int | None = None) -> tuple[list[np.ndarray]
     return frames, fps
 
 
+def frames_at(video: Path, indices) -> list[np.ndarray]:
+    """RGB frames of ``video`` at the given decode-order indices (in the order asked)."""
+    wanted, out = set(indices), {}
+    with av.open(str(video)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            if i in wanted:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if len(out) == len(wanted):
+                break
+    return [out[i] for i in indices]
+
+
 def write_video(path: Path, frames, fps: float = 25, pts_ms: list[int] | None = None, rotation_ccw: int = 0) -> Path:
     """H.264 mp4; ``pts_ms`` gives per-frame timestamps (variable rate); display rotation optional."""
     with av.open(str(path), "w") as out:

@@ -14,13 +14,13 @@ import json
 import os
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
 from manifests import schemas, tensors
 from manifests.catalog import Catalog
 from manifests.shards import write_shard
+from tests.media_makers import frames_at
 
 FIXTURES = Path(os.environ.get("PORTRAIT_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
 SIZE = 512
@@ -49,16 +49,8 @@ def identity_map() -> np.ndarray:
 
 
 def decode_video(path: Path, count: int, stride: int, start: int = 0) -> list[np.ndarray]:
-    frames = []
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i < start or (i - start) % stride:
-                continue
-            rgb = frame.to_ndarray(format="rgb24")
-            frames.append(cv2.resize(rgb, (SIZE, SIZE), interpolation=cv2.INTER_AREA))
-            if len(frames) == count:
-                break
-    return frames
+    picks = range(start, start + count * stride, stride)
+    return [cv2.resize(rgb, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for rgb in frames_at(path, picks)]
 
 
 def jpeg(rgb: np.ndarray) -> bytes:

@@ -20,6 +20,7 @@ from stages.liveportrait import (  # noqa: E402
 )
 from stages.mesh_raster import coverage  # noqa: E402
 from stages.position_maps import PositionMapStage  # noqa: E402
+from tests.media_makers import frames_at
 
 SIZE = 256  # training crops of this test (small, for CPU speed); the networks see 256 face crops
 
@@ -33,15 +34,7 @@ def _one_thread():
 
 
 def read_frames(path, indices):
-    av = pytest.importorskip("av")
-    wanted, out = set(indices), {}
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i in wanted:
-                out[i] = frame.to_ndarray(format="rgb24")
-            if len(out) == len(wanted):
-                break
-    return [out[i] for i in indices]
+    return frames_at(path, indices)
 
 
 def face_mesh(rgb):

@@ -18,6 +18,8 @@ from stages.pose import (
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from tests.media_makers import frames_at
+
 COCO17 = ["NOSE", "LEFT_EYE", "RIGHT_EYE", "LEFT_EAR", "RIGHT_EAR", "LEFT_SHOULDER", "RIGHT_SHOULDER",
           "LEFT_ELBOW", "RIGHT_ELBOW", "LEFT_WRIST", "RIGHT_WRIST", "LEFT_HIP", "RIGHT_HIP", "LEFT_KNEE",
           "RIGHT_KNEE", "LEFT_ANKLE", "RIGHT_ANKLE"]
@@ -25,20 +27,13 @@ COCO17 = ["NOSE", "LEFT_EYE", "RIGHT_EYE", "LEFT_EAR", "RIGHT_EAR", "LEFT_SHOULD
 
 def read_frames(path, every: int, count: int, square_from_top: int = 0) -> list[np.ndarray]:
     """Every `every`-th frame as a 512x512 RGB crop (a square band for portrait videos)."""
-    av = pytest.importorskip("av")
     import cv2
 
     out = []
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i % every == 0:
-                rgb = frame.to_ndarray(format="rgb24")
-                h, w = rgb.shape[:2]
-                side = min(h, w)
-                rgb = rgb[square_from_top : square_from_top + side, :side]
-                out.append(cv2.resize(rgb, (512, 512), interpolation=cv2.INTER_AREA))
-            if len(out) == count:
-                break
+    for rgb in frames_at(path, range(0, every * count, every)):
+        side = min(rgb.shape[:2])
+        rgb = rgb[square_from_top : square_from_top + side, :side]
+        out.append(cv2.resize(rgb, (512, 512), interpolation=cv2.INTER_AREA))
     return out
 
 

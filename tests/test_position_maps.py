@@ -7,20 +7,13 @@ import pytest
 from stages import mesh_raster
 from stages.base import StageError
 from stages.position_maps import PositionMapStage, choose_references, pose_scores
+from tests.media_makers import frames_at
 
 S = 512
 
 
 def read_frames(path, indices) -> list[np.ndarray]:
-    av = pytest.importorskip("av")
-    wanted, out = set(indices), {}
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i in wanted:
-                out[i] = frame.to_ndarray(format="rgb24")
-            if len(out) == len(wanted):
-                break
-    return [out[i] for i in indices]
+    return frames_at(path, indices)
 
 
 @pytest.fixture(scope="module", autouse=True)
