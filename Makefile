@@ -10,7 +10,6 @@ STAMP  := $(VENV)/.installed
 # pip takes the CPU build on disk instead of pulling CUDA packages.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
 

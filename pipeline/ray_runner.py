@@ -122,7 +122,9 @@ def run(spec_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
 
     if not spec_jsons:
         return
-    ds = ray.data.from_items([{"spec": s} for s in spec_jsons], override_num_blocks=len(spec_jsons))
+    # Small blocks let sources spread over the pool; beyond ~10k blocks scheduling costs more
+    # than it balances (each source still streams out on its own).
+    ds = ray.data.from_items([{"spec": s} for s in spec_jsons], override_num_blocks=min(len(spec_jsons), 10_000))
     for p in plans:
         ds = ds.map_batches(
             p.udf,
