@@ -29,16 +29,7 @@ from stages import intensity  # noqa: E402
 from stages.latents import SD15_VAE_CONFIG, LatentStage  # noqa: E402
 from stages.pose import PoseStage  # noqa: E402
 
-SMALL_VAE = dict(
-    block_out_channels=[8, 8, 8, 8],
-    down_block_types=["DownEncoderBlock2D"] * 4,
-    up_block_types=["UpDecoderBlock2D"] * 4,
-    layers_per_block=1,
-    norm_num_groups=4,
-    latent_channels=4,
-    sample_size=512,
-    scaling_factor=0.18215,
-)
+from tests.small_models import SMALL_VAE  # noqa: E402
 
 
 def read_frames(path: Path, count: int) -> list[np.ndarray]:

@@ -147,10 +147,10 @@ class LatentStage:
         raise WeightsMissing(f"{_SETTING}: not found: {weights} (expected a folder, a .safetensors file or a cached repo id)")
 
     def _from_hf_cache(self, repo_id: str) -> Path:
-        from huggingface_hub import snapshot_download
+        import huggingface_hub as hub
 
-        try:
-            return Path(snapshot_download(repo_id, cache_dir=self.hf_cache_dir, local_files_only=True))
+        try:  # the local cache only: never a download
+            return Path(hub.snapshot_download(repo_id, cache_dir=self.hf_cache_dir, local_files_only=True))
         except Exception:  # the hub raises several types for "not cached"; all mean the same here
             raise WeightsMissing(
                 f"{_SETTING}: {repo_id!r} is neither an existing path nor a repo id in the local "
