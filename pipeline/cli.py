@@ -47,6 +47,7 @@ def cmd_build(args) -> int:
     from .config import load_config
     from .sources import dataset_entries, discover
     from .summary import print_summary
+    from .weights import check_weights
 
     overrides = _key_values(args.set, "--set")
     if args.address:
@@ -54,6 +55,7 @@ def cmd_build(args) -> int:
     if args.num_cpus:
         overrides["ray.num_cpus"] = args.num_cpus
     config = load_config(args.config, overrides)
+    check_weights(config)  # before the (possibly long) dataset discovery
     entries = dataset_entries(config, args.input, args.dataset)
     discovery = discover(entries)
     print(f"found {len(discovery.specs)} sources in {len(entries)} dataset(s)"
