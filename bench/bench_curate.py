@@ -53,7 +53,7 @@ def one_core_figures(video: Path) -> dict:
         mesh.process(f)
     t_mesh = time.perf_counter() - t
 
-    kwargs = stage_plans(config, "bench", 1)[0].kwargs["stage_kwargs"]
+    kwargs = stage_plans(config, "bench", 1)[0].steps[0][2]  # the curate stage's settings
     stage = CurateStage(**kwargs)
     stage.setup()
     spec = SourceSpec(dataset="bench", path=str(video), rel_path=video.name, media_type="video")

@@ -56,11 +56,11 @@ def library_versions() -> dict:
 
 
 def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0) -> list[ray_runner.StagePlan]:
-    """The chain of Ray operators for this config: curate, then (optionally) features, latents.
+    """The Ray operators for this config: curate, then (optionally) features and latents.
 
-    Each pool gets the CPUs its stage declares. A stage that can use a GPU (the VAE; LivePortrait
-    maps) gets one GPU per actor and one actor per GPU when the cluster has GPUs and its device
-    is not 'cpu'; without GPUs it runs on CPU actors.
+    A stage that can use a GPU (the VAE; LivePortrait maps) runs on GPU actors, one per GPU,
+    when the cluster has GPUs and its device setting is not 'cpu'. Consecutive stages on the
+    same kind of device share one operator (see ray_runner.StagePlan).
     """
     curate = dict(
         fps=config.sampling.fps, max_image_side=config.sampling.max_image_side,
@@ -68,44 +68,44 @@ def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0)
         clips=config.clips.model_dump(), crop=config.crop.model_dump(),
         thresholds=config.thresholds.as_params(), run_id=run_id,
     )
-    plans = [_plan("curate", ray_runner.CurateUDF, CurateStage, curate, workers, on_gpu=False, gpus=gpus)]
+    steps = [("curate", CurateStage, curate, False)]
     f = config.features
-    if not f.enabled:
-        return plans
-    from stages.features import ClipFeatureStage, LatentFeatureStage
+    if f.enabled:
+        from stages.features import ClipFeatureStage, LatentFeatureStage
 
-    features = dict(position_map=f.position_map.model_dump(), pose=f.pose.model_dump(), identity=f.identity.model_dump(),
-                    intensity=f.intensity.model_dump(), image_views=f.image_views.model_dump(),
-                    jpeg_quality=config.crop.jpeg_quality)
-    lp_gpu = f.position_map.backend == "liveportrait" and f.position_map.device != "cpu"
-    if not gpus and features["position_map"]["device"] == "auto":
-        features["position_map"]["device"] = "cpu"
-    plans.append(_plan("features", ray_runner.PackedUDF, ClipFeatureStage, features, workers, lp_gpu, gpus))
-    latents = f.latents.model_dump()
-    if latents["device"] == "auto" and not gpus:
-        latents["device"] = "cpu"
-    if LatentFeatureStage(**latents).stage.backend != "none":
-        plans.append(_plan("latents", ray_runner.PackedUDF, LatentFeatureStage, latents, workers,
-                           latents["device"] != "cpu", gpus))
+        features = dict(position_map=f.position_map.model_dump(), pose=f.pose.model_dump(),
+                        identity=f.identity.model_dump(), intensity=f.intensity.model_dump(),
+                        image_views=f.image_views.model_dump(), jpeg_quality=config.crop.jpeg_quality)
+        latents = f.latents.model_dump()
+        if not gpus:
+            for kwargs in (features["position_map"], latents):
+                kwargs["device"] = "cpu" if kwargs["device"] == "auto" else kwargs["device"]
+        lp_gpu = bool(gpus) and f.position_map.backend == "liveportrait" and features["position_map"]["device"] != "cpu"
+        steps.append(("features", ClipFeatureStage, features, lp_gpu))
+        if LatentFeatureStage(**latents).stage.backend != "none":
+            steps.append(("latents", LatentFeatureStage, latents, bool(gpus) and latents["device"] != "cpu"))
+    plans: list[ray_runner.StagePlan] = []
+    for name, factory, kwargs, on_gpu in steps:
+        if plans and (plans[-1].num_gpus > 0) == on_gpu:
+            plans[-1].steps.append((name, factory, kwargs))
+            plans[-1].name += "+" + name
+            continue
+        plans.append(ray_runner.StagePlan(name, [(name, factory, kwargs)], num_cpus=1.0,
+                                          num_gpus=1.0 if on_gpu else 0.0,
+                                          max_workers=max(1, int(gpus)) if on_gpu else workers))
     return plans
-
-
-def _plan(name: str, udf: type, factory: type, kwargs: dict, workers: int, on_gpu: bool, gpus: float) -> ray_runner.StagePlan:
-    stage = factory(**kwargs)  # constructors only read settings; models load in the workers
-    n_gpu = 1.0 if (on_gpu and gpus) else 0.0
-    pool = max(1, int(gpus)) if n_gpu else workers
-    return ray_runner.StagePlan(name, udf, {"stage_factory": factory, "stage_kwargs": kwargs},
-                                stage.resources.num_cpus, n_gpu, pool)
 
 
 def describe_stages(config: BuildConfig, plans: list[ray_runner.StagePlan]) -> dict:
     """Backend, weights and ``random_weights`` of every model stage, flat by stage name (the
     trainer refuses clips whose run has any random_weights). Stages are built here, in the
-    driver, so missing weights fail before any worker starts."""
+    driver (constructors only read settings; describe() of a heavyweight backend loads it),
+    so missing weights fail before any worker starts."""
     out = {}
     for p in plans:
-        desc = p.kwargs["stage_factory"](**p.kwargs["stage_kwargs"]).describe()
-        out.update(desc if p.name == "features" else {p.name: desc})
+        for name, factory, kwargs in p.steps:
+            desc = factory(**kwargs).describe()
+            out.update(desc if name == "features" else {name: desc})
     if config.features.enabled and "latents" not in out:
         from stages.features import LatentFeatureStage
 

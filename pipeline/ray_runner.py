@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .results import pack, spec_from_json
+from .results import PARTS, pack_tables, spec_from_json, to_tables, unpack
 
 log = logging.getLogger(__name__)
 
@@ -23,63 +23,70 @@ WORKER_ENV = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THR
 
 @dataclass
 class StagePlan:
-    """One Ray operator: a factory for the per-worker callable and its resources."""
+    """One Ray operator: the stages its actors run, in order, and the resources of one actor.
+
+    Stages that need the same kind of device share an operator (one actor runs them one after
+    the other on a source), so a CPU-only build has a single pool that scales with the CPUs and
+    nothing is serialised between its stages; a GPU stage gets its own pool, one actor per GPU.
+    """
 
     name: str
-    udf: type
-    kwargs: dict
+    steps: list[tuple[str, Callable, dict]]  # (stage name, factory, constructor kwargs)
     num_cpus: float
     num_gpus: float
     max_workers: int
 
 
-class CurateUDF:
-    """Source spec (JSON) -> packed per-source result."""
+class ChainUDF:
+    """Per actor: builds the plan's stages once; per source: runs them in order.
 
-    def __init__(self, stage_factory: Callable, stage_kwargs: dict):
+    The first stage of the first operator turns a source spec (JSON) into the source's tables
+    (``process(spec)``); every other stage maps tables to tables (``process_packed``). An
+    exception escaping a stage costs that source (an error row), never the build.
+    """
+
+    def __init__(self, steps: list[tuple[str, Callable, dict]]):
         os.environ.update(WORKER_ENV)
-        self.stage = stage_factory(**stage_kwargs)
-        self.stage.setup()
+        self.steps = [(name, factory(**kwargs)) for name, factory, kwargs in steps]
+        for _, stage in self.steps:
+            stage.setup()
 
     def __call__(self, batch: dict) -> dict:
-        rows = [self._one(s) for s in batch["spec"]]
-        return {k: [r[k] for r in rows] for k in rows[0]}
-
-    def _one(self, spec_json: str) -> dict:
-        spec = spec_from_json(spec_json)
-        try:
-            res = self.stage.process(spec)
-            return pack(res.source, res.clips, res.frames, res.errors)
-        except Exception as e:  # an unexpected bug must cost one source, not the build
-            log.error("curate failed on %s:\n%s", spec.path, traceback.format_exc())
-            return pack(*internal_error(spec, "curate", e, self.stage.run_id))
-
-
-class PackedUDF:
-    """Packed result -> packed result through a stage with ``process_packed(tables) -> tables``."""
-
-    def __init__(self, stage_factory: Callable, stage_kwargs: dict):
-        os.environ.update(WORKER_ENV)
-        self.stage = stage_factory(**stage_kwargs)
-        self.stage.setup()
-
-    def __call__(self, batch: dict) -> dict:
-        from .results import PARTS, pack_tables, unpack
-
-        from stages.features import with_error
-
         out = {k: [] for k in ("source_id", *PARTS)}
-        for i, sid in enumerate(batch["source_id"]):
-            tables = unpack({k: batch[k][i] for k in PARTS})
-            try:
-                tables = self.stage.process_packed(tables)
-            except Exception as e:  # an unexpected bug must cost one source, not the build
-                log.error("%s failed on %s:\n%s", self.stage.name, sid, traceback.format_exc())
-                tables = with_error(tables, self.stage.name, f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        specs = batch.get("spec")
+        n = len(specs) if specs is not None else len(batch["source_id"])
+        for i in range(n):
+            if specs is not None:
+                sid, tables, rest = self._source(specs[i])
+            else:
+                sid, tables, rest = batch["source_id"][i], unpack({k: batch[k][i] for k in PARTS}), self.steps
+            for name, stage in rest:
+                tables = self._packed(name, stage, sid, tables)
             packed = pack_tables(sid, tables)
             for k in out:
                 out[k].append(packed[k])
         return out
+
+    def _source(self, spec_json: str):
+        name, stage = self.steps[0]
+        spec = spec_from_json(spec_json)
+        try:
+            res = stage.process(spec)
+            tables = to_tables(res.source, res.clips, res.frames, res.errors)
+        except Exception as e:
+            log.error("%s failed on %s:\n%s", name, spec.path, traceback.format_exc())
+            tables = to_tables(*internal_error(spec, name, e, stage.run_id))
+        return spec.source_id, tables, self.steps[1:]
+
+    @staticmethod
+    def _packed(name: str, stage, sid: str, tables: dict) -> dict:
+        from stages.features import with_error
+
+        try:
+            return stage.process_packed(tables)
+        except Exception as e:
+            log.error("%s failed on %s:\n%s", name, sid, traceback.format_exc())
+            return with_error(tables, name, f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
 
 def internal_error(spec, stage: str, exc: Exception, run_id: str):
@@ -127,8 +134,8 @@ def run(spec_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
     ds = ray.data.from_items([{"spec": s} for s in spec_jsons], override_num_blocks=min(len(spec_jsons), 10_000))
     for p in plans:
         ds = ds.map_batches(
-            p.udf,
-            fn_constructor_kwargs=p.kwargs,
+            ChainUDF,
+            fn_constructor_kwargs={"steps": p.steps},
             batch_size=1,  # one source per call: stages batch frames inside a source
             batch_format="numpy",
             num_cpus=p.num_cpus,
@@ -143,7 +150,7 @@ def run(spec_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
 
 def run_inline(spec_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
     """The same chain in this process, without Ray (debugging, profiling)."""
-    workers = [p.udf(**p.kwargs) for p in plans]
+    workers = [ChainUDF(p.steps) for p in plans]
     for s in spec_jsons:
         batch = {"spec": [s]}
         for w in workers:

@@ -44,15 +44,14 @@ def _from_ipc(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
-def pack(source: dict, clips: list[dict], frames: list[dict], errors: list[dict]) -> dict:
-    """One output row for Ray Data."""
-    tables = {
+def to_tables(source: dict, clips: list[dict], frames: list[dict], errors: list[dict]) -> dict[str, pa.Table]:
+    """A source's rows as the four tables of the contract."""
+    return {
         "sources": schemas.table_from_rows([source], schemas.SOURCES),
         "clips": schemas.table_from_rows(clips, schemas.CLIPS),
         "frames": schemas.table_from_rows(frames, schemas.FRAMES),
         "errors": schemas.table_from_rows(errors, schemas.ERRORS),
     }
-    return {"source_id": source["source_id"], **{k: _to_ipc(t) for k, t in tables.items()}}
 
 
 def pack_tables(source_id: str, tables: dict[str, pa.Table]) -> dict:
