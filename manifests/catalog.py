@@ -3,10 +3,15 @@
 One process writes the catalog (the build's driver); readers open it read-only. A source is
 committed together with the shard holding its frames, in one transaction, so a build stopped at
 any point leaves a catalog that names only complete sources and complete shards.
+
+The catalog opens whatever happened to the shards since: ``frames`` covers the shards that are
+there and readable, and the others are named in one warning line together with the sources
+whose frames they held (``portrait verify OUT --repair`` un-commits those for the next build).
 """
 from __future__ import annotations
 
 import json
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -15,13 +20,29 @@ import duckdb
 import pyarrow as pa
 
 from . import schemas
-from .shards import SHARD_DIR, ShardInfo
+from .shards import SHARD_DIR, ShardInfo, check_shard, settle
 
 CATALOG_FILE = "catalog.duckdb"
+log = logging.getLogger(__name__)
+_LISTED = 5  # names shown in one warning line before "and N more"
 
 
 class CatalogError(Exception):
     """A catalog that cannot be opened or queried as asked (printed as one line)."""
+
+
+class StorageError(CatalogError):
+    """Writing the catalog or a shard failed (a full disk, an I/O error): printed as one line."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_LISTED])
+    return shown + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
 
 
 def named_query_names() -> list[str]:
@@ -51,8 +72,13 @@ class Catalog:
             raise CatalogError(f"cannot open catalog {self.path}: {str(e).splitlines()[0]}") from None
         self._check_version()
         if not read_only:
-            self._ensure_tables()
+            try:
+                self._ensure_tables()
+            except duckdb.Error as e:
+                raise StorageError(f"cannot write the catalog {self.path}: {_first_line(e)}") from None
         self.refresh_frames_view()
+        if self.unavailable:  # once per open: every command that opens the catalog says it
+            log.warning(self.unavailable_message())
 
     @classmethod
     def open_file(cls, catalog_path: str | Path, read_only: bool = True) -> "Catalog":
@@ -72,7 +98,7 @@ class Catalog:
     def _check_version(self) -> None:
         """A catalog written by another schema version is refused with one clear line."""
         has_meta = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchall()[0][0]
         if not has_meta:
             return
         row = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -92,18 +118,56 @@ class Catalog:
             "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(schemas.SCHEMA_VERSION)]
         )
 
+    def shards(self) -> list[dict]:
+        """Every committed shard row (path, rows, bytes, sha256, source_ids, ...)."""
+        if not self._has_table("shards"):
+            return []
+        return self._rows("SELECT * FROM shards ORDER BY path")
+
+    def _rows(self, sql: str, params: list | None = None) -> list[dict]:
+        # execute(), not sql(): it finishes whatever an earlier execute() left unfetched.
+        try:
+            cur = self.con.execute(sql, params or [])
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+        except duckdb.Error as e:
+            raise CatalogError(_first_line(e)) from None
+
     def shard_paths(self) -> list[str]:
-        return [r[0] for r in self.con.execute("SELECT path FROM shards ORDER BY path").fetchall()]
+        """The committed shards that ``frames`` reads: those present and readable (see
+        ``unavailable`` for the others)."""
+        return [r["path"] for r in self.shards() if r["path"] not in self.unavailable]
 
     def refresh_frames_view(self) -> None:
-        """``frames`` = the committed shards, or an empty typed table.
+        """``frames`` = the committed shards that are there, or an empty typed table.
 
-        The stored view names absolute paths (for plain `duckdb OUT/catalog.duckdb`); a
-        read-only open shadows it with a temporary view of the paths where OUT is now, so a
-        moved or re-mounted output folder still reads."""
+        A shard that is missing, has another size than recorded, or whose footer cannot be
+        read is left out and named (``unavailable``; one warning line), so one lost file never
+        makes the catalog unusable. The stored view names absolute paths (for plain
+        `duckdb OUT/catalog.duckdb`); a read-only open shadows it with a temporary view of the
+        paths where OUT is now, so a moved or re-mounted output folder still reads."""
+        self.unavailable: dict[str, str] = {}
         if self.read_only and not self._has_table("shards"):
             return
-        paths = [str(self.out_dir / p) for p in self.shard_paths()]
+        rows = self.shards()
+        # A stat per shard here; footers are read by DuckDB when it binds the view, and checked
+        # one by one only when that fails.
+        for r in rows:
+            if problem := check_shard(self.out_dir, r, upto="size"):
+                self.unavailable[r["path"]] = problem
+        try:
+            self._create_frames_view([r["path"] for r in rows if r["path"] not in self.unavailable])
+        except duckdb.Error:
+            for r in rows:
+                if r["path"] not in self.unavailable and (problem := check_shard(self.out_dir, r, upto="rows")):
+                    self.unavailable[r["path"]] = problem
+            try:
+                self._create_frames_view([r["path"] for r in rows if r["path"] not in self.unavailable])
+            except duckdb.Error as e:
+                raise CatalogError(f"cannot read the shards of {self.out_dir}: {_first_line(e)}") from None
+
+    def _create_frames_view(self, rel_paths: list[str]) -> None:
+        paths = [str(self.out_dir / p) for p in rel_paths]
         if paths:
             listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
             body = f"SELECT * FROM read_parquet([{listing}], union_by_name = true)"
@@ -112,9 +176,26 @@ class Catalog:
         kind = "TEMP VIEW" if self.read_only else "VIEW"
         self.con.execute(f"CREATE OR REPLACE {kind} frames AS {body}")
 
+    def sources_of_shards(self, paths: list[str]) -> list[dict]:
+        """source_id and rel_path of the sources whose frames the given shards hold."""
+        if not paths:
+            return []
+        return self._rows(
+            "SELECT DISTINCT s.source_id, s.rel_path FROM shards sh, unnest(sh.source_ids) AS u(source_id) "
+            "JOIN sources s USING (source_id) WHERE list_contains(?, sh.path) ORDER BY s.rel_path",
+            [paths])
+
+    def unavailable_message(self) -> str:
+        paths = sorted(self.unavailable)
+        sources = [r["rel_path"] for r in self.sources_of_shards(paths)]
+        shards = _listing([f"{p} ({self.unavailable[p]})" for p in paths])
+        return (f"{len(paths)} shard file(s) missing or unreadable, left out of `frames`: {shards}; "
+                f"frames of {len(sources)} source(s) affected: {_listing(sources) or '-'}; "
+                f"run `portrait verify {self.out_dir} --repair`, then the build again, to redo them")
+
     def _has_table(self, name: str) -> bool:
         return bool(self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()[0][0])
 
     # -- writes ---------------------------------------------------------------------------
     def insert(self, table: str, data: pa.Table) -> None:
@@ -133,26 +214,69 @@ class Catalog:
         shards: Iterable[ShardInfo] = (),
         run_id: str = "",
     ) -> None:
-        """Record finished sources (and the shards holding their frames) atomically."""
-        shard_rows = [dict(s.__dict__, run_id=run_id) for s in shards]
-        self.con.execute("BEGIN TRANSACTION")
+        """Record finished sources (and the shards holding their frames) atomically; then the
+        shards are no longer pending (their markers go). A failed write raises StorageError
+        and leaves the catalog as it was: the shard files stay pending, for the next cleanup."""
+        shards = list(shards)
+        shard_rows = [dict(s.__dict__, source_ids=list(s.source_ids), run_id=run_id) for s in shards]
         try:
-            ids = sources.column("source_id").to_pylist()
-            if ids:
-                # A re-run of a source replaces its earlier rows (idempotent commits).
-                self.con.execute("DELETE FROM clips WHERE list_contains(?, source_id)", [ids])
-                self.con.execute("DELETE FROM errors WHERE list_contains(?, source_id)", [ids])
-                self.con.execute("DELETE FROM sources WHERE list_contains(?, source_id)", [ids])
-            self.insert("sources", sources)
-            self.insert("clips", clips)
-            self.insert("errors", errors)
-            self.insert("shards", schemas.table_from_rows(shard_rows, schemas.SHARDS))
-            self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
-            raise
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                ids = sources.column("source_id").to_pylist()
+                if ids:
+                    # A re-run of a source replaces its earlier rows (idempotent commits).
+                    self.con.execute("DELETE FROM clips WHERE list_contains(?, source_id)", [ids])
+                    self.con.execute("DELETE FROM errors WHERE list_contains(?, source_id)", [ids])
+                    self.con.execute("DELETE FROM sources WHERE list_contains(?, source_id)", [ids])
+                self.insert("sources", sources)
+                self.insert("clips", clips)
+                self.insert("errors", errors)
+                self.insert("shards", schemas.table_from_rows(shard_rows, schemas.SHARDS))
+                self.con.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except duckdb.Error as e:
+            raise StorageError(f"cannot write the catalog {self.path}: {_first_line(e)}") from None
+        for s in shards:
+            settle(self.out_dir, s.shard_id)
         if shard_rows:
             self.refresh_frames_view()
+
+    def _rollback(self) -> None:
+        try:
+            self.con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # the failed statement may have ended the transaction already
+
+    def uncommit(self, source_ids: list[str], shard_paths: list[str]) -> None:
+        """Forget sources and shards, so that the next build redoes those sources."""
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+            for table in ("clips", "errors", "sources"):
+                self.con.execute(f"DELETE FROM {table} WHERE list_contains(?, source_id)", [source_ids])
+            self.con.execute("DELETE FROM shards WHERE list_contains(?, path)", [shard_paths])
+            self.con.execute("COMMIT")
+        except duckdb.Error as e:
+            self._rollback()
+            raise StorageError(f"cannot write the catalog {self.path}: {_first_line(e)}") from None
+        self.refresh_frames_view()
+
+    def mark_dead_runs(self) -> int:
+        """Runs still `running` when a build starts died (builds of one OUT never overlap:
+        DuckDB locks the file): they become `interrupted`. Returns how many."""
+        n = self.con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchall()[0][0]
+        if n:
+            self.con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        return n
+
+    def checkpoint(self) -> None:
+        """Write everything to the database file now, so a failure shows here, not silently
+        at close."""
+        try:
+            self.con.execute("CHECKPOINT")
+        except duckdb.Error as e:
+            raise StorageError(f"cannot write the catalog {self.path}: {_first_line(e)}") from None
 
     def record_errors(self, errors: pa.Table) -> None:
         self.insert("errors", errors)
@@ -165,8 +289,14 @@ class Catalog:
         self.con.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", [*fields.values(), run_id])
 
     # -- reads ----------------------------------------------------------------------------
-    def done_source_ids(self) -> set[str]:
-        return {r[0] for r in self.con.execute("SELECT source_id FROM sources").fetchall()}
+    def done_source_ids(self, retry_errors: bool = False) -> set[str]:
+        """Sources a build skips: all committed ones except errored ones that are retried,
+        those lost to the infrastructure (errors.kind = 'infra') and, with ``retry_errors``,
+        every errored one."""
+        return {r[0] for r in self.con.execute(
+            "SELECT source_id FROM sources WHERE NOT (status = 'error' AND "
+            "(? OR source_id IN (SELECT source_id FROM errors WHERE kind = 'infra')))",
+            [retry_errors]).fetchall()}
 
     def latest_run(self) -> dict | None:
         rows = self.query("SELECT * FROM runs ORDER BY started_at DESC LIMIT 1").to_pylist()
@@ -202,4 +332,4 @@ def _parameters_in(sql: str) -> set[str]:
     return set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", body))
 
 
-__all__ = ["CATALOG_FILE", "Catalog", "CatalogError", "SHARD_DIR", "named_query_names", "named_query_sql"]
+__all__ = ["CATALOG_FILE", "Catalog", "CatalogError", "SHARD_DIR", "StorageError", "named_query_names", "named_query_sql"]

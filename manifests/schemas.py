@@ -180,7 +180,9 @@ RUNS = pa.schema(
         pa.field("models_json", pa.string()),  # per stage: backend, weights path, sha256, random?
         pa.field("notes_json", pa.string()),  # e.g. why latents are empty
         pa.field("n_sources", pa.int64()),
-        pa.field("status", pa.string()),  # running | finished | interrupted
+        # running | finished | interrupted (stopped, or found `running` by the next build: it died)
+        # | failed (a write to the catalog or the shards failed, e.g. a full disk)
+        pa.field("status", pa.string()),
     ]
 )
 
@@ -192,6 +194,8 @@ SHARDS = pa.schema(
         pa.field("bytes", pa.int64(), nullable=False),
         pa.field("sha256", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
+        # Sources whose frames it holds (all of each): `portrait verify --repair` un-commits them.
+        pa.field("source_ids", pa.list_(pa.string())),
     ]
 )
 
@@ -203,6 +207,9 @@ ERRORS = pa.schema(
         pa.field("stage", pa.string(), nullable=False),
         pa.field("message", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
+        # 'data': the input (or its metadata) is at fault, kept until `--retry-errors`;
+        # 'infra': the worker or node was lost or ran out of memory, retried by the next build.
+        pa.field("kind", pa.string()),
     ]
 )
 

@@ -3,7 +3,10 @@
 The driver is the only writer. It buffers the frames of finished sources and writes a shard when
 the buffer reaches the target size; the sources in it are committed to the catalog in the same
 step. Sources without frames (rejected, errored) are committed at once. Re-running the same
-build skips committed sources; debris of an interrupted run (uncommitted shard files) is removed.
+build skips committed sources, except those lost to the infrastructure (a worker or node lost,
+out of memory), which are retried (every errored one with ``retry_errors``). Cleanup at the
+start removes only what an interrupted build announced and never committed (see
+manifests/shards.py); a write that fails (a full disk) ends the build with one line.
 """
 from __future__ import annotations
 
@@ -18,16 +21,17 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 
 from manifests import schemas
-from manifests.catalog import Catalog
-from manifests.shards import remove_orphans, write_shard
+from manifests.catalog import CATALOG_FILE, Catalog, CatalogError, StorageError
+from manifests.shards import SHARD_DIR, build_files, clean_uncommitted, write_shard
 from stages.curate import CurateStage
 
 from . import ray_runner
 from .config import BuildConfig
-from .results import spec_to_json, unpack
+from .results import INFRA, classify_errors, spec_to_json, unpack
 from .sources import Discovery
 from .weights import check_weights, fingerprints
 
@@ -42,6 +46,8 @@ class BuildStats:
     clips: Counter = field(default_factory=Counter)  # verdict -> n
     frames: int = 0
     skipped: int = 0
+    retried: int = 0  # errored sources of earlier runs redone by this one
+    lost: int = 0  # sources whose worker was lost: retried by the next build
     shards: int = 0
 
 
@@ -138,47 +144,91 @@ class ShardBuffer:
             return 0
         cat = lambda k: pa.concat_tables([t[k] for t in self.pending])  # noqa: E731
         frames = cat("frames").sort_by([("source_id", "ascending"), ("clip_id", "ascending"), ("frame_index", "ascending"), ("view", "ascending")])
+        sources = cat("sources")
         # Run ids are unique, so a resumed build never overwrites an earlier run's shard.
-        info = write_shard(frames, self.catalog.out_dir, f"{self.run_id}-{self.seq:05d}",
-                           self.config.storage.row_group_rows, self.config.storage.compression)
-        self.catalog.commit_sources(cat("sources"), cat("clips"), cat("errors"), [info], run_id=self.run_id)
+        shard_id = f"{self.run_id}-{self.seq:05d}"
+        try:
+            info = write_shard(frames, self.catalog.out_dir, shard_id, self.config.storage.row_group_rows,
+                               self.config.storage.compression, run_id=self.run_id,
+                               source_ids=tuple(sources.column("source_id").to_pylist()))
+        except OSError as e:
+            raise StorageError(f"cannot write shard {self.catalog.out_dir / SHARD_DIR / shard_id}.parquet: "
+                               f"{e.strerror or e}; free space and run the same command again to resume") from None
+        self.catalog.commit_sources(sources, cat("clips"), cat("errors"), [info], run_id=self.run_id)
         self.seq += 1
         self.pending, self.bytes = [], 0
         return 1
 
 
-def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progress: bool = True) -> BuildStats:
-    from tqdm import tqdm
+def refuse_lost_catalog(out: Path) -> None:
+    """Shards without their catalog are neither deleted nor built over: they may be all that
+    is left of a long build, and only the catalog says which are complete."""
+    if (out / CATALOG_FILE).exists():
+        return
+    files = build_files(out)
+    if files:
+        raise CatalogError(f"{out / SHARD_DIR} holds {len(files)} shard file(s) but {out / CATALOG_FILE} is missing: "
+                           "restore the catalog, or move the shards away, or build into a new folder")
 
+
+def clean_up(catalog: Catalog) -> None:
+    """Remove what an interrupted build left; report (never delete) anything else."""
+    done = clean_uncommitted(catalog.out_dir, {r["path"] for r in catalog.shards()})
+    if done.removed:
+        log.warning("removed %d uncommitted shard file(s) of an interrupted build", len(done.removed))
+    if done.foreign:
+        log.warning("left %d file(s) in %s that no build wrote: %s", len(done.foreign),
+                    catalog.out_dir / SHARD_DIR, ", ".join(done.foreign))
+    dead = catalog.mark_dead_runs()
+    if dead:
+        log.warning("%d earlier run(s) died without finishing: marked interrupted", dead)
+
+
+def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progress: bool = True,
+          retry_errors: bool = False) -> BuildStats:
     check_weights(config)
     models = describe_stages(config, stage_plans(config, "check", 1))
     out = Path(out_dir)
+    refuse_lost_catalog(out)
     catalog = Catalog(out)
+    try:
+        return _build(catalog, config, discovery, models, progress, retry_errors)
+    except duckdb.Error as e:  # e.g. the catalog's disk filled up in a finalize step
+        raise StorageError(f"cannot write the catalog {catalog.path}: {str(e).strip().splitlines()[0]}") from None
+    finally:
+        catalog.close()
+
+
+def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: dict, progress: bool,
+           retry_errors: bool) -> BuildStats:
+    from tqdm import tqdm
+
     stats = BuildStats()
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    removed = remove_orphans(out, set(catalog.shard_paths()))
-    if removed:
-        log.warning("removed %d uncommitted shard file(s) of an interrupted build", len(removed))
+    clean_up(catalog)
     previous = catalog.latest_run()
     if previous and previous.get("config_hash") != config.hash():
         log.warning("the config differs from the previous build's; finished sources keep their old results")
 
-    done = catalog.done_source_ids()
+    done = catalog.done_source_ids(retry_errors)
     todo = [s for s in discovery.specs if s.source_id not in done]
     stats.skipped = len(discovery.specs) - len(todo)
+    committed = {r[0] for r in catalog.con.execute("SELECT source_id FROM sources").fetchall()}
+    stats.retried = sum(s.source_id in committed for s in todo)
     workers = config.ray.max_workers
     catalog.start_run({
         "run_id": run_id, "started_at": datetime.now(timezone.utc), "schema_version": schemas.SCHEMA_VERSION,
         "config_json": config.to_json(), "config_hash": config.hash(), "versions_json": json.dumps(library_versions()),
         "models_json": json.dumps({**models, "weights_sha256": fingerprints(config)}),
         "notes_json": json.dumps({"found": dict(discovery.found), "skipped_done": stats.skipped,
-                                  "duplicates": discovery.duplicates}),
+                                  "retried_errors": stats.retried, "duplicates": discovery.duplicates}),
         "n_sources": len(todo), "status": "running",
     })
     # Metadata is re-read on every run: its errors replace the previous run's.
     catalog.con.execute("DELETE FROM errors WHERE stage = 'metadata'")
     catalog.record_errors(schemas.table_from_rows([
-        {"source_id": None, "path": e.file, "dataset": e.dataset, "stage": "metadata", "message": e.describe(), "run_id": run_id}
+        {"source_id": None, "path": e.file, "dataset": e.dataset, "stage": "metadata", "message": e.describe(),
+         "run_id": run_id, "kind": "data"}
         for e in discovery.metadata_errors
     ], schemas.ERRORS))
 
@@ -198,6 +248,7 @@ def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progre
     try:
         for row in runner([spec_to_json(s) for s in todo], plans):
             tables = unpack(row)
+            tables["errors"] = classify_errors(tables["errors"])
             seen.add(row["source_id"])
             src = tables["sources"].to_pylist()[0]
             stats.sources[src["status"]] += 1
@@ -208,21 +259,47 @@ def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progre
             bar.update(1)
             bar.set_postfix(clips_kept=stats.clips["kept"], rejected=stats.clips["rejected"], errors=stats.sources["error"])
         stats.shards += buffer.flush()
-        # A source whose worker died for good never came back: account for it as an error.
-        lost = [s for s in todo if s.source_id not in seen]
-        for s in lost:
-            stats.sources["error"] += 1
-            src, _, _, errs = ray_runner.internal_error(s, "worker", RuntimeError("the worker processing it crashed"), run_id)
-            catalog.commit_sources(schemas.table_from_rows([src], schemas.SOURCES), schemas.CLIPS.empty_table(),
-                                   schemas.table_from_rows(errs, schemas.ERRORS), run_id=run_id)
+        commit_lost(catalog, [s for s in todo if s.source_id not in seen], run_id, stats)
         from .finalize import eval_split, intensity_levels
 
         intensity_levels(catalog, config.features.intensity.levels, run_id)
         e = config.eval_split
         eval_split(catalog, e.n, e.seed, e.datasets)
         status = "finished"
+    except (StorageError, duckdb.Error):
+        status = "failed"
+        raise
     finally:
         bar.close()
-        catalog.update_run(run_id, finished_at=datetime.now(timezone.utc), status=status)
-        catalog.close()
+        end_run(catalog, run_id, status)
     return stats
+
+
+def commit_lost(catalog: Catalog, lost: list, run_id: str, stats: BuildStats) -> None:
+    """A source whose worker died for good never came back: an error the next build retries."""
+    for s in lost:
+        stats.sources["error"] += 1
+        stats.lost += 1
+        src, _, _, errs = ray_runner.internal_error(
+            s, "worker", RuntimeError("the worker processing it was lost (crashed, killed or out of memory); "
+                                      "the next build retries it"), run_id)
+        catalog.commit_sources(schemas.table_from_rows([src], schemas.SOURCES), schemas.CLIPS.empty_table(),
+                               schemas.table_from_rows([dict(e, kind=INFRA) for e in errs], schemas.ERRORS),
+                               run_id=run_id)
+
+
+def end_run(catalog: Catalog, run_id: str, status: str) -> None:
+    """Record how the run ended. A finished run must reach the disk (else the build fails,
+    never reports success); after a failure this is best effort, and the next build marks a
+    run it finds `running` as interrupted."""
+    if status == "finished":
+        try:
+            catalog.update_run(run_id, finished_at=datetime.now(timezone.utc), status=status)
+        except duckdb.Error as e:
+            raise StorageError(f"cannot write the catalog {catalog.path}: {str(e).strip().splitlines()[0]}") from None
+        catalog.checkpoint()
+        return
+    try:
+        catalog.update_run(run_id, finished_at=datetime.now(timezone.utc), status=status)
+    except duckdb.Error:
+        log.debug("could not record the end of run %s", run_id, exc_info=True)

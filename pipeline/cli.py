@@ -39,6 +39,8 @@ def add_build_parser(sub) -> None:
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="redo every source that ended in error (those lost to a worker or node are redone anyway)")
     p.set_defaults(func=cmd_build)
 
 
@@ -60,9 +62,13 @@ def cmd_build(args) -> int:
     discovery = discover(entries)
     print(f"found {len(discovery.specs)} sources in {len(entries)} dataset(s)"
           + (f", {len(discovery.metadata_errors)} metadata error(s)" if discovery.metadata_errors else ""), file=sys.stderr)
-    stats = build(config, args.out, discovery, progress=not args.no_progress)
+    stats = build(config, args.out, discovery, progress=not args.no_progress, retry_errors=args.retry_errors)
     if stats.skipped:
         print(f"skipped {stats.skipped} source(s) finished by an earlier run", file=sys.stderr)
+    if stats.retried:
+        print(f"redid {stats.retried} source(s) that ended in error before", file=sys.stderr)
+    if stats.lost:
+        print(f"{stats.lost} source(s) lost with their worker: run the same command again to retry them", file=sys.stderr)
     print_summary(Path(args.out))
     return 0
 
@@ -154,6 +160,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+# -- verify ---------------------------------------------------------------------------------
+def add_verify_parser(sub) -> None:
+    p = sub.add_parser("verify", help="check every shard's size, rows and sha256 against the catalog")
+    p.add_argument("out", metavar="OUT", help="output folder (or OUT/catalog.duckdb)")
+    p.add_argument("--repair", action="store_true", help="un-commit the sources of bad shards so the next build redoes them")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args) -> int:
+    from .verify import print_verdict, verify
+
+    out = _out_dir(args.out)
+    verdict = verify(out, repair=args.repair)
+    print_verdict(verdict, out)
+    return 1 if verdict.bad and not verdict.repaired else 0
+
+
 def _out_dir(catalog: str) -> Path:
     p = Path(catalog)
     return p.parent if p.suffix == ".duckdb" else p
@@ -194,7 +217,7 @@ def _extra_parsers():
 
     from .motion import motion_fn_factory
 
-    return [add_preview_parser, add_report_parser, add_train_parser,
+    return [add_preview_parser, add_report_parser, add_verify_parser, add_train_parser,
             lambda sub: add_sample_parser(sub, motion_fn_factory=motion_fn_factory)]
 
 

@@ -25,6 +25,8 @@ class _Section(BaseModel):
 class SamplingConfig(_Section):
     fps: float = Field(12.5, gt=0, description="frames per second sampled from videos and stored")
     max_image_side: int = Field(4096, ge=256, description="larger images are reduced before analysis")
+    max_image_pixels: int = Field(50_000_000, ge=1_000_000, description="pixel budget of one decoded image "
+                                  "(after JPEG draft reduction): a larger one is an error, judged from its header before decoding")
     motion_every: int = Field(2, ge=1, description="background motion is measured between every k-th sampled frame")
     detect_every: int = Field(3, ge=1, description="all faces are detected every k-th sampled frame; the mesh tracks in between")
 

@@ -14,6 +14,12 @@ import pyarrow as pa
 from manifests import schemas
 from manifests.adapters.base import Box, ClipSpec, SourceSpec
 
+# errors.kind: whether the input is at fault or the machine it ran on.
+DATA, INFRA = "data", "infra"
+# Messages a stage gives when the process, not the input, failed: curate's MemoryError branch
+# and ChainUDF's catch-all for an exception of that type.
+_INFRA_MESSAGES = ("out of memory", "internal error: MemoryError")
+
 PARTS = {"sources": schemas.SOURCES, "clips": schemas.CLIPS, "frames": schemas.FRAMES, "errors": schemas.ERRORS}
 
 
@@ -60,3 +66,13 @@ def pack_tables(source_id: str, tables: dict[str, pa.Table]) -> dict:
 
 def unpack(row: dict) -> dict[str, pa.Table]:
     return {k: _from_ipc(row[k]) for k in PARTS}
+
+
+def classify_errors(errors: pa.Table) -> pa.Table:
+    """Fill ``errors.kind`` where the stage left it empty: 'infra' for running out of memory
+    (retried by the next build), else 'data'."""
+    if errors.num_rows == 0:
+        return errors
+    kinds = [k if k else (INFRA if (m or "").startswith(_INFRA_MESSAGES) else DATA)
+             for k, m in zip(errors.column("kind").to_pylist(), errors.column("message").to_pylist())]
+    return errors.set_column(errors.schema.get_field_index("kind"), errors.schema.field("kind"), pa.array(kinds, pa.string()))

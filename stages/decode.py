@@ -4,17 +4,20 @@ Videos are read with decord (fast batched access by index, timestamps per frame)
 to PyAV where decord cannot open or read the file (some codecs, truncated files). Frames are
 chosen by timestamp, not index, so variable-frame-rate videos are sampled evenly in time.
 Images are read with Pillow (EXIF orientation, CMYK, 16-bit and alpha handled) and reduced
-to ``max_image_side`` before analysis.
+to ``max_image_side`` before analysis; one whose decoded size would exceed the pixel budget is
+refused before decoding.
 """
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
 from .base import StageError
+from .probe import DEFAULT_PIXEL_BUDGET, check_pixel_budget
 
 STAGE = "decode"
 log = logging.getLogger(__name__)
@@ -49,14 +52,22 @@ def choose_samples(times: np.ndarray, fps: float, start_s: float = 0.0, end_s: f
     return np.unique(inside[pos])
 
 
-def read_image(path: str, max_side: int) -> np.ndarray:
-    """RGB uint8 in display orientation, reduced so its longer side <= max_side."""
+def read_image(path: str, max_side: int, max_pixels: int = DEFAULT_PIXEL_BUDGET) -> np.ndarray:
+    """RGB uint8 in display orientation, reduced so its longer side <= max_side.
+
+    Pillow's process-wide limit (``Image.MAX_IMAGE_PIXELS``) is left as it is; the size that
+    will really be decoded (after JPEG draft reduction) is checked against ``max_pixels``
+    before any pixel is decoded, so a header bomb costs nothing, whatever ran before."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    Image.MAX_IMAGE_PIXELS = None  # we reduce large images ourselves instead of refusing them
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Pillow warns above its limit; the budget decides (its hard limit still applies).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im_file = Image.open(path)
+        with im_file as im:
             im.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale directly
+            check_pixel_budget(*im.size, max_pixels, stage=STAGE)
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
@@ -69,6 +80,8 @@ def read_image(path: str, max_side: int) -> np.ndarray:
             if max(im.size) > max_side:
                 im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
             return np.asarray(im, dtype=np.uint8).copy()
+    except Image.DecompressionBombError as e:
+        raise StageError(STAGE, f"image too large: {str(e).splitlines()[0]}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise StageError(STAGE, f"cannot decode image: {str(e).splitlines()[0]}") from None
 

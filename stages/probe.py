@@ -1,11 +1,14 @@
 """Probe a source: container, codec, size, rotation, fps (and whether it varies), frames, audio.
 
 Videos are probed with PyAV (demuxing packets is cheap; one frame is decoded for the display
-rotation). Images are probed with Pillow, which reads the header only.
+rotation). Images are probed from their headers with Pillow, never decoded: an image whose
+size exceeds the pixel budget (``sampling.max_image_pixels``) is refused here, before any
+pixel is allocated, so a worker's memory does not depend on what a header claims.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -13,6 +16,9 @@ import numpy as np
 from .base import StageError
 
 STAGE = "probe"
+# Pixels an image may have (its decoded size, after JPEG draft reduction): keep in step with
+# sampling.max_image_pixels in pipeline/config.py, which passes the configured value.
+DEFAULT_PIXEL_BUDGET = 50_000_000
 # Packets demuxed to judge whether the frame rate varies.
 _VFR_PACKETS = 300
 # Relative spread of frame intervals above which a stream is called variable-rate.
@@ -37,7 +43,7 @@ class ProbeResult:
         return asdict(self)
 
 
-def probe(path: str, media_type: str) -> ProbeResult:
+def probe(path: str, media_type: str, max_pixels: int = DEFAULT_PIXEL_BUDGET) -> ProbeResult:
     try:
         size = os.path.getsize(path)
     except OSError as e:
@@ -45,19 +51,46 @@ def probe(path: str, media_type: str) -> ProbeResult:
     if size == 0:
         raise StageError(STAGE, "empty file (0 bytes)")
     if media_type == "image":
-        return _probe_image(path, size)
+        return _probe_image(path, size, max_pixels)
     return _probe_video(path, size)
 
 
-def _probe_image(path: str, size: int) -> ProbeResult:
+def check_pixel_budget(width: int, height: int, max_pixels: int, stage: str = STAGE) -> None:
+    if width * height > max_pixels:
+        raise StageError(stage, f"image too large: {width}x{height} = {width * height:,} pixels, "
+                                f"over the budget of {max_pixels:,} (sampling.max_image_pixels)")
+
+
+def image_exif(im):
+    """EXIF without decoding: Pillow's PNG ``getexif()`` decodes the whole image to look for an
+    eXIf chunk after the pixels, so PNGs use only what the header held."""
+    from PIL import Image
+
+    if im.format == "PNG":
+        exif = Image.Exif()
+        if "exif" in im.info:
+            exif.load(im.info["exif"])
+        return exif
+    return im.getexif()
+
+
+def _probe_image(path: str, size: int, max_pixels: int) -> ProbeResult:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
-            fmt, mode = im.format, im.mode
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+        # Pillow's own limit (Image.MAX_IMAGE_PIXELS) stays on: it refuses absurd headers at
+        # open. Its warning zone is ours to judge, by the budget below.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                orientation = image_exif(im).get(0x0112, 1)
+                fmt, mode = im.format, im.mode
+                im.draft("RGB", (1, 1))  # JPEG: the smallest size its decoder can produce
+                check_pixel_budget(*im.size, max_pixels)
+    except Image.DecompressionBombError as e:
+        raise StageError(STAGE, f"image too large: {str(e).splitlines()[0]}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise StageError(STAGE, f"not a readable image: {str(e).splitlines()[0]}") from None
     # EXIF orientations 5..8 swap width and height for display.
     rotation = {3: 180, 6: 90, 8: 270}.get(orientation, 0)

@@ -162,9 +162,11 @@ def test_interrupted_build_resumes_to_the_same_catalog(small_inputs, tmp_path, m
     def add_then_stop(self, tables):
         calls["n"] += 1
         if calls["n"] == 3:
-            # Stopped mid-build: a half-written shard is left behind, as a killed process would.
+            # Stopped mid-build: a half-written shard is left behind, as a killed process would
+            # (announced by its pending marker, which is how cleanup knows the build wrote it).
             (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-            (out / SHARD_DIR / "deadbeef-00009.parquet.partial").write_bytes(b"PAR1 partial")
+            (out / SHARD_DIR / "20260101T000000-deadbe-00009.pending.json").write_text("{}")
+            (out / SHARD_DIR / "20260101T000000-deadbe-00009.parquet.partial").write_bytes(b"PAR1 partial")
             raise KeyboardInterrupt
         return real_add(self, tables)
 
@@ -177,7 +179,7 @@ def test_interrupted_build_resumes_to_the_same_catalog(small_inputs, tmp_path, m
         assert cat.latest_run()["status"] == "interrupted"
     run_build([small_inputs], out, **{"storage.shard_target_mb": 0.001})
     assert _content(out) == _content(reference)
-    assert not list((out / SHARD_DIR).glob("*.partial"))
+    assert not list((out / SHARD_DIR).glob("*.partial")) and not list((out / SHARD_DIR).glob("*.pending.json"))
 
 
 def test_bad_inputs_are_accounted_and_the_build_goes_on(media_dir, tmp_path):
