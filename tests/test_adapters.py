@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from manifests.adapters import ADAPTERS, MetadataError, SourceSpec, make_adapter
+from manifests.adapters import ADAPTERS, MetadataError, SourceSpec, make_adapter, media_type_of
 from manifests.adapters.probe import image_info, video_info
 from manifests.adapters.textfiles import EntryError, frame_span, parse_clock, parse_clock_range, read_lines
 from tests.dataset_replicas import EXPECTED_ERRORS, FFHQ_LANDMARKS, build_all_replicas, build_mead
@@ -36,7 +36,7 @@ def line_of(path: Path, needle: str) -> int:
 
 
 def frame_box(spec_box, path: str) -> tuple:
-    info = video_info(path) if path.endswith(".mp4") else image_info(path)
+    info = video_info(path) if media_type_of(path) == "video" else image_info(path)
     return spec_box.to_frame(info.width, info.height)
 
 
@@ -93,7 +93,7 @@ def test_specs_survive_the_trip_to_workers(replicas):
     from pipeline.results import spec_from_json, spec_to_json
 
     sources, _ = read(replicas["vfhq"], "vfhq")
-    spec = sources["videos/K_-9xq2ZmQw.mp4"]
+    spec = sources["videos/K_-9xq2ZmQw.mkv"]
     back = spec_from_json(spec_to_json(spec))
     assert [c.identity for c in back.clips] == [c.identity for c in spec.clips]
     assert back.clips[0].box == spec.clips[0].box and back.source_id == spec.source_id
@@ -231,9 +231,25 @@ def test_hdtf_times_crops_resolutions_and_gotchas(replicas):
     split_clips = [sources[f"WRA/clips/AdamKinzinger2_{k}.mp4"] for k in range(3)]
     assert all(s.identity == "AdamKinzinger" and s.clips[0].start_s == 0 and s.clips[0].end_s is None for s in split_clips)
     assert "zoom_ratio" not in split_clips[2].clips[0].labels  # no ratio row for clip 2
-    assert frame_box(split_clips[1].clips[0].box, split_clips[1].path) == approx(
-        (416 * k, 12 * k, min(512, 914 * k), 510 * k))
+    # Clip 1 is a landscape cut (1280x720): real crop row 416 498 12 498 at 720p applies.
+    assert frame_box(split_clips[1].clips[0].box, split_clips[1].path) == approx((416, 12, 914, 510))
+    # Clips 0 and 2 are square: already cropped to the window, which is not applied again.
+    assert split_clips[0].clips[0].box is None and split_clips[0].labels["cropped"] == "true"
+    assert split_clips[2].clips[0].box is None
     assert [(Path(e.file).name, e.line) for e in errors] == [("RD_annotion_time.txt", 3)]
+
+
+def test_hdtf_resolution_zero_and_universome_clips(replicas):
+    sources, _ = read(replicas["hdtf"], "hdtf")
+    # "KevinMcCarthy1.mp4 0" in WRA_resolution.txt: the crop is taken at the file's own size.
+    kevin = sources["WRA/KevinMcCarthy1.mp4"]
+    assert [(c.start_s, c.end_s) for c in kevin.clips] == [(1.0, 4.0)]
+    assert frame_box(kevin.clips[0].box, kevin.path) == approx((300, 100, 700, 500))
+    # universome/HDTF names clips <subset>_<name>_<NNN>.mp4 and cuts them to the square window.
+    aoc = sources["download/WDA_AlexandriaOcasioCortez_000.mp4"]
+    assert aoc.identity == "AlexandriaOcasioCortez" and aoc.labels["subset"] == "WDA"
+    assert [(c.key, c.start_s, c.end_s, c.box) for c in aoc.clips] == [("AlexandriaOcasioCortez_0", 0.0, None, None)]
+    assert aoc.clips[0].labels["zoom_ratio"] == "1.2"
 
 
 def test_talkinghead1kh_tubes_to_seconds_and_boxes(replicas):
@@ -252,31 +268,52 @@ def test_talkinghead1kh_tubes_to_seconds_and_boxes(replicas):
     raw = sources["train/raw_videos/-5Lm-oibjJQ.mp4"]  # no chunk file: the raw video, chunk 0
     assert (raw.clips[0].start_s, raw.clips[0].end_s) == approx((220 / 30, 256 / 30))
     assert [(Path(e.file).name, e.line) for e in errors] == [("train_video_tubes.txt", 8)]
+    # The repository's 'small' unit-test list is read too: training videos, labelled as such.
+    small = sources["small/1min_clips/--Y9imYnfBw_0000.mp4"]
+    assert (small.split, small.labels["list"], small.identity) == ("train", "small", "--Y9imYnfBw")
+    assert [(c.start_s, c.end_s) for c in small.clips] == approx([(0, 272 / 30)])
 
 
 def test_mead_labels_from_the_path(replicas):
     root = replicas["mead"]
     sources, errors = read(root, "mead")
-    s = sources["M003/video/front/angry/level_3/001.mp4"]
-    assert s.identity == "M003" and s.clips is None
-    assert s.labels == {"view": "front", "emotion": "angry", "level": "3", "gender": "male", "utterance": "001"}
-    w = sources["W009/video/left_30/neutral/level_1/002.mp4"]
-    assert (w.identity, w.labels["view"], w.labels["gender"]) == ("W009", "left_30", "female")
-    assert len(errors) == 1 and errors[0].file.endswith("neutral/level_2/001.mp4")
+    s = sources["MEAD/M030/video/front/surprised/level_3/001.mp4"]  # under a wrapper folder
+    assert s.identity == "M030" and s.clips is None and s.split == "train"
+    assert s.labels == {"view": "front", "emotion": "surprised", "level": "3", "gender": "male", "utterance": "001"}
+    w = sources["MEAD/W009/video/front/happy/level_3/001.mp4"]
+    assert (w.identity, w.labels["emotion"], w.labels["gender"]) == ("W009", "happy", "female")
+    misfits = sorted(Path(e.file).name for e in errors if e.kind == "no_metadata")
+    assert misfits == ["001.mp4", "README.mp4"]
+    assert {e.kind for e in errors} == {"no_metadata", "symlink_loop", "link_out_of_root"}
+
+
+def test_mead_test_split_is_the_last_sentences_of_each_actor_emotion_level(replicas):
+    sources, _ = read(replicas["mead"], "mead")
+    group = {s.labels["utterance"]: s.split for k, s in sources.items() if "front/surprised/level_3" in k}
+    assert group == {f"{n:03d}": ("test" if n == 10 else "train") for n in range(1, 11)}
+    # Every view of the test sentence is test: the views are one take, filmed at once.
+    assert sources["MEAD/M030/video/left_30/surprised/level_3/010.mp4"].split == "test"
+    # A group of one sentence keeps it for training.
+    assert sources["MEAD/W009/video/front/happy/level_3/001.mp4"].split == "train"
+    off, _ = read(replicas["mead"], "mead", test_fraction=0)
+    assert {s.split for s in off.values()} == {"train"}
 
 
 def test_vfhq_clips_people_and_frames(replicas):
     root = replicas["vfhq"]
     sources, errors = read(root, "vfhq")
-    raw = sources["videos/K_-9xq2ZmQw.mp4"]  # two people in one raw video
+    raw = sources["videos/K_-9xq2ZmQw.mkv"]  # two people in one raw video, merged into .mkv
+    # The official extractor keeps frames s+1..e-1 of F<s>-<e>.
     assert [(c.identity, c.start_s, c.end_s) for c in raw.clips] == approx(
-        [("K_-9xq2ZmQw+P0", 30 / 30, 90 / 30), ("K_-9xq2ZmQw+P1", 120 / 30, 210 / 30)])
+        [("K_-9xq2ZmQw+P0", 31 / 30, 89 / 30), ("K_-9xq2ZmQw+P1", 121 / 30, 209 / 30)])
     s = 512 / 1920, 512 / 1080
     assert frame_box(raw.clips[0].box, raw.path) == approx((600 * s[0], 200 * s[1], 1400 * s[0], 1000 * s[1]))
-    assert raw.clips[0].landmarks[0] == (900.0, 500.0)
-    one = sources["videos/xyz_-A1b2C3.mp4"]  # header only: F0-59 inclusive at 25 fps
-    assert one.identity == "xyz_-A1b2C3+P0"
-    assert (one.clips[0].start_s, one.clips[0].end_s) == approx((0, 60 / 25))
+    # Rows are FRAME INDEX X0 Y0 W H + 5 landmarks: the first landmark of frame 31, not INDEX.
+    assert raw.clips[0].landmarks == [(900.0, 500.0), (1000.0, 500.0), (950.0, 560.0), (910.0, 610.0), (990.0, 610.0)]
+    assert raw.split == "train"
+    one = sources["videos/xyz_-A1b2C3.webm"]  # header only, .webm: F0-59 keeps 1..58 at 25 fps
+    assert one.identity == "xyz_-A1b2C3+P0" and one.split == "test"  # its txt is in meta_info/test
+    assert (one.clips[0].start_s, one.clips[0].end_s) == approx((1 / 25, 59 / 25))
     cut = sources["clips/Clip+QwErTy12345+P2+C3+F100-199.mp4"]
     assert cut.identity == "QwErTy12345+P2" and (cut.clips[0].start_s, cut.clips[0].end_s, cut.clips[0].box) == (0.0, None, None)
     by_name = {Path(e.file).name: e for e in errors}
@@ -291,11 +328,12 @@ def test_voxceleb2_utterances_and_raw_videos(replicas):
     assert (real.identity, real.split, real.labels["youtube_id"], real.labels["av_offset"]) == ("id00012", "train", "_raOc3-IRsw", "2")
     assert (real.clips[0].start_s, real.clips[0].end_s) == approx((0, 2 / 25))
     assert real.clips[0].box is None  # the utterance is already the face track
-    assert sources["test/mp4/id00017/-xY_z123abc/00001.mp4"].split == "test"
+    assert sources["mp4/id00017/-xY_z123abc/00001.mp4"].split == "test"  # the test archive's layout
     raw = sources["raw_videos/Ab-_cdEFgh1.mp4"]  # normalised boxes on the 1280x720 source
     assert raw.identity == "id00020"
     assert (raw.clips[0].start_s, raw.clips[0].end_s) == approx((25 / 25, 100 / 25))
-    assert frame_box(raw.clips[0].box, raw.path) == approx((0.25 * 1280, 0.1 * 720, 0.65 * 1280, 0.8 * 720))
+    # 0.7 + 0.4 runs past the right edge: still normalised, clamped at the edge.
+    assert frame_box(raw.clips[0].box, raw.path) == approx((0.7 * 1280, 0.1 * 720, 1280, 0.8 * 720))
     assert [(Path(e.file).name, e.line) for e in errors] == [("00002.txt", 9)]
 
 

@@ -5,16 +5,37 @@ file, a :class:`SourceSpec`. Where the dataset gives time ranges, boxes or label
 carries them as :class:`ClipSpec` entries; where it gives none, ``clips`` is None and the
 pipeline segments the whole file itself. Malformed metadata is yielded as a
 :class:`MetadataError` (file and line) and the adapter goes on.
+
+Files on disk are listed only through :class:`manifests.adapters.files.FileIndex`, which applies
+the one rule of :func:`link_verdict` to every entry: no adapter follows a link out of the root,
+and a link loop or an unreadable folder is an error row, never a traceback.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"})
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+# Pictures this build does not decode (animated GIF, AVIF/HEIC need codecs the decode stage does
+# not use): each one found becomes an error row naming it, so none is dropped silently.
+UNSUPPORTED_PICTURES = frozenset({".gif", ".avif", ".heic", ".heif", ".jxl", ".jp2"})
+# Dataset metadata and notes: read by adapters, never counted as skipped media.
+METADATA_EXTENSIONS = frozenset({".txt", ".csv", ".json", ".jsonl", ".md", ".yaml", ".yml", ".xml", ".tsv", ".lst"})
+
+# MetadataError kinds, counted per dataset at the end of discovery.
+UNPARSEABLE = "unparseable"  # a metadata entry that cannot be read
+MISSING_FILE = "missing_file"  # a metadata entry whose media file is not on disk
+NO_METADATA = "no_metadata"  # a media file the dataset's metadata (or path scheme) does not cover
+OUTSIDE_ROOT = "link_out_of_root"  # a path or link that leaves the dataset root
+LINK_LOOP = "symlink_loop"
+UNREADABLE = "unreadable"  # permission denied, broken link, I/O error
+UNSUPPORTED = "unsupported_extension"
 
 
 def media_type_of(path: str | Path) -> str | None:
@@ -97,6 +118,7 @@ class MetadataError:
     file: str
     line: int | None
     message: str
+    kind: str = UNPARSEABLE
 
     def describe(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
@@ -109,12 +131,28 @@ class DatasetAdapter(Protocol):
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]: ...
 
 
-def resolve_inside(root: Path, rel: str) -> Path | None:
-    """``root/rel`` if it stays inside ``root`` (no '..' escapes, no absolute paths), else None."""
-    root = root.resolve()
-    candidate = (root / rel).resolve()
+def link_verdict(real_root: str, path: str) -> tuple[str | None, str]:
+    """The one rule for every entry discovery meets: (problem kind or None, real path).
+
+    ``real_root`` is the dataset root with its own links resolved (a root that is itself a link
+    is fine). The entry's real path must lie inside it; a link loop or a dangling link is a
+    problem of its own kind. ``os.path.realpath`` never raises on loops (``Path.resolve`` does
+    on Python 3.11), and ``os.stat`` names the failure.
+    """
+    real = os.path.realpath(path)
     try:
-        candidate.relative_to(root)
-    except ValueError:
+        os.stat(path)
+    except OSError as e:
+        return (LINK_LOOP if e.errno == errno.ELOOP else UNREADABLE), real
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        return OUTSIDE_ROOT, real
+    return None, real
+
+
+def resolve_inside(root: Path, rel: str) -> Path | None:
+    """``root/rel`` if it stays inside ``root`` (no '..' escapes, no absolute paths, no link out
+    of the root; a link loop counts as leaving), else None."""
+    problem, real = link_verdict(os.path.realpath(root), os.path.join(root, rel))
+    if problem in (OUTSIDE_ROOT, LINK_LOOP):
         return None
-    return candidate
+    return Path(real)

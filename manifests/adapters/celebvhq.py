@@ -7,9 +7,13 @@ Per clip: ``ytb_id`` (identity: CelebV-HQ names no people, the source video is t
 grouping key; the key itself is never split, ids hold ``_`` and ``-``), ``duration.start_sec``/
 ``end_sec`` (seconds on the raw video), ``bbox`` top/bottom/left/right normalised to the raw
 frame, and ``attributes``: appearance and action flags mapped through ``meta_info`` (or the
-misspelt ``mete_info``) to names, emotion label(s). A processed clip is already trimmed and
-cropped, so it is used whole and without a box; otherwise the clip is a time range of the raw
-video, which gathers all its clips in one source. Split 'train'.
+misspelt ``mete_info``) to names, emotion label(s). Time-split emotions (``sep_flag``) keep
+their segments as JSON in the ``emotion_segments`` label; their ``start_sec``/``end_sec`` are
+seconds from the start of the clip, not of the raw video. Box values a little outside [0, 1]
+(the annotation tool's boxes may overrun the frame) are clamped; values far outside are an
+error. A processed clip is already trimmed and cropped, so it is used whole and without a box;
+otherwise the clip is a time range of the raw video (any container the downloader left),
+which gathers all its clips in one source. Split 'train'.
 """
 from __future__ import annotations
 
@@ -17,11 +21,14 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from .base import Box, ClipSpec, MetadataError, SourceSpec
-from .textfiles import EntryError, first_existing, inside, labels_of, load_json
+from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
+from .files import FileIndex
+from .textfiles import EntryError, find_video, first_existing, labels_of, load_json, missing
 
 _RAW_DIRS = ("downloaded_celebvhq/raw", "raw", "raw_videos")
 _PROCESSED_DIRS = ("downloaded_celebvhq/processed", "processed", "35666")
+# How far a normalised box value may overrun [0, 1] and still be clamped rather than refused.
+BOX_SLACK = 0.1
 
 
 class CelebVHQAdapter:
@@ -35,6 +42,9 @@ class CelebVHQAdapter:
         self.processed_dir = self.root / processed_dir if processed_dir else first_existing(self.root, _PROCESSED_DIRS)
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
+        folders = [d.relative_to(self.root).as_posix() for d in (self.raw_dir, self.processed_dir) if d is not None]
+        self.files = FileIndex.scan(self.root, self.name, folders, VIDEO_EXTENSIONS)
+        yield from self.files.problems
         data, error, key_lines = load_json(self.metadata, self.name) if self.metadata.is_file() else (
             None, MetadataError(self.name, str(self.metadata), None, "celebvhq_info.json not found"), None)
         if error is not None:
@@ -70,16 +80,16 @@ class CelebVHQAdapter:
     def _processed(self, key: str) -> tuple[Path, str] | None:
         if self.processed_dir is None:
             return None
-        path, rel = inside(self.root, f"{self.processed_dir.relative_to(self.root).as_posix()}/{key}.mp4")
-        return (path, rel) if path.is_file() else None
+        return find_video(self.files, f"{self.processed_dir.relative_to(self.root).as_posix()}/{key}")
 
     def _raw(self, ytb_id: str, key: str) -> tuple[Path, str]:
         if self.raw_dir is None:
-            raise EntryError(f"clip {key}: neither processed/{key}.mp4 nor a raw video folder exists")
-        path, rel = inside(self.root, f"{self.raw_dir.relative_to(self.root).as_posix()}/{ytb_id}.mp4")
-        if not path.is_file():
-            raise EntryError(f"clip {key}: media file missing: {rel} (and no processed {key}.mp4)")
-        return path, rel
+            raise missing(f"clip {key}: neither processed/{key}.mp4 nor a raw video folder exists")
+        raw = f"{self.raw_dir.relative_to(self.root).as_posix()}/{ytb_id}"
+        found = find_video(self.files, raw)
+        if found is None:
+            raise missing(f"clip {key}: {raw}.mp4 (or .webm, .mkv; and no processed {key}.mp4)")
+        return found
 
     def _clip(self, key: str, entry: dict, meta: dict) -> tuple[str, ClipSpec]:
         if not isinstance(entry, dict):
@@ -97,8 +107,9 @@ class CelebVHQAdapter:
             raise EntryError(f"clip {key}: bad ytb_id {ytb_id!r}")
         if not 0 <= start < end:
             raise EntryError(f"clip {key}: bad duration {start}..{end}")
-        if not all(0.0 <= v <= 1.0 for v in (top, bottom, left, right)):
+        if not all(-BOX_SLACK <= v <= 1.0 + BOX_SLACK for v in (top, bottom, left, right)):
             raise EntryError(f"clip {key}: bbox is not normalised to [0, 1]")
+        top, bottom, left, right = (min(max(v, 0.0), 1.0) for v in (top, bottom, left, right))
         labels = self._labels(entry.get("attributes") or {}, meta)
         labels = {**labels, **labels_of(version=entry.get("version"))}
         box = Box(left, top, right, bottom, 1.0, 1.0)

@@ -3,19 +3,32 @@
 
 With the JSON: split from ``category`` (training -> train, validation -> val), 68 landmarks
 from ``image.face_landmarks`` at ``image.pixel_size``; with ``images="in-the-wild-images"``
-the in-the-wild files with ``in_the_wild.face_rect`` as the box. Without it: every PNG under the
-images folder, split 'train'. FFHQ has no identities (identity is null).
+the in-the-wild files with ``in_the_wild.face_rect`` as the box. Without it (Kaggle and Hugging
+Face copies): every image under the images folder (or the root itself when that folder is
+absent) whose name is an FFHQ index; the index fixes the split as FFHQ's own: 00000-59999
+train, 60000-69999 validation. Other names are counted as files without metadata. FFHQ has no
+identities (identity is null).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterator
 
-from .base import Box, ClipSpec, MetadataError, SourceSpec
-from .textfiles import EntryError, existing_inside, load_json, walk_files
+import posixpath
+import re
+
+from .base import IMAGE_EXTENSIONS, UNPARSEABLE, Box, ClipSpec, MetadataError, SourceSpec
+from .files import FileIndex
+from .textfiles import EntryError, existing_inside, load_json
 
 _SPLITS = {"training": "train", "validation": "val"}
 _PARTS = {"images1024x1024": "image", "in-the-wild-images": "in_the_wild", "thumbnails128x128": "thumbnail"}
+_INDEX = re.compile(r"^\d{5}$")
+N_TRAIN, N_IMAGES = 60000, 70000  # FFHQ's fixed split: the first 60,000 indices train, the rest validation
+
+
+def split_of_index(index: int) -> str:
+    return "train" if index < N_TRAIN else "val"
 
 
 class FFHQAdapter:
@@ -29,16 +42,19 @@ class FFHQAdapter:
         self.metadata = self.root / metadata
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
+        folder = self.images if (self.root / self.images).is_dir() else ""
+        self.files = FileIndex.scan(self.root, self.name, [folder], IMAGE_EXTENSIONS)
+        yield from self.files.problems
         if self.metadata.is_file():
             yield from self._from_json()
             return
-        folder = self.root / self.images
-        if not folder.is_dir():
-            yield MetadataError(self.name, str(folder), None, "FFHQ images folder not found")
-            return
-        for path in walk_files(folder, {".png"}):
-            rel = path.relative_to(self.root).as_posix()
-            yield SourceSpec(self.name, str(path.resolve()), rel, "image", split="train")
+        for listed in self.files.listed(folder):
+            stem = posixpath.splitext(posixpath.basename(listed))[0]
+            if not _INDEX.match(stem) or int(stem) >= N_IMAGES:
+                continue  # not an FFHQ image: counted as a file without metadata
+            path, rel = self.files.real(listed)
+            yield SourceSpec(self.name, path, rel, "image", split=split_of_index(int(stem)),
+                             labels={"ffhq_index": stem})
 
     def _from_json(self) -> Iterator[SourceSpec | MetadataError]:
         data, error, key_lines = load_json(self.metadata, self.name)
@@ -54,14 +70,15 @@ class FFHQAdapter:
                 yield self._entry(key, data[key])
             except (EntryError, KeyError, TypeError, ValueError) as e:
                 msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
-                yield MetadataError(self.name, str(self.metadata), key_lines.get(key), f"entry {key!r}: {msg}")
+                yield MetadataError(self.name, str(self.metadata), key_lines.get(key), f"entry {key!r}: {msg}",
+                                    kind=getattr(e, "kind", UNPARSEABLE))
 
     def _entry(self, key: str, entry: dict) -> SourceSpec:
         category = entry["category"]
         if category not in _SPLITS:
             raise EntryError(f"unknown category {category!r}")
         part = entry[_PARTS[self.images]]
-        path, rel = existing_inside(self.root, part["file_path"])
+        path, rel = existing_inside(self.files, part["file_path"])
         w, h = (float(v) for v in part["pixel_size"])
         landmarks = part.get("face_landmarks")
         box = None

@@ -1,11 +1,12 @@
-"""Any plain folder of images and videos, searched recursively."""
+"""Any plain folder of images and videos, searched recursively (links out of it refused, loops
+and unreadable folders reported: the rules of ``files.FileIndex``)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
 from .base import MetadataError, SourceSpec, media_type_of
+from .files import FileIndex
 
 
 class FolderAdapter:
@@ -20,14 +21,12 @@ class FolderAdapter:
         if not self.root.is_dir():
             yield MetadataError(self.dataset, str(self.root), None, "not a folder")
             return
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                path = Path(dirpath) / name
-                kind = media_type_of(path)
-                if kind is None:
-                    continue
-                rel = path.relative_to(self.root).as_posix()
-                yield SourceSpec(dataset=self.dataset, path=str(path.resolve()), rel_path=rel, media_type=kind)
+        self.files = FileIndex.scan(self.root, self.dataset)
+        yield from self.files.problems
+        seen: set[str] = set()
+        for listed in self.files.listed():
+            path, rel = self.files.real(listed)
+            if rel in seen:  # a link inside the folder to a file already listed
+                continue
+            seen.add(rel)
+            yield SourceSpec(dataset=self.dataset, path=path, rel_path=rel, media_type=media_type_of(path))

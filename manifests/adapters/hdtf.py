@@ -2,15 +2,21 @@
 and the videos anywhere under the root, found by name.
 
 - ``xx_video_url.txt``: ``name url`` (label ``youtube_id``);
-- ``xx_resolution.txt``: ``name.mp4 720|1080``: the frame height the crops are given at;
+- ``xx_resolution.txt``: ``name.mp4 720|1080``: the frame height the crops are given at (the
+  released files list some videos at ``0``: those crops are taken at the file's own size);
 - ``xx_annotion_time.txt`` (sic): ``name.mp4 MM:SS-MM:SS [MM:SS-MM:SS ...]``; clip k = the
   k-th range (0-based), whole seconds on the raw video;
 - ``xx_crop_wh.txt``: ``name_k.mp4 x w y h``: the face window in pixels at that resolution;
 - ``xx_crop_ratio.txt``: ``name_k.mp4 ratio``: the window zoom scale (label ``zoom_ratio``;
   the box is the window as given).
 
-A raw video ``name.mp4`` becomes one source with a clip per range; if only the split clips
-``name_k.mp4`` exist, each is a source used whole. A raw video without a time row is used
+A raw video ``name.mp4`` (or universome/HDTF's ``_videos_raw/<subset>_name.mp4``; any video
+container) becomes one source with a clip per range. If only split clips exist, each is a source
+used whole: ``name_k.mp4`` is the k-th range; universome/HDTF's ``<subset>_name_NNN.mp4`` is the
+NNN-th range *that has a crop row* (its downloader skips the others). A split clip whose frame
+is square is already cropped to the face window (HDTF's released clips are 512x512; universome
+cuts the square crop window itself; the raw footage is landscape): used without a box, so the
+window is not applied twice. A non-square split clip gets the crop row's box. A raw video without a time row is used
 whole (label ``time_annotation=missing``). Identity = the speaker: the name without a trailing
 number (``AmyKlobuchar1`` -> ``AmyKlobuchar``), except radio hosts (``Radio11``) whose names
 say nothing else. Split 'train'.
@@ -23,9 +29,11 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qs, urlparse
 
-from .base import Box, ClipSpec, MetadataError, SourceSpec
+from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
+from .files import FileIndex
 from .probe import video_info
-from .textfiles import EntryError, Line, index_by_name, inside, parse_clock_range, read_lines, to_float, to_int
+from .textfiles import (EntryError, Line, find_inside, missing, parse_clock_range, read_lines, to_float, to_int,
+                        videos_named)
 
 SUBSETS = ("RD", "WDA", "WRA")
 
@@ -63,7 +71,8 @@ class HDTFAdapter:
             self.meta = self.root / "HDTF_dataset" if (self.root / "HDTF_dataset").is_dir() else self.root
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
-        videos = index_by_name(self.root, {".mp4"})
+        self.files = FileIndex.scan(self.root, self.name, [""], VIDEO_EXTENSIONS)
+        yield from self.files.problems
         any_subset = False
         for subset in SUBSETS:
             files = {kind: self.meta / f"{subset}_{kind}.txt"
@@ -77,7 +86,7 @@ class HDTFAdapter:
             for name in meta.names():
                 if name in meta.bad:
                     continue
-                yield from self._video(subset, name, meta, videos)
+                yield from self._video(subset, name, meta)
         if not any_subset:
             yield MetadataError(self.name, str(self.meta), None, "no HDTF metadata files (RD_/WDA_/WRA_*.txt)")
 
@@ -122,7 +131,7 @@ class HDTFAdapter:
             return False
 
     # -- one video ------------------------------------------------------------------------
-    def _video(self, subset: str, name: str, m: _Subset, videos: dict[str, list[Path]]) -> Iterator[SourceSpec | MetadataError]:
+    def _video(self, subset: str, name: str, m: _Subset) -> Iterator[SourceSpec | MetadataError]:
         where = m.times.get(name) or m.resolution.get(name) or m.urls.get(name)
         line = where[0]
         labels = {"subset": subset}
@@ -132,7 +141,7 @@ class HDTFAdapter:
                 labels["youtube_id"] = ytid
         ranges = m.times[name][1] if name in m.times else None
         try:
-            raw = self._find(videos, f"{name}.mp4")
+            raw = self._find(name, f"{subset}_{name}")
             if raw is not None:
                 path, rel = raw
                 if ranges is None:
@@ -144,43 +153,52 @@ class HDTFAdapter:
                                  labels=labels, clips=clips)
                 return
             if ranges is None:
-                raise EntryError(f"media file listed in the metadata is missing: {name}.mp4 (no time row either)")
+                raise missing(f"{name}.mp4 (no time row either)")
         except EntryError as e:
             yield e.to_error(self.name, line.file, line.number)
             return
-        # Only the split clips: each is used whole, the crop row applies to its frames.
+        # Only the split clips: each is used whole.
+        with_crop = [k for k in range(len(ranges)) if f"{name}_{k}" in m.crops]
         for k in range(len(ranges)):
             try:
-                found = self._find(videos, f"{name}_{k}.mp4")
+                # universome/HDTF numbers only the ranges that have a crop row.
+                nnn = with_crop.index(k) if k in with_crop else None
+                names = [f"{name}_{k}"] + ([f"{subset}_{name}_{nnn:03d}", f"{name}_{nnn:03d}"] if nnn is not None else [])
+                found = self._find(*names)
                 if found is None:
-                    raise EntryError(f"media file listed in the metadata is missing: {name}.mp4 or {name}_{k}.mp4")
+                    raise missing(f"{name}.mp4 or {' or '.join(n + '.mp4' for n in names)}")
                 path, rel = found
-                clip = self._clip(m, name, k, 0.0, None, path)
+                info = video_info(str(path))
+                cropped = info.width == info.height
+                clip = self._clip(m, name, k, 0.0, None, path, with_box=not cropped)
                 yield SourceSpec(self.name, str(path), rel, "video", identity=speaker(name), split="train",
-                                 labels={**labels, **clip.labels}, clips=[clip])
+                                 labels={**labels, **clip.labels, "cropped": str(cropped).lower()}, clips=[clip])
             except EntryError as e:
                 yield e.to_error(self.name, line.file, line.number)
 
-    def _find(self, videos: dict[str, list[Path]], filename: str) -> tuple[Path, str] | None:
-        found = videos.get(filename)
-        if not found:
-            return None
-        return inside(self.root, found[0].relative_to(self.root).as_posix())
+    def _find(self, *stems: str) -> tuple[Path, str] | None:
+        """The first video named by one of ``stems`` (any container) anywhere under the root."""
+        for stem in stems:
+            for listed in videos_named(self.files, stem):
+                return find_inside(self.files, listed)
+        return None
 
-    def _clip(self, m: _Subset, name: str, k: int, start: float, end: float | None, path: Path) -> ClipSpec:
+    def _clip(self, m: _Subset, name: str, k: int, start: float, end: float | None, path: Path,
+              with_box: bool = True) -> ClipSpec:
         key = f"{name}_{k}"
         labels: dict[str, str] = {}
         if key in m.ratios:
             labels["zoom_ratio"] = str(m.ratios[key][1])
         box = None
-        if key in m.crops:
+        if key in m.crops and with_box:
             x, w, y, h = m.crops[key][1]
             info = video_info(str(path))
-            if name in m.resolution:
+            listed = m.resolution[name][1] if name in m.resolution else 0
+            if listed > 0:
                 # Crops are given at the listed height; the width follows the file's aspect.
-                ref_h = float(m.resolution[name][1])
+                ref_h = float(listed)
                 ref_w = ref_h * info.width / info.height
-            else:
+            else:  # no (or a 0) resolution row: the crop is taken at the file's own size
                 ref_w, ref_h = float(info.width), float(info.height)
             box = Box(x, y, x + w, y + h, ref_w, ref_h)
         return ClipSpec(start, end, box=box, key=key, labels=labels)

@@ -5,10 +5,17 @@ on the stored frames).
 """
 from __future__ import annotations
 
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from .textfiles import EntryError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,3 +56,37 @@ def image_info(path: str) -> MediaInfo:
     except Exception as e:
         raise EntryError(f"cannot open image {path}: {e}") from None
     return MediaInfo(int(w), int(h), None)
+
+
+def with_headers(items: Iterable[T], path_of: Callable[[T], str | Path | None], what: str = "video",
+                 batch: int = 2048) -> Iterator[T]:
+    """Yield ``items`` in order, the headers of their files read ahead in a thread pool.
+
+    Header reads wait on the disk (PyAV and Pillow release the GIL while reading), so threads
+    overlap them: before each batch of items is handed to the adapter's own single-threaded
+    loop, the batch's files are probed in parallel into the caches above, so the loop only hits
+    the cache. Batches keep that within the cache size on million-file datasets. Failures are
+    left for the loop to report with the entry's file and line. Progress shows on a terminal.
+    """
+    from tqdm import tqdm
+
+    probe = video_info if what == "video" else image_info
+    items = list(items)
+
+    def one(path: str) -> None:
+        try:
+            probe(path)
+        except EntryError:
+            pass
+
+    workers = min(32, 4 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
+            total=len(items), desc=f"reading {what} headers", unit=" files", disable=None,
+            file=sys.stderr, leave=False) as bar:
+        for start in range(0, len(items), batch):
+            chunk = items[start:start + batch]
+            paths = {str(p) for p in map(path_of, chunk) if p is not None}
+            if len(paths) > 1:
+                list(pool.map(one, sorted(paths)))
+            bar.update(len(chunk))
+            yield from chunk

@@ -1,4 +1,4 @@
-"""TalkingHead-1KH as its scripts leave it: ``data_list/{train,val}_video_tubes.txt`` and, per
+"""TalkingHead-1KH as its scripts leave it: ``data_list/{train,val,small}_video_tubes.txt`` and, per
 split, ``{split}/1min_clips/<ytid>_<NNNN>.mp4`` (the 1-minute chunks), else
 ``{split}/raw_videos/<ytid>.mp4``, else ``{split}/cropped_clips/<tube>.mp4``.
 
@@ -8,7 +8,9 @@ inclusive, L, T, R, B pixels at a frame of H x W (rescaled to the real size by t
 Times use the chunk file's own frame rate: ``start = S/fps``, ``end = (E+1)/fps``. On a raw video
 the chunk starts at ``60 * chunk`` seconds (approximate: ffmpeg's segmenter cuts at key frames,
 so chunk files are preferred). Several tubes may share a chunk, even a time range (two people):
-each is its own clip with its own box. Identity = the YouTube id; split = the list's name.
+each is its own clip with its own box. Identity = the YouTube id; split = the list's name, except
+``small``, the repository's unit-test list (``videos_download_and_crop.sh small``), whose videos
+are training videos: split ``train``, label ``list=small``.
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from .base import Box, ClipSpec, MetadataError, SourceSpec
-from .probe import video_info
-from .textfiles import EntryError, Line, frame_span, inside, read_lines, to_int
+from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
+from .files import FileIndex
+from .probe import video_info, with_headers
+from .textfiles import EntryError, Line, find_inside, frame_span, missing, read_lines, to_int
 
-_SPLIT_NAMES = {"train": "train", "val": "val", "test": "test"}
+_SPLIT_NAMES = {"train": "train", "val": "val", "test": "test", "small": "train"}
+LISTS = ("train", "val", "small")
 _TUBE_NAME = re.compile(r"^(.+)_(\d{4})$")
 
 
@@ -44,11 +48,13 @@ def parse_tube(line: Line) -> tuple[str, int, tuple[int, ...]]:
 class TalkingHead1KHAdapter:
     name = "talkinghead1kh"
 
-    def __init__(self, root: str | Path, splits: tuple[str, ...] | list[str] = ("train", "val")):
+    def __init__(self, root: str | Path, splits: tuple[str, ...] | list[str] = LISTS):
         self.root = Path(root)
         self.splits = tuple(splits)
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
+        self.files = FileIndex.scan(self.root, self.name, self.splits, VIDEO_EXTENSIONS)
+        yield from self.files.problems
         any_list = False
         for split in self.splits:
             tubes_file = self.root / "data_list" / f"{split}_video_tubes.txt"
@@ -62,28 +68,37 @@ class TalkingHead1KHAdapter:
     def _split(self, split: str, tubes_file: Path) -> Iterator[SourceSpec | MetadataError]:
         # Gather tubes per media file first: a chunk (or raw video) is one source.
         groups: dict[str, tuple[Path, str, str, list[ClipSpec]]] = {}
-        for line in read_lines(tubes_file):
+        labelled = {"list": split} if split == "small" else {}
+
+        def header_path(line: Line) -> str | None:  # the file whose rate the tube needs
+            name = line.text.split(",", 1)[0].strip()
+            ytid = name.rsplit("_", 1)[0]
+            for rel in (f"{split}/1min_clips/{name}.mp4", f"{split}/raw_videos/{ytid}.mp4"):
+                if rel in self.files.files:
+                    return f"{self.files.real_root}/{self.files.files[rel]}"
+            return None
+
+        for line in with_headers(read_lines(tubes_file), header_path, "video"):
             try:
                 ytid, chunk, (h, w, s, e, left, top, right, bottom) = parse_tube(line)
                 name = f"{ytid}_{chunk:04d}"
                 box = Box(left, top, right, bottom, float(w), float(h))
                 labels = {"chunk": f"{chunk:04d}", "tube": f"{s}-{e}"}
-                chunk_path, chunk_rel = inside(self.root, f"{split}/1min_clips/{name}.mp4")
-                raw_path, raw_rel = inside(self.root, f"{split}/raw_videos/{ytid}.mp4")
-                if chunk_path.is_file():
-                    start, end = frame_span(s, e, video_info(str(chunk_path)).fps)
-                    target = (chunk_path, chunk_rel)
-                elif raw_path.is_file():
-                    start, end = frame_span(s, e, video_info(str(raw_path)).fps)
+                chunk_rel = f"{split}/1min_clips/{name}.mp4"
+                raw_rel = f"{split}/raw_videos/{ytid}.mp4"
+                tube = f"{name}_S{s}_E{e}_L{left}_T{top}_R{right}_B{bottom}"
+                crop_rel = f"{split}/cropped_clips/{tube}.mp4"
+                if (found := find_inside(self.files, chunk_rel)) is not None:
+                    start, end = frame_span(s, e, video_info(str(found[0])).fps)
+                    target = found
+                elif (found := find_inside(self.files, raw_rel)) is not None:
+                    start, end = frame_span(s, e, video_info(str(found[0])).fps)
                     start, end = start + 60.0 * chunk, end + 60.0 * chunk
-                    target = (raw_path, raw_rel)
+                    target = found
+                elif (found := find_inside(self.files, crop_rel)) is not None:
+                    start, end, box, target = 0.0, None, None, found
                 else:
-                    tube = f"{name}_S{s}_E{e}_L{left}_T{top}_R{right}_B{bottom}"
-                    crop_path, crop_rel = inside(self.root, f"{split}/cropped_clips/{tube}.mp4")
-                    if not crop_path.is_file():
-                        raise EntryError(f"media file listed in the metadata is missing: {chunk_rel} "
-                                         f"(nor {raw_rel} or {crop_rel})")
-                    start, end, box, target = 0.0, None, None, (crop_path, crop_rel)
+                    raise missing(f"{chunk_rel} (nor {raw_rel} or {crop_rel})")
             except EntryError as err:
                 yield err.to_error(self.name, line.file, line.number)
                 continue
@@ -94,4 +109,4 @@ class TalkingHead1KHAdapter:
             path, rel, ytid, clips = groups[rel]
             clips.sort(key=lambda c: (c.start_s, c.box.x0 if c.box else 0.0, c.key))
             yield SourceSpec(self.name, str(path), rel, "video", identity=ytid, split=_SPLIT_NAMES.get(split, split),
-                             clips=clips)
+                             labels=dict(labelled), clips=clips)

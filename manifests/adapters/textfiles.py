@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .base import MetadataError, resolve_inside
+from .base import MISSING_FILE, OUTSIDE_ROOT, UNPARSEABLE, MetadataError
+from .files import FileIndex
 
 
 class EntryError(ValueError):
@@ -27,14 +28,15 @@ class EntryError(ValueError):
     ``line`` names the offending line where it is not the one the adapter is reading.
     """
 
-    def __init__(self, message: str, line: "Line | None" = None):
+    def __init__(self, message: str, line: "Line | None" = None, kind: str = UNPARSEABLE):
         super().__init__(message)
         self.line = line
+        self.kind = kind
 
     def to_error(self, dataset: str, file: str, line: int | None) -> MetadataError:
         if self.line is not None:
-            return MetadataError(dataset, self.line.file, self.line.number, str(self))
-        return MetadataError(dataset, file, line, str(self))
+            return MetadataError(dataset, self.line.file, self.line.number, str(self), self.kind)
+        return MetadataError(dataset, file, line, str(self), self.kind)
 
 
 @dataclass(frozen=True)
@@ -132,46 +134,49 @@ def frame_span(first: int, last_inclusive: int, fps: float) -> tuple[float, floa
     return first / fps, (last_inclusive + 1) / fps
 
 
-def inside(root: Path, rel: str) -> tuple[Path, str]:
-    """(absolute path, posix path relative to root) for a path named by metadata.
+def find_inside(files: FileIndex, rel: str) -> tuple[Path, str] | None:
+    """(absolute path, real rel) of a file metadata names, None when it is not on disk.
 
     Refuses (EntryError) a path that would leave the dataset root: absolute paths, '..'
-    escapes, and links pointing outside.
+    escapes, and links pointing outside (the rule of ``base.link_verdict``).
     """
-    rel_posix = rel.replace("\\", "/")
-    if not rel_posix or rel_posix.startswith("/") or re.match(r"^[A-Za-z]:", rel_posix):
-        raise EntryError(f"path {rel!r} leaves the dataset root")
-    path = resolve_inside(root, rel_posix)
-    if path is None:
-        raise EntryError(f"path {rel!r} leaves the dataset root")
-    return path, path.relative_to(root.resolve()).as_posix()
+    try:
+        found = files.find(rel)
+    except ValueError as e:
+        raise EntryError(str(e), kind=OUTSIDE_ROOT) from None
+    return (Path(found[0]), found[1]) if found else None
 
 
-def existing_inside(root: Path, rel: str) -> tuple[Path, str]:
-    """Like :func:`inside`, and the file must exist (EntryError naming it otherwise)."""
-    path, rel_posix = inside(root, rel)
-    if not path.is_file():
-        raise EntryError(f"media file listed in the metadata is missing: {rel_posix}")
-    return path, rel_posix
+def existing_inside(files: FileIndex, rel: str, also: str = "") -> tuple[Path, str]:
+    """Like :func:`find_inside`, and the file must exist (EntryError naming it otherwise)."""
+    found = find_inside(files, rel)
+    if found is None:
+        raise EntryError(f"media file listed in the metadata is missing: {rel}{also}", kind=MISSING_FILE)
+    return found
 
 
-def walk_files(root: Path, extensions: frozenset[str] | set[str] | None = None) -> Iterator[Path]:
-    """Files under ``root`` in a deterministic order (sorted, hidden entries skipped)."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            if extensions is None or Path(name).suffix.lower() in extensions:
-                yield Path(dirpath) / name
+# Containers a downloader may leave, in the order looked for: the VFHQ and yt-dlp scripts keep
+# whatever YouTube serves (mostly .webm, also .mkv), so a video is found by its stem.
+VIDEO_ORDER = (".mp4", ".webm", ".mkv", ".mov", ".m4v", ".avi", ".flv", ".mpg", ".mpeg")
 
 
-def index_by_name(root: Path, extensions: frozenset[str] | set[str]) -> dict[str, list[Path]]:
-    """File name -> the files of that name under ``root`` (for layouts that vary by user)."""
-    out: dict[str, list[Path]] = {}
-    for p in walk_files(root, extensions):
-        out.setdefault(p.name, []).append(p)
-    return out
+def find_video(files: FileIndex, rel_stem: str) -> tuple[Path, str] | None:
+    """The video ``rel_stem.<any video extension>`` under the root, None when absent."""
+    for ext in VIDEO_ORDER:
+        found = find_inside(files, rel_stem + ext)
+        if found is not None:
+            return found
+    return None
+
+
+def videos_named(files: FileIndex, stem: str) -> list[str]:
+    """Listed rels of the videos called ``stem.<any video extension>`` anywhere under the root."""
+    return [rel for ext in VIDEO_ORDER for rel in files.by_name(stem + ext)]
+
+
+def missing(message: str) -> EntryError:
+    """A metadata entry whose media file is not on disk (counted apart from unreadable rows)."""
+    return EntryError(f"media file listed in the metadata is missing: {message}", kind=MISSING_FILE)
 
 
 def json_key_lines(text: str) -> dict[str, int]:
@@ -254,6 +259,26 @@ def read_name_table(path: Path, dataset: str, n_values: int | None = None,
         if not is_row:
             table.errors.append(line.error(dataset, f"expected an image name first, got {fields[0]!r}"))
         elif want is not None and len(fields) - 1 != want:
+            table.errors.append(line.error(dataset, f"expected {want} values after the name, got {len(fields) - 1}"))
+        elif fields[0] in table.rows:
+            table.errors.append(line.error(dataset, f"{fields[0]} is listed twice"))
+        else:
+            table.rows[fields[0]] = (line, fields[1:])
+    return table
+
+
+def read_name_csv(path: Path, dataset: str, n_values: int | None = None) -> NameTable:
+    """A Kaggle-style CSV table: a header ``image_id,col1,col2,...`` then ``name,v1,v2,...``.
+
+    The same :class:`NameTable` as :func:`read_name_table` (header = the value columns' names).
+    """
+    table = NameTable({}, [], [])
+    for line, fields in read_csv_lines(path):
+        if not table.header and not table.rows and not fields[0].lower().endswith((".jpg", ".png", ".jpeg")):
+            table.header = fields[1:]
+            continue
+        want = n_values if n_values is not None else (len(table.header) or None)
+        if want is not None and len(fields) - 1 != want:
             table.errors.append(line.error(dataset, f"expected {want} values after the name, got {len(fields) - 1}"))
         elif fields[0] in table.rows:
             table.errors.append(line.error(dataset, f"{fields[0]} is listed twice"))

@@ -1,28 +1,34 @@
 """VFHQ: one metadata txt per clip, ``Clip+<ytid>+P<pid>+C<idx>+F<start>-<end>.txt`` anywhere
-under the root (e.g. ``meta_info/``), with the raw video ``<ytid>.mp4`` anywhere under the
-root, or an already-cut clip video ``<clip name>.mp4``.
+under the root (e.g. ``meta_info/train/``), with the raw video ``<ytid>.<ext>`` anywhere under
+the root (the official and yt-dlp download scripts keep what YouTube serves: mostly ``.webm``,
+also ``.mkv`` or ``.mp4``), or an already-cut clip video ``<clip name>.<ext>``.
 
 The name is split on ``+`` (YouTube ids hold ``-`` and ``_``). Header lines ``H``, ``W``,
-``FPS``, ``CROP`` (its last four numbers: x0 y0 x1 y1 in pixels of a W x H frame); lines that
-start with a number are per-frame rows ``frame x y x y ...`` (landmarks). Frames are 0-based
-frame numbers of the source video at its ``FPS``; the range is the per-frame rows' first..last
-where present, else ``F<start>-<end>`` (end inclusive), so ``start = S/FPS``,
-``end = (E+1)/FPS``. Without ``FPS`` the file's own rate is used. Identity = ``<ytid>+P<pid>``
-(a person in a video); a raw video with several people is one source whose clips carry their
-own identity (``ClipSpec.identity``, label ``person``). A cut clip is used whole, without box.
-Split 'train'.
+``FPS``, ``CROP`` (its last four numbers: x0 y0 x1 y1 in pixels of a W x H frame; the line may
+come last in the file), a column line ``FRAME INDEX X0 Y0 W H ...`` and per-frame rows ``frame
+index x0 y0 w h`` followed by 5 landmarks (x y pairs), all at W x H. Frames are 0-based frame
+numbers of the source video at its ``FPS``. The clip is what the official extractor keeps of
+``F<s>-<e>``: frames ``s+1 .. e-1`` (``start = (s+1)/FPS``, ``end = e/FPS``). Without ``FPS``
+the file's own rate is used. The box is ``CROP`` (else the first kept row's box); landmarks
+are the first kept row's. Identity = ``<ytid>+P<pid>`` (a person in a video); a raw video with
+several people is one source whose clips carry their own identity (``ClipSpec.identity``, label
+``person``). A cut clip is used whole, without box. Split: ``train`` or ``test`` when a folder
+of the txt's path is so named (the metadata archive's layout), else ``train``.
 """
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 from typing import Iterator
 
-from .base import Box, ClipSpec, MetadataError, SourceSpec
-from .probe import video_info
-from .textfiles import EntryError, frame_span, index_by_name, inside, read_lines, to_float, to_int, walk_files
+from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
+from .files import FileIndex
+from .probe import video_info, with_headers
+from .textfiles import EntryError, find_inside, frame_span, missing, read_lines, to_float, to_int, videos_named
 
 _NAME = re.compile(r"^Clip\+(?P<ytid>.+)\+P(?P<pid>\d+)\+C(?P<idx>\d+)\+F(?P<start>\d+)-(?P<end>\d+)$")
+_ROW_FIXED = 6  # frame, index, x0, y0, w, h; then the landmarks
 
 
 def parse_clip_name(stem: str) -> dict[str, str]:
@@ -32,6 +38,46 @@ def parse_clip_name(stem: str) -> dict[str, str]:
     return m.groupdict()
 
 
+def kept_frames(start: int, end: int) -> tuple[int, int]:
+    """The inclusive frame range the official extractor keeps of ``F<start>-<end>``."""
+    first, last = start + 1, end - 1
+    if last < first:
+        raise EntryError(f"F{start}-{end} keeps no frame (the extractor keeps {first}..{last})")
+    return first, last
+
+
+def parse_meta(txt: Path) -> tuple[dict[str, float], tuple[float, ...] | None, list[tuple[int, list[float]]]]:
+    """(header H/W/FPS, CROP x0 y0 x1 y1, rows (frame, [x0, y0, w, h, lx, ly, ...]))."""
+    header: dict[str, float] = {}
+    crop = None
+    rows: list[tuple[int, list[float]]] = []
+    for line in read_lines(txt):
+        fields = line.text.replace(",", " ").split()
+        try:
+            if fields[0][0].isdigit():
+                if len(fields) < _ROW_FIXED or (len(fields) - _ROW_FIXED) % 2:
+                    raise EntryError(f"expected 'frame index x0 y0 w h' and landmark pairs, got {len(fields)} fields")
+                rows.append((to_int(fields[0], "frame"), [to_float(v, "value") for v in fields[2:]]))
+                continue
+            key = fields[0].rstrip(":").upper()
+            if key in ("H", "W", "FPS"):
+                if len(fields) < 2:
+                    raise EntryError(f"{key} has no value")
+                header[key] = to_float(fields[-1], key)
+            elif key == "CROP":
+                if len(fields) < 5:
+                    raise EntryError("CROP needs four numbers x0 y0 x1 y1")
+                crop = tuple(to_float(v, "crop value") for v in fields[-4:])
+        except EntryError as e:
+            raise EntryError(str(e), line) from None
+    return header, crop, rows
+
+
+def _split_of(listed: str) -> str:
+    folders = {p.lower() for p in listed.split("/")[:-1]}
+    return "test" if "test" in folders else "train"
+
+
 class VFHQAdapter:
     name = "vfhq"
 
@@ -39,89 +85,77 @@ class VFHQAdapter:
         self.root = Path(root)
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
-        videos = index_by_name(self.root, {".mp4"})
-        raw: dict[str, tuple[Path, str, list[ClipSpec]]] = {}
-        found = False
-        for txt in walk_files(self.root, {".txt"}):
-            if not txt.name.startswith("Clip+"):
-                continue
-            found = True
+        self.files = FileIndex.scan(self.root, self.name, [""], VIDEO_EXTENSIONS)
+        yield from self.files.problems
+        txts = [t for t in self.files.metadata_files if posixpath.basename(t).startswith("Clip+") and t.endswith(".txt")]
+        if not txts:
+            yield MetadataError(self.name, str(self.root), None, "no VFHQ clip metadata (Clip+...txt)")
+            return
+        raw: dict[str, tuple[Path, str, str, list[ClipSpec]]] = {}
+        for listed in with_headers(sorted(txts), self._header_path, "video"):
+            txt = self.root / listed
             try:
-                item = self._clip(txt, videos)
+                item = self._clip(txt, _split_of(listed))
             except EntryError as e:
                 yield e.to_error(self.name, str(txt), None)
                 continue
             if isinstance(item, SourceSpec):
                 yield item
             else:
-                path, rel, clip = item
-                raw.setdefault(rel, (path, rel, []))[2].append(clip)
+                path, rel, split, clip = item
+                raw.setdefault(rel, (path, rel, split, []))[3].append(clip)
         for rel in sorted(raw):
-            path, rel, clips = raw[rel]
+            path, rel, split, clips = raw[rel]
             clips.sort(key=lambda c: (c.start_s, c.key))
             people = sorted({c.identity for c in clips})
             identity = people[0] if len(people) == 1 else clips[0].labels["youtube_id"]
-            yield SourceSpec(self.name, str(path), rel, "video", identity=identity, split="train",
+            yield SourceSpec(self.name, str(path), rel, "video", identity=identity, split=split,
                              labels={"youtube_id": clips[0].labels["youtube_id"]}, clips=clips)
-        if not found:
-            yield MetadataError(self.name, str(self.root), None, "no VFHQ clip metadata (Clip+...txt)")
 
-    def _header(self, txt: Path) -> tuple[dict[str, float], tuple[float, ...] | None, list[tuple[int, list[float]]]]:
-        header: dict[str, float] = {}
-        crop = None
-        frames: list[tuple[int, list[float]]] = []
-        for line in read_lines(txt):
-            fields = line.text.replace(",", " ").split()
-            try:
-                if fields[0][0].isdigit():
-                    frames.append((to_int(fields[0], "frame"), [to_float(v, "landmark") for v in fields[1:]]))
-                    continue
-                key = fields[0].rstrip(":").upper()
-                if key in ("H", "W", "FPS"):
-                    if len(fields) < 2:
-                        raise EntryError(f"{key} has no value")
-                    header[key] = to_float(fields[1], key)
-                elif key == "CROP":
-                    if len(fields) < 5:
-                        raise EntryError("CROP needs four numbers x0 y0 x1 y1")
-                    crop = tuple(to_float(v, "crop value") for v in fields[-4:])
-            except EntryError as e:
-                raise EntryError(str(e), line) from None
-        return header, crop, frames
+    def _video(self, stem: str) -> tuple[Path, str] | None:
+        for listed in videos_named(self.files, stem):
+            return find_inside(self.files, listed)
+        return None
 
-    def _clip(self, txt: Path, videos: dict[str, list[Path]]):
+    def _header_path(self, listed: str) -> str | None:
+        """The raw video a txt needs probed (for its size or rate), to read ahead in threads."""
+        m = _NAME.match(posixpath.basename(listed)[:-4])
+        found = videos_named(self.files, m["ytid"]) if m else []
+        return f"{self.files.real_root}/{self.files.files[found[0]]}" if found else None
+
+    def _clip(self, txt: Path, split: str):
         stem = txt.name[:-4]
         n = parse_clip_name(stem)
         identity = f"{n['ytid']}+P{n['pid']}"
         labels = {"youtube_id": n["ytid"], "person": f"P{n['pid']}", "clip": f"C{n['idx']}"}
-        cut = videos.get(f"{stem}.mp4")
-        if cut:
-            path, rel = inside(self.root, cut[0].relative_to(self.root).as_posix())
-            return SourceSpec(self.name, str(path), rel, "video", identity=identity, split="train", labels=labels,
+        cut = self._video(stem)
+        if cut is not None:
+            path, rel = cut
+            return SourceSpec(self.name, str(path), rel, "video", identity=identity, split=split, labels=labels,
                               clips=[ClipSpec(0.0, None, key=stem, labels=labels, identity=identity)])
-        found = videos.get(f"{n['ytid']}.mp4")
-        if not found:
-            raise EntryError(f"media file listed in the metadata is missing: {n['ytid']}.mp4 (nor {stem}.mp4)")
-        path, rel = inside(self.root, found[0].relative_to(self.root).as_posix())
-        header, crop, frames = self._header(txt)
-        first, last = int(n["start"]), int(n["end"])
-        if frames:
-            first, last = min(f for f, _ in frames), max(f for f, _ in frames)
+        found = self._video(n["ytid"])
+        if found is None:
+            raise missing(f"{n['ytid']}.mp4/.webm/.mkv (nor {stem}.mp4)")
+        path, rel = found
+        header, crop, rows = parse_meta(txt)
+        first, last = kept_frames(int(n["start"]), int(n["end"]))
         fps = header.get("FPS") or video_info(str(path)).fps
         start, end = frame_span(first, last, fps)
+        kept = [values for f, values in rows if first <= f <= last]
         box, landmarks = None, None
-        if crop is not None or frames:
+        if crop is not None or kept:
             if "W" in header and "H" in header:
                 ref_w, ref_h = header["W"], header["H"]
             else:
                 info = video_info(str(path))
                 ref_w, ref_h = float(info.width), float(info.height)
-            if frames and len(frames[0][1]) >= 2 and len(frames[0][1]) % 2 == 0:
-                v = frames[0][1]
+            if kept and len(kept[0]) > 4:
+                v = kept[0][4:]
                 landmarks = list(zip(v[0::2], v[1::2]))
             if crop is not None:
                 box = Box(*crop, ref_w, ref_h)
-            elif landmarks:
-                xs, ys = [p[0] for p in landmarks], [p[1] for p in landmarks]
-                box = Box(min(xs), min(ys), max(xs), max(ys), ref_w, ref_h)
-        return path, rel, ClipSpec(start, end, box=box, landmarks=landmarks, key=stem, labels=labels, identity=identity)
+            elif kept:
+                x0, y0, w, h = kept[0][:4]
+                box = Box(x0, y0, x0 + w, y0 + h, ref_w, ref_h)
+        clip = ClipSpec(start, end, box=box, landmarks=landmarks, key=stem, labels=labels, identity=identity)
+        return path, rel, split, clip

@@ -4,7 +4,9 @@
 
 Identity = the class id (folder); split = the folder (train/test); labels ``name`` and
 ``gender`` from identity_meta.csv (``Class_ID, Name, Sample_Num, Flag, Gender``: irregular
-spaces, quoted names that may hold commas). The loose box ``X,Y,W,H`` is in pixels of the image
+spaces, quoted names that may hold commas, and in the released file a trailing comma on every
+row, ``n000002, "A_Fine_Frenzy",315,1, f,``; a name whose comma was left unquoted is joined
+back from the fields between the id and the last three). The loose box ``X,Y,W,H`` is in pixels of the image
 and may run outside it (the pipeline clamps); 5 landmarks where the landmark file is present.
 Where a split's box file exists its rows list the images; otherwise the folder is walked.
 """
@@ -13,9 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from .base import Box, ClipSpec, MetadataError, SourceSpec
-from .probe import image_info
-from .textfiles import EntryError, Line, existing_inside, first_existing, read_csv_lines, to_float, walk_files
+from .base import IMAGE_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
+from .files import FileIndex
+from .probe import image_info, with_headers
+from .textfiles import EntryError, Line, existing_inside, first_existing, read_csv_lines, to_float
 
 _SPLITS = ("train", "test")
 
@@ -27,6 +30,8 @@ class VGGFace2Adapter:
         self.root = Path(root)
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
+        self.files = FileIndex.scan(self.root, self.name, _SPLITS, IMAGE_EXTENSIONS)
+        yield from self.files.problems
         people, errors = self._identity_meta()
         yield from errors
         found = False
@@ -42,8 +47,13 @@ class VGGFace2Adapter:
             if boxes:
                 names = [k for k, v in boxes.items() if not isinstance(v, MetadataError)]
             else:
-                names = [p.relative_to(folder).with_suffix("").as_posix() for p in walk_files(folder, {".jpg", ".png"})]
-            for name in names:
+                names = [k[len(split) + 1:].rsplit(".", 1)[0] for k in self.files.listed(split)]
+
+            def header_path(name: str) -> str | None:
+                real = self.files.files.get(f"{split}/{name}.jpg")
+                return f"{self.files.real_root}/{real}" if real and name in boxes else None
+
+            for name in with_headers(names, header_path, "image"):
                 row = boxes.get(name)
                 try:
                     yield self._source(split, name, row, marks.get(name), people)
@@ -59,13 +69,15 @@ class VGGFace2Adapter:
         if path is None:
             return people, errors
         for line, fields in read_csv_lines(path):
+            if fields and fields[-1] == "":
+                fields = fields[:-1]  # the released file ends every row with a comma
             if fields[0] == "Class_ID":
                 continue
-            if len(fields) < 5 or not fields[0].startswith("n"):
+            if len(fields) < 5 or not fields[0].startswith("n") or fields[-1].lower() not in ("m", "f"):
                 errors.append(line.error(self.name, "expected 'Class_ID, Name, Sample_Num, Flag, Gender'"))
                 continue
-            name = ",".join(fields[1:-3])  # names may hold commas
-            people[fields[0]] = {"name": name, "gender": fields[-1]}
+            name = ",".join(fields[1:-3])  # a comma left unquoted inside a name
+            people[fields[0]] = {"name": name, "gender": fields[-1].lower()}
         return people, errors
 
     def _rows(self, filename: str, n_values: int) -> dict[str, tuple[Line, list[float]] | MetadataError]:
@@ -85,7 +97,7 @@ class VGGFace2Adapter:
         return out
 
     def _source(self, split, name, row, mark_row, people) -> SourceSpec:
-        path, rel = existing_inside(self.root, f"{split}/{name}.jpg")
+        path, rel = existing_inside(self.files, f"{split}/{name}.jpg")
         identity = name.split("/")[0]
         clips = None
         if row is not None:

@@ -1,10 +1,13 @@
 """VoxCeleb2: per-utterance txt ``txt/<id>/<ytid>/<NNNNN>.txt`` (also ``dev/txt``, ``test/txt``)
-beside the utterance videos ``{dev,test}/mp4/<id>/<ytid>/<NNNNN>.mp4``.
+beside the utterance videos ``{dev,test}/mp4/<id>/<ytid>/<NNNNN>.mp4``; the test archive
+(``vox2_test_mp4.zip``) unpacks to ``mp4/<id>/...`` with no ``test/`` level, read as test.
 
 A txt has header lines ``Key : value`` (``Reference`` = the YouTube id, ``Offset`` = A/V
 offset), a blank line, ``FRAME X Y W H`` and one row per frame: the frame number in the source
-video at 25 fps and the face box, normalised to [0, 1] in VoxCeleb2 (pixel boxes, as in
-VoxCeleb1, are recognised by values above 1 and taken at the raw video's size). The utterance
+video at 25 fps and the face box, normalised to [0, 1] in VoxCeleb2 (a face at the frame's edge
+runs past it: x + w > 1 is still normalised). Pixel boxes, as in VoxCeleb1, are recognised by a
+value above 2 (a normalised box overruns the frame by a fraction of it, a pixel box of a face is
+tens of pixels) and taken at the raw video's size. The utterance
 mp4 is already the face track cut from the source, so it spans ``(last - first + 1) / 25`` s
 from 0 and carries no box. With ``raw_dir`` holding the source video ``<ytid>.mp4`` instead,
 the utterance is the range ``first/25 .. (last+1)/25`` of it with the first row's box.
@@ -16,12 +19,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from .base import Box, ClipSpec, MetadataError, SourceSpec
+from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
+from .files import FileIndex
 from .probe import video_info
-from .textfiles import EntryError, inside, read_lines, to_float, to_int, walk_files
+from .textfiles import EntryError, find_inside, find_video, missing, read_lines, to_float, to_int
 
 VOX_FPS = 25.0
-_SPLITS = (("dev", "train"), ("test", "test"))
+_MP4_DIRS = (("dev/mp4", "train"), ("test/mp4", "test"), ("mp4", "test"))
+_TXT_DIRS = (("txt", None), ("dev/txt", "train"), ("test/txt", "test"))
+PIXEL_BOX_ABOVE = 2.0
+
+
+def is_pixel_box(x: float, y: float, w: float, h: float) -> bool:
+    return max(abs(x), abs(y), w, h) > PIXEL_BOX_ABOVE
 
 
 def parse_utterance(txt: Path) -> tuple[dict[str, str], list[tuple[int, tuple[float, float, float, float]]]]:
@@ -60,22 +70,28 @@ class VoxCeleb2Adapter:
         self.root = Path(root)
         self.raw_dir = raw_dir
 
-    def _txt_files(self) -> list[tuple[Path, str | None]]:
+    def _txt_files(self) -> list[tuple[str, str | None]]:
         out = []
-        for folder, split in (("txt", None), ("dev/txt", "train"), ("test/txt", "test")):
-            base = self.root / folder
-            if base.is_dir():
-                out.extend((p, split) for p in walk_files(base, {".txt"}))
+        for folder, split in _TXT_DIRS:
+            prefix = folder + "/"
+            out.extend((t, split) for t in self.files.metadata_files if t.startswith(prefix) and t.endswith(".txt"))
         return out
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
+        folders = [d for d, _ in _MP4_DIRS] + [d for d, _ in _TXT_DIRS] + [self.raw_dir]
+        self.files = FileIndex.scan(self.root, self.name, folders, VIDEO_EXTENSIONS)
+        yield from self.files.problems
         txts = self._txt_files()
         if not txts:
             yield from self._mp4_only()
             return
         raw: dict[str, tuple[Path, str, str, str, list[ClipSpec]]] = {}
-        for txt, split_hint in txts:
-            parts = txt.relative_to(self.root).parts
+        for listed, split_hint in txts:
+            txt = self.root / listed
+            parts = listed.split("/")
+            if len(parts) < 4:
+                yield MetadataError(self.name, str(txt), None, "expected txt/<id>/<ytid>/<NNNNN>.txt")
+                continue
             ident, ytid, utt = parts[-3], parts[-2], txt.stem
             try:
                 header, rows = parse_utterance(txt)
@@ -100,18 +116,19 @@ class VoxCeleb2Adapter:
         labels = {"youtube_id": header.get("Reference", ytid), "utterance": utt}
         if "Offset" in header:
             labels["av_offset"] = header["Offset"]
-        for folder, split in _SPLITS:
-            path, rel = inside(self.root, f"{folder}/mp4/{ident}/{ytid}/{utt}.mp4")
-            if path.is_file():
+        for folder, split in _MP4_DIRS:
+            found = find_inside(self.files, f"{folder}/{ident}/{ytid}/{utt}.mp4")
+            if found is not None:
+                path, rel = found
                 clip = ClipSpec(0.0, (last - first + 1) / VOX_FPS, key=f"{ident}/{ytid}/{utt}", labels=labels)
                 return SourceSpec(self.name, str(path), rel, "video", identity=ident, split=split,
                                   labels=labels, clips=[clip])
-        path, rel = inside(self.root, f"{self.raw_dir}/{ytid}.mp4")
-        if not path.is_file():
-            raise EntryError(f"media file listed in the metadata is missing: dev/mp4/{ident}/{ytid}/{utt}.mp4 "
-                             f"(nor test/mp4/..., nor {self.raw_dir}/{ytid}.mp4)")
+        found = find_video(self.files, f"{self.raw_dir}/{ytid}")
+        if found is None:
+            raise missing(f"dev/mp4/{ident}/{ytid}/{utt}.mp4 (nor test/mp4/..., mp4/..., nor {self.raw_dir}/{ytid}.mp4)")
+        path, rel = found
         x, y, w, h = rows[0][1]
-        if max(x + w, y + h) <= 1.0 + 1e-6:  # VoxCeleb2: normalised
+        if not is_pixel_box(x, y, w, h):  # VoxCeleb2: normalised, may overrun an edge
             box = Box(x, y, x + w, y + h, 1.0, 1.0)
         else:  # VoxCeleb1-style pixels of the source video
             info = video_info(str(path))
@@ -121,15 +138,13 @@ class VoxCeleb2Adapter:
 
     def _mp4_only(self) -> Iterator[SourceSpec | MetadataError]:
         found = False
-        for folder, split in _SPLITS:
-            base = self.root / folder / "mp4"
-            if not base.is_dir():
+        for folder, split in _MP4_DIRS:
+            if not (self.root / folder).is_dir():
                 continue
             found = True
-            for path in walk_files(base, {".mp4"}):
-                rel = path.relative_to(self.root).as_posix()
-                ident = path.relative_to(base).parts[0]
-                yield SourceSpec(self.name, str(path.resolve()), rel, "video", identity=ident, split=split)
+            for listed in self.files.listed(folder):
+                ident = listed[len(folder) + 1:].split("/")[0]
+                path, rel = self.files.real(listed)
+                yield SourceSpec(self.name, path, rel, "video", identity=ident, split=split)
         if not found:
-            yield MetadataError(self.name, str(self.root), None, "no txt/ folder and no dev/mp4 or test/mp4 folder")
-
+            yield MetadataError(self.name, str(self.root), None, "no txt/ folder and no dev/mp4, test/mp4 or mp4 folder")

@@ -1,0 +1,189 @@
+"""What is on disk under a dataset root: a safe, counted listing shared by every adapter.
+
+Adapters never walk folders or test paths themselves: they scan the folders their layout uses
+once, then look files up here (by path relative to the root, or by file name). That gives every
+adapter the same rule for links (:func:`base.link_verdict`), the same treatment of loops and
+unreadable folders (an error row each, never a traceback), and the counts a user checks after
+discovery: media files found, files no metadata row claimed, files skipped by reason.
+
+Only names are kept (relative path strings), so a million-image dataset costs tens of MB.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+from .base import (LINK_LOOP, MEDIA_EXTENSIONS, METADATA_EXTENSIONS, OUTSIDE_ROOT, UNREADABLE, UNSUPPORTED,
+                   UNSUPPORTED_PICTURES, MetadataError, link_verdict)
+
+# A link to a folder already listed by its real path: not followed again (its files would be
+# listed twice under two names), counted only.
+DUPLICATE_LINK = "link_to_listed_folder"
+
+
+class FileIndex:
+    """Media files under some folders of a dataset root, found once, looked up many times."""
+
+    def __init__(self, root: str | Path, dataset: str):
+        self.root = Path(root)
+        self.real_root = os.path.realpath(self.root)
+        self.dataset = dataset
+        self.files: dict[str, str] = {}  # rel as listed (a link's own name too) -> real rel
+        self.outside: set[str] = set()  # listed rels of links that leave the root
+        self.problems: list[MetadataError] = []  # loops, unreadable entries, links out, pictures we skip
+        self.skipped: Counter = Counter()  # reason -> files (and folders) discovery did not list
+        self.claimed: set[str] = set()  # real rels some metadata row (or path rule) used
+        self.metadata_files: list[str] = []  # listed rels of text/CSV/JSON files, in walk order
+        self._names: dict[str, list[str]] | None = None
+        self._visited: set[str] = set()
+
+    # -- scanning --------------------------------------------------------------------------
+    @classmethod
+    def scan(cls, root: str | Path, dataset: str, folders: Iterable[str | Path] = ("",),
+             extensions: frozenset[str] = MEDIA_EXTENSIONS) -> "FileIndex":
+        """List ``extensions`` files under each of ``folders`` (relative to root; missing ones
+        are ignored: layouts vary). Progress shows on a terminal only."""
+        from tqdm import tqdm
+
+        index = cls(root, dataset)
+        bar = tqdm(desc=f"listing {dataset}", unit=" files", disable=None, file=sys.stderr, leave=False)
+        try:
+            for folder in folders:
+                top = os.path.join(index.root, str(folder)) if str(folder) else str(index.root)
+                if os.path.isdir(top):
+                    index._walk(top, extensions, bar)
+        finally:
+            bar.close()
+        return index
+
+    def _problem(self, kind: str, path: str, message: str) -> None:
+        self.skipped[kind] += 1
+        self.problems.append(MetadataError(self.dataset, path, None, message, kind=kind))
+
+    def _walk(self, top: str, extensions: frozenset[str], bar) -> None:
+        # Iterative, sorted (deterministic), hidden entries skipped; folders entered once by
+        # their real path, so a link back to an ancestor cannot recurse.
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            problem, real = link_verdict(self.real_root, folder)
+            if problem is not None:
+                self._problem(problem, folder, _MESSAGES[problem].format(what="folder"))
+                continue
+            if real in self._visited:
+                self.skipped[DUPLICATE_LINK] += 1
+                continue
+            self._visited.add(real)
+            try:
+                with os.scandir(folder) as it:
+                    entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+            except OSError as e:
+                self._problem(UNREADABLE, folder, f"cannot list folder: {e.strerror or e}")
+                continue
+            subfolders = []
+            for entry in entries:
+                try:
+                    is_link = entry.is_symlink()
+                    is_dir = entry.is_dir()  # follows links; False for dangling ones and loops
+                except OSError:
+                    is_link, is_dir = True, False
+                if is_dir:
+                    if is_link and _is_ancestor(os.path.realpath(entry.path), entry.path):
+                        self._problem(LINK_LOOP, entry.path, "link loop: the folder link points back to a folder above it")
+                    else:
+                        subfolders.append(entry.path)
+                    continue
+                self._file(entry.path, entry.name, is_link, real, extensions)
+                bar.update(1)
+            stack.extend(reversed(subfolders))
+
+    def _file(self, path: str, name: str, is_link: bool, real_folder: str, extensions: frozenset[str]) -> None:
+        ext = os.path.splitext(name)[1].lower()
+        metadata = ext in METADATA_EXTENSIONS and ext not in extensions
+        if ext not in extensions and not metadata:
+            if ext in UNSUPPORTED_PICTURES:
+                self._problem(UNSUPPORTED, path, f"unsupported picture format {ext}: not decoded by this build")
+            elif ext not in MEDIA_EXTENSIONS:
+                self.skipped[UNSUPPORTED] += 1
+            return
+        listed = os.path.relpath(path, self.root).replace(os.sep, "/")
+        # The real path names the source (its id): a file reached through a folder link inside
+        # the root is the same source as by its own path.
+        problem, real = link_verdict(self.real_root, path) if is_link else (None, os.path.join(real_folder, name))
+        if problem is not None:
+            if problem == OUTSIDE_ROOT:
+                self.outside.add(listed)
+            self._problem(problem, path, _MESSAGES[problem].format(what="file"))
+            return
+        if not os.access(path, os.R_OK):
+            self._problem(UNREADABLE, path, "cannot read file: permission denied")
+            return
+        if metadata:  # per-file metadata (VFHQ, VoxCeleb2 txt): listed, not counted as media
+            self.metadata_files.append(listed)
+            return
+        self.files[listed] = os.path.relpath(real, self.real_root).replace(os.sep, "/")
+        self._names = None
+
+    # -- lookups ---------------------------------------------------------------------------
+    def real(self, listed: str) -> tuple[str, str]:
+        """(absolute path, real rel) of a listed file, marked as claimed by metadata."""
+        rel = self.files[listed]
+        self.claimed.add(rel)
+        return os.path.join(self.real_root, rel), rel
+
+    def find(self, rel: str) -> tuple[str, str] | None:
+        """A file named by metadata, relative to the root; None when not on disk. Raises
+        ValueError (message for the user) when the path would leave the root."""
+        norm = posixpath.normpath(rel.replace("\\", "/"))
+        if norm.startswith("/") or norm == ".." or norm.startswith("../") or (len(norm) > 1 and norm[1] == ":"):
+            raise ValueError(f"path {rel!r} leaves the dataset root")
+        if norm in self.outside:
+            raise ValueError(f"path {rel!r} is a link that leaves the dataset root")
+        if norm not in self.files:
+            return None
+        return self.real(norm)
+
+    def by_name(self, name: str) -> list[str]:
+        """Listed rels of every file called ``name`` (for layouts that put files anywhere)."""
+        if self._names is None:
+            self._names = {}
+            for listed in sorted(self.files):
+                self._names.setdefault(posixpath.basename(listed), []).append(listed)
+        return self._names.get(name, [])
+
+    def listed(self, under: str = "") -> list[str]:
+        """Listed rels under a folder (relative to the root), sorted."""
+        prefix = under.rstrip("/") + "/" if under else ""
+        return sorted(k for k in self.files if k.startswith(prefix))
+
+    def restrict(self, folders: Iterable[str]) -> None:
+        """Forget files outside ``folders`` (relative to the root): parts of the dataset an
+        option leaves out (CelebA's in-the-wild images when reading the aligned ones) are
+        neither sources nor files without metadata."""
+        prefixes = tuple(f.rstrip("/") + "/" for f in folders)
+        self.files = {k: v for k, v in self.files.items() if k.startswith(prefixes)}
+        self._names = None
+
+    # -- counts ----------------------------------------------------------------------------
+    def media_count(self) -> int:
+        return len(set(self.files.values()))
+
+    def unclaimed(self) -> list[str]:
+        """Real rels of media files that no metadata row used, sorted."""
+        return sorted(set(self.files.values()) - self.claimed)
+
+
+def _is_ancestor(real_target: str, link_path: str) -> bool:
+    here = os.path.realpath(os.path.dirname(link_path))
+    return here == real_target or here.startswith(real_target.rstrip(os.sep) + os.sep)
+
+
+_MESSAGES = {
+    OUTSIDE_ROOT: "{what} is a link that leaves the dataset root: not followed",
+    LINK_LOOP: "link loop: the {what} link cannot be resolved",
+    UNREADABLE: "cannot read {what}: dangling link or no permission",
+}
