@@ -221,7 +221,9 @@ def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: 
         "config_json": config.to_json(), "config_hash": config.hash(), "versions_json": json.dumps(library_versions()),
         "models_json": json.dumps({**models, "weights_sha256": fingerprints(config)}),
         "notes_json": json.dumps({"found": dict(discovery.found), "skipped_done": stats.skipped,
-                                  "retried_errors": stats.retried, "duplicates": discovery.duplicates}),
+                                  "retried_errors": stats.retried, "duplicates": discovery.duplicates,
+                                  # per dataset: files found, sources, no metadata, rows without file, unparseable
+                                  "discovery": discovery.counts_json()}),
         "n_sources": len(todo), "status": "running",
     })
     # Metadata is re-read on every run: its errors replace the previous run's.
