@@ -2,8 +2,10 @@
 
 Conditional frames (``x_mask`` False) are given clean (no noise), the model modulates them
 with timestep 0, and they are left out of the loss, as Open-Sora's frame mask does.
-Guidance: training drops the reference and/or the motion condition (zeroed) with a small
-probability; sampling mixes the conditional and the fully unconditional prediction.
+Guidance: sampling mixes the conditional and the fully unconditional prediction, so training
+drops both conditions together (zeroed) for a share of samples (``p_both``), besides dropping
+each alone. Samplers: our DDIM (any N <= 1000 steps) and diffusers' DDIM / DPM-Solver++
+schedulers built on the same betas (``scheduler_sample``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 class GaussianDiffusion:
     def __init__(self, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
         self.num_steps = num_steps
+        self.beta_start, self.beta_end = beta_start, beta_end
         betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
 
@@ -55,8 +58,10 @@ class GaussianDiffusion:
         return masked_mse(pred, noise, x_mask)
 
     def ddim_timesteps(self, steps: int) -> list[int]:
-        stride = self.num_steps // steps
-        return list(range(0, self.num_steps, stride))[::-1]
+        """Exactly ``steps`` timesteps, evenly spread (floor of i * 1000 / steps), descending."""
+        if not 1 <= steps <= self.num_steps:
+            raise ValueError(f"sampling steps must be in 1..{self.num_steps}, got {steps}")
+        return [i * self.num_steps // steps for i in range(steps)][::-1]
 
     @torch.no_grad()
     def ddim_sample(
@@ -104,6 +109,57 @@ class GaussianDiffusion:
         return uncond + guidance * (cond - uncond)
 
 
+SCHEDULERS = ("ddim", "dpm++")
+
+
+def make_scheduler(name: str, diffusion: GaussianDiffusion):
+    """A diffusers scheduler on our training betas (linear 1e-4..0.02, 1000 steps, epsilon)."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    betas = dict(num_train_timesteps=diffusion.num_steps, beta_start=diffusion.beta_start,
+                 beta_end=diffusion.beta_end, beta_schedule="linear", prediction_type="epsilon")
+    if name == "ddim":
+        return DDIMScheduler(**betas, clip_sample=False, set_alpha_to_one=True, timestep_spacing="leading")
+    if name == "dpm++":
+        return DPMSolverMultistepScheduler(**betas, algorithm_type="dpmsolver++", solver_order=2)
+    raise ValueError(f"unknown scheduler {name!r} (known: {', '.join(SCHEDULERS)})")
+
+
+@torch.no_grad()
+def scheduler_sample(
+    scheduler_name: str,
+    diffusion: GaussianDiffusion,
+    model: Callable,
+    shape: tuple[int, ...],
+    reference: torch.Tensor,
+    motion: torch.Tensor,
+    cond_latents: torch.Tensor | None = None,
+    x_mask: torch.Tensor | None = None,
+    steps: int = 25,
+    guidance: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Sampling with a diffusers scheduler; frames with ``x_mask`` False are held at ``cond_latents``."""
+    sched = make_scheduler(scheduler_name, diffusion)
+    sched.set_timesteps(steps, device=device)
+    b, _, nt = shape[:3]
+    x = torch.randn(shape, generator=generator, dtype=torch.float32).to(device) * sched.init_noise_sigma
+    if x_mask is None:
+        x_mask = torch.ones(b, nt, dtype=torch.bool, device=device)
+    keep = x_mask[:, None, :, None, None]
+    if cond_latents is not None:
+        x = torch.where(keep, x, cond_latents)
+    for step in sched.timesteps:
+        t = torch.full((b,), int(step), dtype=torch.long, device=device)
+        eps = GaussianDiffusion._guided_eps(model, sched.scale_model_input(x, step), t, reference, motion, x_mask,
+                                            guidance)
+        x = sched.step(eps, step, x).prev_sample
+        if cond_latents is not None:
+            x = torch.where(keep, x, cond_latents)
+    return x
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, x_mask: torch.Tensor) -> torch.Tensor:
     """Per-frame MSE (B, T), averaged over mask=True frames per sample, then over samples."""
     err = (pred.float() - target.float()).pow(2).mean(dim=(1, 3, 4))
@@ -113,14 +169,20 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, x_mask: torch.Tensor) -
 
 
 def drop_conditions(
-    reference: torch.Tensor, motion: torch.Tensor, p_reference: float, p_motion: float,
+    reference: torch.Tensor, motion: torch.Tensor, p_reference: float, p_motion: float, p_both: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero each sample's reference / motion condition with the given probabilities."""
+    """Zero, per sample and exclusively: both conditions (``p_both``: the unconditional branch
+    guidance samples), the reference alone (``p_reference``) or the motion alone (``p_motion``)."""
+    if min(p_reference, p_motion, p_both) < 0 or p_reference + p_motion + p_both > 1:
+        raise ValueError(f"condition drop probabilities must be >= 0 and sum to <= 1, got "
+                         f"{p_reference}, {p_motion}, {p_both}")
     b = reference.shape[0]
-    u = torch.rand(2, b, generator=generator).to(reference.device)
-    keep_ref = (u[0] >= p_reference).to(reference.dtype).view(b, *([1] * (reference.dim() - 1)))
-    keep_mot = (u[1] >= p_motion).to(motion.dtype).view(b, *([1] * (motion.dim() - 1)))
+    u = torch.rand(b, generator=generator).to(reference.device)
+    drop_ref = (u < p_both) | ((u >= p_both) & (u < p_both + p_reference))
+    drop_mot = (u < p_both) | ((u >= p_both + p_reference) & (u < p_both + p_reference + p_motion))
+    keep_ref = (~drop_ref).to(reference.dtype).view(b, *([1] * (reference.dim() - 1)))
+    keep_mot = (~drop_mot).to(motion.dtype).view(b, *([1] * (motion.dim() - 1)))
     return reference * keep_ref, motion * keep_mot
 
 

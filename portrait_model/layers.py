@@ -55,8 +55,10 @@ class Attention(nn.Module):
     the reference's keys and values with other frames.
     """
 
-    def __init__(self, dim: int, heads: int, qk_norm: bool = True, rope: RotaryEmbedding | None = None):
+    def __init__(self, dim: int, heads: int, qk_norm: bool = True, rope: RotaryEmbedding | None = None,
+                 rope_before_norm: bool = False):
         super().__init__()
+        self.rope_before_norm = rope_before_norm
         self.heads = heads
         self.head_dim = dim // heads
         self.qkv_proj = nn.Linear(dim, 3 * dim)
@@ -69,9 +71,12 @@ class Attention(nn.Module):
         """x: (N, L, C) -> q, k, v: (N, heads, L, head_dim), normalised, rotated if rope."""
         n, length, _ = x.shape
         q, k, v = self.qkv_proj(x).view(n, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        # Rotary after the q/k norm by default. Open-Sora 1.1 rotates before it (its code flags
+        # that order as a possible bug); weights converted from it keep their order.
+        if self.rope is not None and self.rope_before_norm:
+            q, k = self.rope(q), self.rope(k)
         q, k = self.q_norm(q), self.k_norm(k)
-        # Rotary after the q/k norm (Open-Sora 1.1 rotates before it; its code flags that order).
-        if self.rope is not None:
+        if self.rope is not None and not self.rope_before_norm:
             q, k = self.rope(q), self.rope(k)
         return q, k, v
 
@@ -127,8 +132,9 @@ class PatchEmbed3D(nn.Module):
         return x.flatten(3).permute(0, 2, 3, 1)
 
 
-def sincos_2d(dim: int, h: int, w: int, base_size: int) -> torch.Tensor:
-    """2-D sin/cos position table (S = h*w, dim): half the channels for y, half for x.
+def sincos_2d(dim: int, h: int, w: int, base_size: int, x_first: bool = False) -> torch.Tensor:
+    """2-D sin/cos position table (S = h*w, dim): half the channels for y, half for x
+    (x first with ``x_first``, the order of Open-Sora 1.1's PositionEmbedding2D).
 
     Grid coordinates are scaled to ``base_size`` so a model built for one resolution sees
     the same range of positions at another (Open-Sora's PositionEmbedding2D scaling).
@@ -142,4 +148,5 @@ def sincos_2d(dim: int, h: int, w: int, base_size: int) -> torch.Tensor:
         out = pos.reshape(-1, 1) * omega[None]
         return torch.cat([out.sin(), out.cos()], dim=1)
 
-    return torch.cat([one_axis(gy, dim // 2), one_axis(gx, dim // 2)], dim=1)
+    halves = [one_axis(gy, dim // 2), one_axis(gx, dim // 2)]
+    return torch.cat(halves[::-1] if x_first else halves, dim=1)

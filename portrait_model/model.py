@@ -18,6 +18,12 @@ Tensors: latents ``(B, C, T, H, W)``; tokens ``(B, T, S, D)`` with S = tokens of
   added to the input of backbone block i+1. Control copies run without the reference stream.
 - Conditional frames: ``x_mask`` (B, T) bool, True = noised frame. False frames take the
   modulation computed from timestep 0 in every block and in the final layer.
+- Conditioning offsets: ``t_spatial_offset`` / ``t_temporal_offset`` are constant vectors added
+  to the timestep embedding before ``t_block`` / ``t_block_temp`` (zero unless converted from
+  Open-Sora, whose size/aspect/length/fps embeddings are folded into them for 512 px clips).
+  With ``fps_embed`` an fps embedding is added to the temporal one (clips of mixed fps).
+- Memory: ``set_grad_checkpointing(n)`` recomputes the first n backbone blocks (and the control
+  blocks that run beside them) in the backward pass; position tables are cached per device.
 """
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ class STDiT2Block(nn.Module):
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(d, cfg.heads, qk_norm=cfg.qk_norm)
         self.norm_temp = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.attn_temp = Attention(d, cfg.heads, qk_norm=cfg.qk_norm, rope=rope)
+        self.attn_temp = Attention(d, cfg.heads, qk_norm=cfg.qk_norm, rope=rope, rope_before_norm=cfg.rope_before_qk_norm)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(d, cfg.mlp_ratio)
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
@@ -147,9 +153,13 @@ class RealPortraitDiT(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.hidden
-        self.grad_checkpointing = False
+        self.checkpoint_blocks = 0  # backbone blocks 0..n-1 (and their control blocks) recomputed
+        self._pos_cache: dict = {}
         self.x_embedder = PatchEmbed3D(cfg.patch, cfg.in_channels, d)
         self.t_embedder = TimestepEmbedder(d)
+        self.fps_embedder = TimestepEmbedder(d) if cfg.fps_embed else None
+        self.register_buffer("t_spatial_offset", torch.zeros(d))
+        self.register_buffer("t_temporal_offset", torch.zeros(d))
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         self.t_block_temp = nn.Sequential(nn.SiLU(), nn.Linear(d, 3 * d))
         rope = RotaryEmbedding(cfg.head_dim)
@@ -168,7 +178,8 @@ class RealPortraitDiT(nn.Module):
         w = self.x_embedder.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.x_embedder.proj.bias)
-        for lin in (self.t_embedder.mlp[0], self.t_embedder.mlp[2], self.t_block[1], self.t_block_temp[1]):
+        embedders = [self.t_embedder] + ([self.fps_embedder] if self.fps_embedder is not None else [])
+        for lin in [e.mlp[i] for e in embedders for i in (0, 2)] + [self.t_block[1], self.t_block_temp[1]]:
             nn.init.normal_(lin.weight, std=0.02)
         for block in self.blocks:
             nn.init.zeros_(block.attn_temp.proj.weight)
@@ -176,24 +187,55 @@ class RealPortraitDiT(nn.Module):
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 
+    # ---- memory -------------------------------------------------------------------------
+    @property
+    def grad_checkpointing(self) -> bool:
+        return self.checkpoint_blocks > 0
+
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, on: bool) -> None:
+        self.set_grad_checkpointing(self.cfg.depth if on else 0)
+
+    def set_grad_checkpointing(self, blocks: int) -> None:
+        """Recompute backbone blocks 0..blocks-1 in backward (control block i runs beside
+        backbone block i+1 and follows it). 0 = off, depth = every block."""
+        if not 0 <= blocks <= self.cfg.depth:
+            raise ValueError(f"checkpointed blocks must be in 0..{self.cfg.depth}, got {blocks}")
+        self.checkpoint_blocks = blocks
+
     # ---- pieces -------------------------------------------------------------------------
+    def position_table(self, hp: int, wp: int, device, dtype) -> torch.Tensor:
+        """(S, D) sin/cos table, built once per grid, device and dtype (not a parameter)."""
+        key = (hp, wp, str(device), dtype)
+        if key not in self._pos_cache:
+            base = self.cfg.latent_size // self.cfg.patch[1]
+            table = sincos_2d(self.cfg.hidden, hp, wp, base, x_first=self.cfg.pos_embed_x_first)
+            self._pos_cache[key] = table.to(device, dtype)
+        return self._pos_cache[key]
+
     def embed(self, latents: torch.Tensor) -> torch.Tensor:
-        tokens = self.x_embedder(latents)
+        tokens = self.x_embedder(latents)  # (B, T, S, D)
         _, _, h, w = latents.shape[1:]
         ph, pw = self.cfg.patch[1:]
-        hp, wp = -(-h // ph), -(-w // pw)
-        base = self.cfg.latent_size // ph
-        pos = sincos_2d(self.cfg.hidden, hp, wp, base).to(tokens.device, tokens.dtype)
-        return tokens + pos
+        return tokens + self.position_table(-(-h // ph), -(-w // pw), tokens.device, tokens.dtype)
 
-    def frame_modulation(self, t: torch.Tensor, x_mask: torch.Tensor):
-        """Per-frame (t_emb, mod, mod_tmp), timestep 0 where ``x_mask`` is False; and t0's."""
+    def frame_modulation(self, t: torch.Tensor, x_mask: torch.Tensor, fps: torch.Tensor | None = None):
+        """Per-frame (t_emb, mod, mod_tmp), timestep 0 where ``x_mask`` is False; and t0's.
+
+        ``t_emb`` feeds the final layer: the plain timestep embedding for noised frames and
+        t0 plus the spatial offset for conditional ones (Open-Sora 1.1's final-layer inputs)."""
         b = t.shape[0]
-        both = self.t_embedder(torch.cat([t, torch.zeros_like(t)]))
-        mods = self.t_block(both).view(2 * b, 6, -1)
-        mods_tmp = self.t_block_temp(both).view(2 * b, 3, -1)
+        both = self.t_embedder(torch.cat([t, torch.zeros_like(t)]))  # (2B, D): t, then t0
+        spc = both + self.t_spatial_offset
+        tmp = both + self.t_temporal_offset
+        if self.fps_embedder is not None:
+            if fps is None:
+                raise ValueError("this model embeds the clip fps: pass fps (B,)")
+            tmp = tmp + self.fps_embedder(fps.float()).repeat(2, 1)
+        mods = self.t_block(spc).view(2 * b, 6, -1)
+        mods_tmp = self.t_block_temp(tmp).view(2 * b, 3, -1)
         keep = x_mask[:, :, None, None]
-        emb = torch.where(x_mask[:, :, None], both[:b, None], both[b:, None])
+        emb = torch.where(x_mask[:, :, None], both[:b, None], spc[b:, None])
         mod = torch.where(keep, mods[:b, None], mods[b:, None])
         mod_tmp = torch.where(keep, mods_tmp[:b, None], mods_tmp[b:, None])
         zero = (both[b:, None], mods[b:, None], mods_tmp[b:, None])
@@ -207,8 +249,8 @@ class RealPortraitDiT(nn.Module):
         x = x.view(b, tp, hp, wp, pt, ph, pw, c).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.reshape(b, c, tp * pt, hp * ph, wp * pw)[:, :, :t, :h, :w]
 
-    def _run(self, fn, *args):
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+    def _run(self, recompute: bool, fn, *args):
+        if recompute and self.training and torch.is_grad_enabled():
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
@@ -217,30 +259,39 @@ class RealPortraitDiT(nn.Module):
         self,
         x: torch.Tensor,
         t: torch.Tensor,
-        reference: torch.Tensor,
+        reference: torch.Tensor | None,
         motion: torch.Tensor,
         x_mask: torch.Tensor | None = None,
         use_control: bool = True,
+        fps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the noise of ``x``.
 
-        x (B, C, T, H, W) noisy latents; t (B,) timesteps; reference (B, C, H, W) clean latent;
-        motion (B, 3, T, P, P) position maps; x_mask (B, T) bool, False = conditional frame.
+        x (B, C, T, H, W) noisy latents; t (B,) timesteps; reference (B, C, H, W) clean latent
+        (None: no reference stream, the plain backbone); motion (B, 3, T, P, P) position maps;
+        x_mask (B, T) bool, False = conditional frame; fps (B,) when the model embeds fps.
         """
         b, _, nt, h, w = x.shape
         if x_mask is None:
             x_mask = torch.ones(b, nt, dtype=torch.bool, device=x.device)
-        (t_emb, mod, mod_tmp), (t0_emb, ref_mod, ref_mod_tmp) = self.frame_modulation(t, x_mask)
-        tokens = self.embed(x)
-        ref = self.embed(reference.unsqueeze(2))
+        (t_emb, mod, mod_tmp), (t0_emb, ref_mod, ref_mod_tmp) = self.frame_modulation(t, x_mask, fps)
+        tokens = self.embed(x)  # (B, T, S, D)
+        ref = self.embed(reference.unsqueeze(2)) if reference is not None else None  # (B, 1, S, D)
         c = self.embed(self.motion_mapper(motion, (h, w))) if use_control else None
+        n_ckpt = self.checkpoint_blocks
         for i, block in enumerate(self.blocks):
             if use_control and 1 <= i <= len(self.control_blocks):
-                c, skip = self._run(self.control_blocks[i - 1], tokens, c, mod, mod_tmp)
+                c, skip = self._run(i < n_ckpt, self.control_blocks[i - 1], tokens, c, mod, mod_tmp)
                 tokens = tokens + skip
-            tokens, ref = self._run(block, tokens, mod, mod_tmp, ref, ref_mod, ref_mod_tmp)
-        out = self.final_layer(tokens, t_emb)
+            tokens, ref = self._run(i < n_ckpt, block, tokens, mod, mod_tmp, ref, ref_mod, ref_mod_tmp)
+        out = self.final_layer(tokens, t_emb)  # (B, T, S, patch * C)
         return self.unpatchify(out, nt, h, w)
+
+    @torch.no_grad()
+    def copy_backbone_to_control(self) -> None:
+        """Control block i := backbone block i (after loading backbone weights)."""
+        for i, cb in enumerate(self.control_blocks):
+            cb.copied.load_state_dict(self.blocks[i].state_dict())
 
 
 def build_model(cfg: ModelConfig, device: str | torch.device | None = None) -> RealPortraitDiT:

@@ -27,6 +27,10 @@ class ModelConfig:
     map_channels: int = 3  # position map: x, y, validity
     motion_channels: tuple[int, int] = (16, 32)  # widths of the first two motion convolutions
     qk_norm: bool = True
+    fps_embed: bool = False  # add an fps embedding to the temporal modulation (clips of mixed fps)
+    # Orderings of Open-Sora 1.1 STDiT2, kept by weights converted from it (convert.py):
+    rope_before_qk_norm: bool = False  # rotate q/k before their RMSNorm
+    pos_embed_x_first: bool = False  # position table: x half before y half
 
     @property
     def motion_map_size(self) -> int:
@@ -40,6 +44,13 @@ class ModelConfig:
         d = asdict(self)
         d["patch"] = list(self.patch)
         d["motion_channels"] = list(self.motion_channels)
+        return d
+
+    def shape_dict(self) -> dict:
+        """The fields that decide parameter shapes (what a checkpoint must match)."""
+        d = self.to_dict()
+        for k in ("name", "rope_before_qk_norm", "pos_embed_x_first", "num_frames"):
+            d.pop(k)
         return d
 
     @classmethod

@@ -9,15 +9,24 @@ Samples
   when null; position maps are stored relative to it), driving = another random frame.
 - stage 1, image: reference = view 0, driving = a random precomputed crop view k > 0 (its latent
   and its position map).
-- stage 2: ``frames`` consecutive frames of a video clip, with the clip's reference frame.
+- stage 2: ``frames`` consecutive frames of a video clip that do not include the clip's
+  reference frame (the model must not be able to copy it), with that reference frame.
+Each batch carries the clips' sampling ``fps`` (``clips.fps``; 0 for images).
+
+Index: where every stored frame lives (shard, row group, row) is a compact NumPy index,
+memory-mapped by every rank and worker, built once per set of committed shards under
+``OUT/index/<key>`` (or ``$PORTRAIT_INDEX_DIR`` / ``~/.cache`` when OUT is read-only).
+Integrity: a shard is checked against the catalog's sha256 the first time a process opens it;
+a corrupted shard is refused with one line.
 
 Order and partition (all computed from metadata, so a position can be skipped to cheaply):
 every epoch, each clip gets ``samples_per_clip`` samples scaled by its dataset's weight share;
 row-group units (the clips whose rows start in one Parquet row group) are shuffled with
 ``(seed, epoch)`` and dealt round-robin to the ``world_size * num_workers`` readers, so no two
 readers share a sample and each reads its own row groups; when there are fewer units than
-readers, samples are dealt instead. Each reader shuffles its samples within windows of
-``shuffle_window`` and reads each row group at most once per window.
+readers, samples are dealt instead. Each reader shuffles its samples across ``mix_units``
+row-group units at a time (32 by default: a batch mixes clips, datasets and identities) and
+reads each row group once per such group.
 
 Batches: the dataset yields whole batches (use ``DataLoader(batch_size=None)``). The
 DataLoader takes batch k from worker ``k % num_workers``; so the number of batches one rank has
@@ -25,13 +34,19 @@ consumed is its whole reader position (``start_batch`` resumes there exactly).
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
+import os
+import shutil
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
@@ -39,8 +54,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from manifests import tensors
 from manifests.catalog import Catalog, CatalogError
+from manifests.shards import sha256_of
 
 from . import PortraitModelError
+
+INDEX_VERSION = 1
+_VERIFIED: set[str] = set()  # shards whose sha256 this process has checked
 
 
 class ReaderError(PortraitModelError):
@@ -54,14 +73,9 @@ class ClipEntry:
     media_type: str
     reference_frame: int
     weight: float
-    shard: str = ""  # relative to the output folder
-    rows: dict = field(default_factory=dict)  # (frame_index, view) -> (row_group, row_in_group)
-
-    def video_frames(self) -> list[int]:
-        return sorted(fi for fi, view in self.rows if view == 0)
-
-    def views(self) -> list[int]:
-        return sorted(view for fi, view in self.rows if fi == 0 and view > 0)
+    fps: float = 0.0  # sampling rate of the stored frames (0: image)
+    start: int = 0  # this clip's rows in the frame index: [start, stop)
+    stop: int = 0
 
 
 def _random_weights(models_json: str | None) -> bool:
@@ -91,11 +105,11 @@ def select_clips(
     datasets: list[str] | None = None,
     dataset_weights: dict[str, float] | None = None,
 ) -> list[ClipEntry]:
-    """Kept clips eligible for training, with their dataset weight (no shard rows yet)."""
+    """Kept clips eligible for training, with their dataset weight (no index rows yet)."""
     try:
         with Catalog(out_dir, read_only=True) as cat:
             rows = cat.query(
-                "SELECT c.clip_id, c.dataset, c.split, c.media_type, c.reference_frames, "
+                "SELECT c.clip_id, c.dataset, c.split, c.media_type, c.reference_frames, c.fps, "
                 "r.config_json, r.models_json FROM clips c LEFT JOIN runs r USING (run_id) "
                 "WHERE c.verdict = 'kept' ORDER BY c.clip_id"
             ).to_pylist()
@@ -113,29 +127,118 @@ def select_clips(
         if weight <= 0:
             continue
         refs = r["reference_frames"] or [0]
-        chosen.append(ClipEntry(r["clip_id"], r["dataset"], r["media_type"], int(refs[0]), weight))
+        fps = float(r["fps"] or 0.0) if r["media_type"] == "video" else 0.0
+        chosen.append(ClipEntry(r["clip_id"], r["dataset"], r["media_type"], int(refs[0]), weight, fps))
     return chosen
 
 
-def index_shards(out_dir: str | Path, clips: list[ClipEntry]) -> list[ClipEntry]:
-    """Fill each clip's shard and row positions from the shards' id columns."""
+# ---- the frame index -------------------------------------------------------------------------
+@dataclass
+class FrameIndex:
+    """Every stored frame of a build, sorted by (clip, frame_index, view), in NumPy arrays."""
+
+    shards: list[str]  # relative paths; ``shard`` codes index this list
+    sha256: list[str]
+    clip_ids: list[str]
+    clip_start: np.ndarray  # (n_clips + 1,) int64: rows of clip k are [clip_start[k], clip_start[k+1])
+    frame: np.ndarray  # (n_rows,) int32
+    view: np.ndarray  # int16
+    shard: np.ndarray  # int32
+    row_group: np.ndarray  # int32
+    row: np.ndarray  # int32, within the row group
+
+    ARRAYS = ("clip_start", "frame", "view", "shard", "row_group", "row")
+
+
+def _index_folder(out_dir: Path, key: str) -> Path:
+    override = os.environ.get("PORTRAIT_INDEX_DIR")
+    if override:
+        return Path(override) / key
+    if os.access(out_dir, os.W_OK):
+        return out_dir / "index" / key
+    return Path.home() / ".cache" / "portrait_model" / "index" / key
+
+
+def open_index(out_dir: str | Path) -> FrameIndex:
+    """The build's frame index, memory-mapped; built first (once, under a file lock) if absent."""
     out_dir = Path(out_dir)
-    by_id = {c.clip_id: c for c in clips}
-    with Catalog(out_dir, read_only=True) as cat:
-        shard_paths = cat.shard_paths()
-    for rel in shard_paths:
-        path = out_dir / rel
+    try:
+        with Catalog(out_dir, read_only=True) as cat:
+            shards = cat.query("SELECT path, sha256 FROM shards ORDER BY path").to_pylist()
+    except CatalogError as e:
+        raise ReaderError(f"cannot read the build at {out_dir}: {e}") from None
+    key = hashlib.sha256(json.dumps([INDEX_VERSION, shards]).encode()).hexdigest()[:20]
+    folder = _index_folder(out_dir, key)
+    if not (folder / "meta.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait and then read it
+            if not (folder / "meta.json").is_file():
+                _build_index(out_dir, shards, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in FrameIndex.ARRAYS}
+    return FrameIndex(meta["shards"], meta["sha256"], meta["clip_ids"], **arrays)
+
+
+def _corrupt_message(out_dir: Path, rel: str, want: str) -> str | None:
+    got = sha256_of(out_dir / rel)
+    if got == want:
+        return None
+    return (f"shard {rel} is corrupted (sha256 {got[:12]}... but the catalog recorded {want[:12]}...): "
+            f"run `portrait verify {out_dir}` and rebuild its sources")
+
+
+def _build_index(out_dir: Path, shards: list[dict], folder: Path) -> None:
+    ids, frames, views, codes, groups, rows = [], [], [], [], [], []
+    for code, entry in enumerate(shards):
+        rel, path = entry["path"], out_dir / entry["path"]
         if not path.is_file():
             raise ReaderError(f"shard {rel} named by the catalog is missing under {out_dir}")
-        pf = pq.ParquetFile(path)
-        for rg in range(pf.num_row_groups):
-            ids = pf.read_row_group(rg, columns=["clip_id", "frame_index", "view"]).to_pydict()
-            for i, (cid, fi, view) in enumerate(zip(ids["clip_id"], ids["frame_index"], ids["view"])):
-                clip = by_id.get(cid)
-                if clip is not None:
-                    clip.shard = rel
-                    clip.rows[(int(fi), int(view))] = (rg, i)
-    return [c for c in clips if c.rows]
+        try:
+            pf = pq.ParquetFile(path)
+            for rg in range(pf.num_row_groups):
+                t = pf.read_row_group(rg, columns=["clip_id", "frame_index", "view"])
+                ids.append(t.column("clip_id").combine_chunks().cast(pa.string()))
+                frames.append(t.column("frame_index").to_numpy().astype(np.int32))
+                views.append(t.column("view").to_numpy().astype(np.int16))
+                codes.append(np.full(t.num_rows, code, np.int32))
+                groups.append(np.full(t.num_rows, rg, np.int32))
+                rows.append(np.arange(t.num_rows, dtype=np.int32))
+        except (OSError, pa.ArrowException) as e:
+            raise ReaderError(_corrupt_message(out_dir, rel, entry["sha256"])
+                              or f"shard {rel} is unreadable: {str(e).splitlines()[0]}") from None
+    all_ids = pa.chunked_array(ids, type=pa.string()) if ids else pa.chunked_array([], type=pa.string())
+    clip_ids = pc.unique(all_ids).to_pylist()
+    clip_ids.sort()
+    clip_code = pc.index_in(all_ids, value_set=pa.array(clip_ids, pa.string())).to_numpy(zero_copy_only=False)
+    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
+    frame, view = cat(frames, np.int32), cat(views, np.int16)
+    order = np.lexsort((view, frame, clip_code))
+    starts = np.searchsorted(clip_code[order], np.arange(len(clip_ids) + 1)).astype(np.int64)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    arrays = dict(clip_start=starts, frame=frame[order], view=view[order], shard=cat(codes, np.int32)[order],
+                  row_group=cat(groups, np.int32)[order], row=cat(rows, np.int32)[order])
+    for name, arr in arrays.items():
+        np.save(tmp / f"{name}.npy", arr)
+    (tmp / "meta.json").write_text(json.dumps({
+        "version": INDEX_VERSION, "shards": [e["path"] for e in shards], "sha256": [e["sha256"] for e in shards],
+        "clip_ids": clip_ids}))
+    os.replace(tmp, folder)
+
+
+def index_shards(out_dir: str | Path, clips: list[ClipEntry], index: FrameIndex | None = None) -> list[ClipEntry]:
+    """Set each clip's row range in the frame index; clips without stored frames are dropped."""
+    index = index or open_index(out_dir)
+    where = {cid: k for k, cid in enumerate(index.clip_ids)}
+    kept = []
+    for c in clips:
+        k = where.get(c.clip_id)
+        if k is not None and index.clip_start[k + 1] > index.clip_start[k]:
+            c.start, c.stop = int(index.clip_start[k]), int(index.clip_start[k + 1])
+            kept.append(c)
+    return kept
 
 
 @dataclass(frozen=True)
@@ -154,7 +257,7 @@ class ShardReader(IterableDataset):
         seed: int = 0,
         frames: int = 16,
         samples_per_clip: int = 1,
-        shuffle_window: int = 128,
+        mix_units: int = 32,
         latent_size: int | None = None,
         include_eval: bool = False,
         include_random_weights: bool = False,
@@ -170,51 +273,79 @@ class ShardReader(IterableDataset):
         self.stage, self.batch_size, self.seed = stage, batch_size, seed
         self.frames = frames if stage == 2 else 1
         self.samples_per_clip = samples_per_clip
-        self.shuffle_window = shuffle_window
+        self.mix_units = max(1, mix_units)
         self.latent_size = latent_size
         self.rank, self.world_size = rank, world_size
         self.start_batch = start_batch
         selected = select_clips(out_dir, include_eval, include_random_weights, datasets, dataset_weights)
-        indexed = index_shards(out_dir, selected)
-        self.clips = [c for c in indexed if self._options(c)]
-        self._choices = [self._options(c) for c in self.clips]
-        unit_keys = sorted({(c.shard, min(c.rows.values())[0]) for c in self.clips})
+        self.index = open_index(out_dir)
+        self.clips = [c for c in index_shards(out_dir, selected, self.index) if self._usable(c)]
+        unit_of = [(int(self.index.shard[c.start]), int(self.index.row_group[c.start])) for c in self.clips]
+        unit_keys = sorted(set(unit_of))
         where = {k: i for i, k in enumerate(unit_keys)}
-        self._unit = [where[(c.shard, min(c.rows.values())[0])] for c in self.clips]
+        self._unit = [where[k] for k in unit_of]
         self._n_units = len(unit_keys)
         if not self.clips:
-            what = "video clips with %d consecutive frames" % self.frames if stage == 2 else "kept clips with frames"
+            what = ("video clips with %d consecutive frames besides the reference frame" % self.frames
+                    if stage == 2 else "kept clips with frames")
             raise ReaderError(
                 f"no {what} to train on in {self.out_dir} (eval split and random-weights runs are excluded "
                 "unless asked for)"
             )
         self._files: dict[str, pq.ParquetFile] = {}
 
+    def video_fps(self) -> list[float]:
+        """The distinct sampling rates of the video clips trained on."""
+        return sorted({round(c.fps, 3) for c in self.clips if c.media_type == "video" and c.fps > 0})
+
     # ---- what a clip can give ---------------------------------------------------------------
-    def _options(self, clip: ClipEntry):
-        """Stage 1: driving keys; stage 2: window start positions. Empty = clip unusable."""
+    def _keys(self, clip: ClipEntry) -> tuple[np.ndarray, np.ndarray]:
+        return (np.asarray(self.index.frame[clip.start : clip.stop]),
+                np.asarray(self.index.view[clip.start : clip.stop]))
+
+    def _options(self, clip: ClipEntry) -> np.ndarray:
+        """Stage 1: driving frame indices (video) or view numbers (image); stage 2: window
+        starts (positions in the clip's frame list). Empty = clip unusable."""
+        frame, view = self._keys(clip)
         if clip.media_type == "image":
-            return [(0, v) for v in clip.views()] if self.stage == 1 else []
-        frames = clip.video_frames()
-        if (clip.reference_frame, 0) not in clip.rows:
-            return []
+            return view[(frame == 0) & (view > 0)].astype(np.int64) if self.stage == 1 else np.zeros(0, np.int64)
+        frames = frame[view == 0].astype(np.int64)
+        ref = clip.reference_frame
+        if ref not in frames:
+            return np.zeros(0, np.int64)
         if self.stage == 1:
-            others = [f for f in frames if f != clip.reference_frame]
-            return [(f, 0) for f in (others or frames)]
+            others = frames[frames != ref]
+            return others if len(others) else frames
         n = self.frames
-        return [i for i in range(len(frames) - n + 1) if frames[i + n - 1] - frames[i] == n - 1]
+        if len(frames) < n:
+            return np.zeros(0, np.int64)
+        starts = np.arange(len(frames) - n + 1)
+        first, last = frames[starts], frames[starts + n - 1]
+        # Consecutive frames only, and never the reference frame itself.
+        return starts[(last - first == n - 1) & ((ref < first) | (ref > last))]
+
+    def _usable(self, clip: ClipEntry) -> bool:
+        return len(self._options(clip)) > 0
 
     def _draw(self, ci: int, rng: np.random.Generator) -> Sample:
         clip = self.clips[ci]
-        options = self._choices[ci]
-        pick = options[int(rng.integers(len(options)))]
+        options = self._options(clip)
+        pick = int(options[int(rng.integers(len(options)))])
         if clip.media_type == "image":
-            return Sample(ci, (0, 0), (pick,))
+            return Sample(ci, (0, 0), ((0, pick),))
         ref = (clip.reference_frame, 0)
         if self.stage == 1:
-            return Sample(ci, ref, (pick,))
-        frames = clip.video_frames()
-        return Sample(ci, ref, tuple((frames[pick + i], 0) for i in range(self.frames)))
+            return Sample(ci, ref, ((pick, 0),))
+        frame, view = self._keys(clip)
+        frames = frame[view == 0]
+        return Sample(ci, ref, tuple((int(frames[pick + i]), 0) for i in range(self.frames)))
+
+    def _row(self, ci: int, key: tuple[int, int]) -> int:
+        clip = self.clips[ci]
+        frame, view = self._keys(clip)
+        keys = frame.astype(np.int64) * 65536 + view
+        pos = int(np.searchsorted(keys, key[0] * 65536 + key[1]))
+        return clip.start + pos
 
     # ---- the plan -----------------------------------------------------------------------------
     def epoch_samples(self, epoch: int) -> list[Sample]:
@@ -242,7 +373,8 @@ class ShardReader(IterableDataset):
         return samples
 
     def worker_samples(self, epoch: int, reader: int, readers: int) -> list[Sample]:
-        """This reader's samples of one epoch, shuffled within windows; disjoint across readers."""
+        """This reader's samples of one epoch, shuffled across ``mix_units`` row-group units at a
+        time; disjoint across readers."""
         samples = self.epoch_samples(epoch)
         if samples and len(samples) < readers:
             samples = samples * math.ceil(readers / len(samples))
@@ -255,27 +387,38 @@ class ShardReader(IterableDataset):
         else:
             mine = samples[reader::readers]
         rng = np.random.default_rng([self.seed, epoch, reader, 1])
-        w = max(1, self.shuffle_window)
-        out = []
-        for start in range(0, len(mine), w):
-            chunk = mine[start : start + w]
-            out.extend(chunk[i] for i in rng.permutation(len(chunk)))
+        out, chunk, units = [], [], set()
+        for s in mine + [None]:
+            if s is None or (self._unit[s.clip] not in units and len(units) == self.mix_units):
+                out.extend(chunk[i] for i in rng.permutation(len(chunk)))
+                chunk, units = [], set()
+            if s is not None:
+                chunk.append(s)
+                units.add(self._unit[s.clip])
         return out
 
     # ---- reading -------------------------------------------------------------------------------
-    def _file(self, rel: str) -> pq.ParquetFile:
+    def _file(self, shard: int) -> pq.ParquetFile:
+        rel = self.index.shards[shard]
         if rel not in self._files:
-            self._files[rel] = pq.ParquetFile(self.out_dir / rel)
+            path = self.out_dir / rel
+            if str(path) not in _VERIFIED:  # once per shard per process
+                if not path.is_file():
+                    raise ReaderError(f"shard {rel} named by the catalog is missing under {self.out_dir}")
+                problem = _corrupt_message(self.out_dir, rel, self.index.sha256[shard])
+                if problem:
+                    raise ReaderError(problem)
+                _VERIFIED.add(str(path))
+            self._files[rel] = pq.ParquetFile(path)
         return self._files[rel]
 
     def _load(self, samples: list[Sample]) -> dict:
         """(clip, key) -> (latent, position_map) arrays, each row group read once."""
-        wanted: dict[tuple[str, int], dict[int, tuple[int, tuple[int, int]]]] = defaultdict(dict)
+        wanted: dict[tuple[int, int], dict[int, tuple[int, tuple[int, int]]]] = defaultdict(dict)
         for s in samples:
-            clip = self.clips[s.clip]
             for key in (s.reference, *s.frames):
-                rg, row = clip.rows[key]
-                wanted[(clip.shard, rg)][row] = (s.clip, key)
+                r = self._row(s.clip, key)
+                wanted[(int(self.index.shard[r]), int(self.index.row_group[r]))][int(self.index.row[r])] = (s.clip, key)
         loaded = {}
         for (shard, rg), rows in wanted.items():
             order = sorted(rows)
@@ -311,6 +454,7 @@ class ShardReader(IterableDataset):
             "latents": latents,  # (B, 4, T, h, w) float16
             "reference": reference,  # (B, 4, h, w)
             "position_maps": maps,  # (B, 3, T, P, P)
+            "fps": torch.tensor([self.clips[s.clip].fps for s in samples], dtype=torch.float32),  # (B,)
             "clip_id": [self.clips[s.clip].clip_id for s in samples],
             "dataset": [self.clips[s.clip].dataset for s in samples],
         }
@@ -326,6 +470,8 @@ class ShardReader(IterableDataset):
     def batches_for(self, reader: int, readers: int, skip_samples: int = 0):
         epoch = 0
         pending: list[Sample] = []
+        # Load as many samples at a time as one mixing group holds, so a row group is read once.
+        window = max(self.batch_size, self.mix_units * max(1, self.samples_per_clip))
         while True:
             plan = self.worker_samples(epoch, reader, readers)
             epoch += 1
@@ -333,9 +479,8 @@ class ShardReader(IterableDataset):
                 skip_samples -= len(plan)
                 continue
             plan, skip_samples = plan[skip_samples:], 0
-            for start in range(0, len(plan), self.shuffle_window):
-                window = plan[start : start + self.shuffle_window]
-                pending.extend(window)
+            for start in range(0, len(plan), window):
+                pending.extend(plan[start : start + window])
                 usable = len(pending) - len(pending) % self.batch_size
                 if not usable:
                     continue

@@ -1,5 +1,7 @@
-"""Training loop: AdamW, gradient clipping, EMA, bf16 autocast on GPU, checkpoints that resume
-exactly, CSV log. DDP when launched by torchrun (or Ray Train: see ``ray_train.py``).
+"""Training loop: AdamW (fused on GPU) with LR warm-up, gradient clipping, EMA with warm-up,
+bf16 autocast on GPU, gradient checkpointing (all blocks by default for the paper preset),
+checkpoints written in the background that resume exactly, CSV log with the time waited for
+data. DDP when launched by torchrun (or Ray Train: see ``ray_train.py``).
 
 Exact resume: the per-step randomness (timesteps, noise, condition dropping, frame masks) comes
 from a generator seeded by (seed, rank, step), and the reader restarts at the number of batches
@@ -9,12 +11,15 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import json
 import os
 import random
+import shutil
 import sys
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +34,7 @@ from .reader import ShardReader
 
 CHECKPOINT = "checkpoint-last.pt"
 LOG_FILE = "train_log.csv"
-LOG_FIELDS = ["step", "loss", "grad_norm", "lr", "clips_per_s", "elapsed_s"]
+LOG_FIELDS = ["step", "loss", "grad_norm", "lr", "clips_per_s", "data_wait_ms", "peak_mem_gb", "elapsed_s"]
 
 
 class CheckpointError(PortraitModelError):
@@ -45,22 +50,27 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 8  # per rank
     lr: float = 1e-4
-    warmup_steps: int = 0
+    warmup_steps: int | None = None  # linear LR warm-up; None: 1000 for the paper preset, else 0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n EMA updates
+    ema_reset: bool = False  # with init_from: restart the EMA from the initial weights
     seed: int = 0
     num_workers: int = 0
     checkpoint_every: int = 1000
+    keep_checkpoints: int = 3  # periodic checkpoint-<step>.pt files kept besides checkpoint-last.pt
     log_every: int = 10
-    grad_checkpointing: bool = False
-    init_from: str | None = None  # stage 2: the stage-1 checkpoint to start from
+    grad_checkpointing: str = "auto"  # auto (paper: all blocks, else none) | all | none | N first blocks
+    init_from: str | None = None  # stage 2: the stage-1 checkpoint to start from (or a converted one)
+    init_from_opensora: str | None = None  # an Open-Sora 1.1 STDiT2 checkpoint (see convert.py)
     resume: bool = True  # continue from run_dir/checkpoint-last.pt when present
     frames: int | None = None  # stage-2 clip length; default: the preset's num_frames
     latent_size: int | None = None  # resize stored latents (CPU test runs only)
     samples_per_clip: int = 1
     p_drop_reference: float = 0.05
     p_drop_motion: float = 0.05
+    p_drop_both: float = 0.1  # the unconditional branch of guidance
     p_condition_frames: float = 0.5  # stage 2: share of clips with clean first/last frames
     include_eval: bool = False
     include_random_weights: bool = False
@@ -68,6 +78,24 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = True  # autocast on CUDA only
     quiet: bool = False
+
+
+def checkpoint_blocks(setting: str | int | bool, model_cfg: ModelConfig) -> int:
+    """How many backbone blocks (from the first) recompute activations in backward."""
+    value = str(setting).lower()
+    if value == "auto":
+        return model_cfg.depth if model_cfg.name == "paper" else 0
+    if value in ("all", "true"):
+        return model_cfg.depth
+    if value in ("none", "false", "0"):
+        return 0
+    if value.isdigit() and int(value) <= model_cfg.depth:
+        return int(value)
+    raise PortraitModelError(f"--grad-checkpointing must be auto, all, none or 0..{model_cfg.depth}, got {setting!r}")
+
+
+def warmup_steps(cfg: TrainConfig) -> int:
+    return cfg.warmup_steps if cfg.warmup_steps is not None else (1000 if cfg.preset == "paper" else 0)
 
 
 @dataclass
@@ -140,16 +168,92 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def model_from_checkpoint(path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu") -> RealPortraitDiT:
+    """The model of a training checkpoint or of an EMA-only export (``export_ema``)."""
     ckpt = load_checkpoint(path)
+    key = "ema" if use_ema else "model"
+    if key not in ckpt:
+        raise CheckpointError(f"{path} holds no {key!r} weights (an EMA-only export has only 'ema')")
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["ema" if use_ema else "model"])
+    model.load_state_dict({k: v.float() for k, v in ckpt[key].items()})
     return model.to(device).eval()
 
 
+def export_ema(checkpoint: str | Path, out: str | Path, dtype: str = "bfloat16") -> Path:
+    """An EMA-only file for sampling: EMA weights (bf16 by default), model config, stage, step, fps."""
+    ckpt = load_checkpoint(checkpoint)
+    if "ema" not in ckpt:
+        raise CheckpointError(f"{checkpoint} holds no EMA weights")
+    cast = getattr(torch, dtype)
+    payload = {"ema": {k: v.to(cast) if v.is_floating_point() else v for k, v in ckpt["ema"].items()}}
+    payload.update({k: ckpt[k] for k in ("model_config", "stage", "step", "train_config", "train_fps") if k in ckpt})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save(out, payload)
+    return out
+
+
 def _save(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def _cpu_copy(state):
+    """A snapshot that training may not change while it is written (tensors cloned to CPU)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: _cpu_copy(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cpu_copy(v) for v in state)
+    return state
+
+
+class CheckpointWriter:
+    """Writes checkpoints in a background thread (training goes on), one at a time.
+
+    Each save writes ``checkpoint-<step>.pt`` (kept: the last ``keep``), then points
+    ``checkpoint-last.pt`` at it (a hard link, or a copy where links are not allowed).
+    A failed write is raised at the next save or at ``close``: a run never ends as a success
+    with its last checkpoint missing."""
+
+    def __init__(self, run_dir: Path, keep: int):
+        self.run_dir, self.keep = run_dir, max(1, keep)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, step: int, payload: dict) -> Path:
+        self.wait()
+        path = self.run_dir / f"checkpoint-{step:08d}.pt"
+        self._thread = threading.Thread(target=self._write, args=(path, payload), daemon=True)
+        self._thread.start()
+        return self.run_dir / CHECKPOINT
+
+    def _write(self, path: Path, payload: dict) -> None:
+        try:
+            _save(path, payload)
+            last = self.run_dir / CHECKPOINT
+            tmp = last.with_name(last.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(path, tmp)
+            except OSError:
+                shutil.copyfile(path, tmp)
+            os.replace(tmp, last)
+            for old in sorted(self.run_dir.glob("checkpoint-[0-9]*.pt"))[: -self.keep]:
+                old.unlink(missing_ok=True)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the training thread
+            self._error = e
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise CheckpointError(f"writing a checkpoint in {self.run_dir} failed: {str(err).splitlines()[0]}")
+
+    close = wait
 
 
 # ---- the loop --------------------------------------------------------------------------------
@@ -163,7 +267,7 @@ def _open_log(path: Path, resume_step: int):
     rows = []
     if path.is_file() and resume_step > 0:
         with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            rows = [{k: r.get(k, "") for k in LOG_FIELDS} for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
     f = open(path, "w", newline="")
     writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
     writer.writeheader()
@@ -183,48 +287,30 @@ def train(cfg: TrainConfig) -> TrainResult:
             dist.destroy_process_group()
 
 
+def _model_config(cfg: TrainConfig, preset: ModelConfig, source: dict | None, path: str | None,
+                  mixed_fps: bool) -> ModelConfig:
+    """The preset's shapes; orderings and fps embedding from the checkpoint we start from."""
+    if source is None:
+        return replace(preset, fps_embed=mixed_fps)
+    saved = ModelConfig.from_dict(source["model_config"])
+    if saved.shape_dict() != preset.shape_dict():
+        raise CheckpointError(f"checkpoint {path} holds a {saved.name!r} model, not the {preset.name!r} preset "
+                              "asked for")
+    return replace(saved, name=preset.name, num_frames=preset.num_frames)
+
+
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> TrainResult:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT
-    model_cfg = get_preset(cfg.preset)
-    frames = cfg.frames or model_cfg.num_frames
+    preset = get_preset(cfg.preset)
+    frames = cfg.frames or preset.num_frames
 
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_model(model_cfg)
-    model.grad_checkpointing = cfg.grad_checkpointing
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    step = 0
     resume = load_checkpoint(ckpt_path) if cfg.resume and ckpt_path.is_file() else None
-    if resume is not None:
-        _check_same_model(resume, model_cfg, ckpt_path)
-        model.load_state_dict(resume["model"])
-        ema.load_state_dict(resume["ema"])
-        opt.load_state_dict(resume["optimizer"])
-        step = int(resume["step"])
-        _set_rng_state(resume["rng"])
-        pos = resume["reader"]
-        if (pos["world_size"], pos["num_workers"], pos["batch_size"]) != (world, cfg.num_workers, cfg.batch_size):
-            _log(cfg, rank, "warning: world size, workers or batch size changed: the reader position is approximate")
-        _log(cfg, rank, f"resumed from {ckpt_path} at step {step}")
-    elif cfg.init_from:
-        init = load_checkpoint(cfg.init_from)
-        _check_same_model(init, model_cfg, Path(cfg.init_from))
-        model.load_state_dict(init["model"])
-        ema.load_state_dict(init["ema"])
-        _log(cfg, rank, f"initialised from stage-{init.get('stage', '?')} checkpoint {cfg.init_from}")
-    elif cfg.stage == 2:
-        _log(cfg, rank, "warning: stage 2 without --init-from starts from random weights")
-
-    model.to(device)
-    ema.to(device)
-    _optimizer_to(opt, device)
-    counts = parameter_counts(model)
-    _log(cfg, rank, f"model {model_cfg.name}: {counts['total'] / 1e6:.2f}M parameters "
-                    f"(backbone {counts['backbone'] / 1e6:.2f}M, control {counts['control'] / 1e6:.2f}M)")
-
+    if resume is not None and int(resume.get("stage", cfg.stage)) != cfg.stage:
+        raise CheckpointError(f"{ckpt_path} is a stage-{resume.get('stage')} checkpoint and this is a stage-"
+                              f"{cfg.stage} run: use a new --run-dir (stage 2: --init-from that checkpoint)")
+    step = int(resume["step"]) if resume is not None else 0
     reader = ShardReader(
         cfg.data, cfg.stage, cfg.batch_size, seed=cfg.seed, frames=frames,
         samples_per_clip=cfg.samples_per_clip, latent_size=cfg.latent_size,
@@ -232,62 +318,140 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Tra
         dataset_weights=cfg.dataset_weights, rank=rank, world_size=world, start_batch=step,
     )
     reader.first_batch()  # fail here, in one line, on unreadable data (e.g. no latents)
+    train_fps = reader.video_fps()
+    mixed_fps = len(train_fps) > 1
+
+    init = None
+    if resume is None and cfg.init_from:
+        init = load_checkpoint(cfg.init_from)
+    if resume is None and init is None and cfg.init_from_opensora:
+        from .convert import load_opensora, opensora_config, read_state_dict
+
+        model_cfg = replace(opensora_config(read_state_dict(cfg.init_from_opensora), cfg.preset, mixed_fps),
+                            num_frames=preset.num_frames)
+    else:
+        model_cfg = _model_config(cfg, preset, resume or init, str(ckpt_path if resume else cfg.init_from), mixed_fps)
+    if mixed_fps and not model_cfg.fps_embed:
+        _log(cfg, rank, f"warning: clips of {len(train_fps)} frame rates {train_fps} and a model without an fps "
+                        "embedding: temporal motion speed will be ambiguous")
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = build_model(model_cfg)
+    model.set_grad_checkpointing(checkpoint_blocks(cfg.grad_checkpointing, model_cfg))
+    ema_steps = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        ema_steps = int(resume.get("ema_steps", step))
+        pos = resume["reader"]
+        if (pos["world_size"], pos["num_workers"], pos["batch_size"]) != (world, cfg.num_workers, cfg.batch_size):
+            _log(cfg, rank, "warning: world size, workers or batch size changed: the reader position is approximate")
+        _log(cfg, rank, f"resumed from {ckpt_path} at step {step}")
+    elif init is not None:
+        model.load_state_dict(init["model"])
+        _log(cfg, rank, f"initialised from stage-{init.get('stage', '?')} checkpoint {cfg.init_from}")
+    elif cfg.init_from_opensora:
+        report = load_opensora(model, cfg.init_from_opensora, fps=train_fps[0] if train_fps else 12.5)
+        _log(cfg, rank, f"initialised from Open-Sora checkpoint {report['source']} (sha256 {report['sha256'][:12]})")
+    elif cfg.stage == 2:
+        _log(cfg, rank, "warning: stage 2 without --init-from starts from random weights")
+    ema = copy.deepcopy(model).requires_grad_(False)
+    if resume is not None:
+        ema.load_state_dict(resume["ema"])
+    elif init is not None and not cfg.ema_reset:
+        ema.load_state_dict(init["ema"])
+        ema_steps = int(init.get("ema_steps", init.get("step", 0)))
+
+    model.to(device)
+    ema.to(device)
+    # Fused AdamW (one kernel for all parameters) where the parameters live on a GPU.
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=device.type == "cuda")
+    if resume is not None:
+        opt.load_state_dict(resume["optimizer"])
+        _set_rng_state(resume["rng"])
+    counts = parameter_counts(model)
+    _log(cfg, rank, f"model {model_cfg.name}: {counts['total'] / 1e6:.2f}M parameters "
+                    f"(backbone {counts['backbone'] / 1e6:.2f}M, control {counts['control'] / 1e6:.2f}M), "
+                    f"{model.checkpoint_blocks} checkpointed blocks")
+
     loader = torch.utils.data.DataLoader(
         reader, batch_size=None, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
         persistent_workers=cfg.num_workers > 0,
     )
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # Gradients as views into the all-reduce buckets: no second copy of the gradients.
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
     diffusion = GaussianDiffusion()
     autocast = device.type == "cuda" and cfg.bf16
+    warmup = warmup_steps(cfg)
     log_file, writer = (None, None)
     if rank == 0:
         log_file, writer = _open_log(run_dir / LOG_FILE, step)
+    saver = CheckpointWriter(run_dir, cfg.keep_checkpoints) if rank == 0 else None
 
     result = TrainResult(step=step, log=str(run_dir / LOG_FILE))
     batches = iter(loader)
     start = window_start = time.perf_counter()
-    window_clips = 0
+    window_clips, window_wait, window_losses = 0, 0.0, []
+    grad_norm = torch.zeros(())
     try:
         model.train()
         while step < cfg.steps:
+            waited = time.perf_counter()
             batch = next(batches)
-            gen = _step_generator(cfg.seed, rank, step)
             x0 = batch["latents"].to(device, torch.float32, non_blocking=True)
             reference = batch["reference"].to(device, torch.float32, non_blocking=True)
             maps = batch["position_maps"].to(device, torch.float32, non_blocking=True)
-            reference, maps = drop_conditions(reference, maps, cfg.p_drop_reference, cfg.p_drop_motion, gen)
+            window_wait += time.perf_counter() - waited
+            gen = _step_generator(cfg.seed, rank, step)
+            reference, maps = drop_conditions(reference, maps, cfg.p_drop_reference, cfg.p_drop_motion,
+                                              cfg.p_drop_both, generator=gen)
             p_cond = cfg.p_condition_frames if cfg.stage == 2 else 0.0
             x_mask = conditional_frame_mask(x0.shape[0], x0.shape[2], p_cond, gen).to(device)
-            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+            lr = cfg.lr * min(1.0, (step + 1) / warmup) if warmup else cfg.lr
             for group in opt.param_groups:
                 group["lr"] = lr
+            call = net
+            if model_cfg.fps_embed:
+                call = functools.partial(net, fps=batch["fps"].to(device, torch.float32))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                loss = diffusion.training_loss(net, x0, reference, maps, x_mask, generator=gen)
+                loss = diffusion.training_loss(call, x0, reference, maps, x_mask, generator=gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            _ema_update(ema, model, cfg.ema_decay)
+            decay = min(cfg.ema_decay, (1 + ema_steps) / (10 + ema_steps)) if cfg.ema_warmup else cfg.ema_decay
+            _ema_update(ema, model, decay)
+            ema_steps += 1
             step += 1
-            loss_value = _mean_across_ranks(loss.detach(), world)
-            result.losses.append(loss_value)
+            window_losses.append(loss.detach())  # reduced (and synchronised) only when logged
             window_clips += x0.shape[0] * world
             if step % cfg.log_every == 0 or step == cfg.steps:
+                values = _mean_across_ranks(torch.stack(window_losses).float(), world)
+                result.losses.extend(values)
                 now = time.perf_counter()
-                row = dict(step=step, loss=f"{loss_value:.6f}", grad_norm=f"{float(grad_norm):.4f}", lr=f"{lr:.3g}",
+                n = len(window_losses)
+                peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else 0.0
+                row = dict(step=step, loss=f"{values[-1]:.6f}", grad_norm=f"{float(grad_norm):.4f}", lr=f"{lr:.3g}",
                            clips_per_s=f"{window_clips / max(now - window_start, 1e-9):.2f}",
+                           data_wait_ms=f"{1000 * window_wait / n:.1f}", peak_mem_gb=f"{peak:.2f}",
                            elapsed_s=f"{now - start:.1f}")
                 if writer is not None:
                     writer.writerow(row)
                     log_file.flush()
                 _log(cfg, rank, f"step {step} loss {row['loss']} grad {row['grad_norm']} "
-                                f"{row['clips_per_s']} clips/s")
-                window_start, window_clips = now, 0
+                                f"{row['clips_per_s']} clips/s, data wait {row['data_wait_ms']} ms/step")
+                window_start, window_clips, window_wait, window_losses = now, 0, 0.0, []
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                _checkpoint(cfg, rank, world, ckpt_path, model, ema, opt, step, model_cfg)
-                result.checkpoint = str(ckpt_path)
+                payload = _checkpoint_payload(cfg, world, model, ema, opt, step, ema_steps, model_cfg, train_fps)
+                if saver is not None:
+                    result.checkpoint = str(saver.save(step, payload))
+                if world > 1:
+                    dist.barrier()
+        if saver is not None:
+            saver.close()
     finally:
         if log_file is not None:
             log_file.close()
@@ -296,47 +460,35 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Tra
     return result
 
 
-def _check_same_model(ckpt: dict, model_cfg: ModelConfig, path: Path) -> None:
-    if ckpt.get("model_config") != model_cfg.to_dict():
-        name = (ckpt.get("model_config") or {}).get("name", "?")
-        raise CheckpointError(f"checkpoint {path} holds a {name!r} model, not the {model_cfg.name!r} preset asked for")
-
-
-def _optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
-    for state in opt.state.values():
-        for k, v in state.items():
-            if isinstance(v, torch.Tensor) and k != "step":
-                state[k] = v.to(device)
-
-
 @torch.no_grad()
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     e = list(ema.parameters())
     torch._foreach_lerp_(e, [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
-def _mean_across_ranks(value: torch.Tensor, world: int) -> float:
+def _mean_across_ranks(values: torch.Tensor, world: int) -> list[float]:
     if world > 1:
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= world
-    return float(value)
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= world
+    return values.tolist()
 
 
-def _checkpoint(cfg, rank, world, path, model, ema, opt, step, model_cfg) -> None:
-    if rank == 0:
-        _save(path, {
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(),
-            "step": step,
-            "stage": cfg.stage,
-            "rng": _rng_state(),
-            # One batch per step per rank: the step is each rank's reader position.
-            "reader": {"batches": step, "seed": cfg.seed, "world_size": world,
-                       "num_workers": cfg.num_workers, "batch_size": cfg.batch_size},
-            "model_config": model_cfg.to_dict(),
-            "train_config": json.dumps(asdict(cfg)),
-        })
-    if world > 1:
-        dist.barrier()
+def _checkpoint_payload(cfg, world, model, ema, opt, step, ema_steps, model_cfg, train_fps) -> dict | None:
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return None
+    return _cpu_copy({
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": opt.state_dict(),
+        "step": step,
+        "ema_steps": ema_steps,
+        "stage": cfg.stage,
+        "rng": _rng_state(),
+        # One batch per step per rank: the step is each rank's reader position.
+        "reader": {"batches": step, "seed": cfg.seed, "world_size": world,
+                   "num_workers": cfg.num_workers, "batch_size": cfg.batch_size},
+        "model_config": model_cfg.to_dict(),
+        "train_config": json.dumps(asdict(cfg)),
+        "train_fps": list(train_fps),
+    })

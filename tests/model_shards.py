@@ -111,6 +111,8 @@ def make_test_build(
     latents: bool = True,
     row_group_rows: int = 16,
     weights: dict[str, float] | None = None,
+    references: list | None = None,
+    fps: list[float] | None = None,
 ) -> Path:
     """Write OUT/catalog.duckdb and OUT/shards/*.parquet; returns ``out_dir``.
 
@@ -118,11 +120,13 @@ def make_test_build(
     dataset 'talking', one shard per clip) and, with ``with_image``, the photo s1.jpg with two
     random-crop views (dataset 'photos'). With ``with_excluded``, also an eval-split clip, a clip
     from a random-weights run and a rejected clip, which training must not see by default.
+    ``references[k]`` / ``fps[k]``: clip k's reference_frames and sampling fps (default: (0,)
+    or null alternately, and 15).
     """
     out_dir = Path(out_dir)
     weights = weights or {"talking": 1.0, "photos": 1.0}
     video = FIXTURES / "media" / "videos" / "d3.mp4"
-    fps = 15.0
+    fps, fps_of = 15.0, fps
     run_id = "test-run"
     with Catalog(out_dir) as cat:
         _run(cat, run_id, False, weights)
@@ -132,10 +136,13 @@ def make_test_build(
             sid = f"d3-part{k}"
             cid = f"{sid}-0"
             rgb = frames_all[k * n_frames : (k + 1) * n_frames]
-            rows = [frame_row(cid, sid, i, fps, f, identity_map(), latents=latents) for i, f in enumerate(rgb)]
+            clip_fps = fps_of[k] if fps_of else fps
+            rows = [frame_row(cid, sid, i, clip_fps, f, identity_map(), latents=latents) for i, f in enumerate(rgb)]
             refs = (0,) if k % 2 == 0 else None  # null reference_frames means frame 0
+            if references is not None:
+                refs = references[k]
             _commit(cat, out_dir, f"video-{k}", run_id, [source_row(sid, "talking", video, "video", run_id)],
-                    [clip_row(cid, sid, "talking", n_frames, fps, run_id, reference_frames=refs)], rows,
+                    [clip_row(cid, sid, "talking", n_frames, clip_fps, run_id, reference_frames=refs)], rows,
                     row_group_rows)
         if with_image:
             _add_image(cat, out_dir, run_id, latents, row_group_rows)

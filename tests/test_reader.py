@@ -1,5 +1,5 @@
-"""Shard reader: clip selection, stage-1 pairs / stage-2 windows, partition, shuffle, weights,
-resumable position."""
+"""Shard reader: clip selection, stage-1 pairs / stage-2 windows, the memory-mapped frame index,
+partition, mixing across row groups, weights, resumable position, shard integrity."""
 from __future__ import annotations
 
 from collections import Counter
@@ -11,7 +11,7 @@ import torch
 from manifests import tensors
 from manifests.catalog import Catalog
 from model_shards import make_test_build
-from portrait_model.reader import ReaderError, ShardReader, select_clips
+from portrait_model.reader import ReaderError, ShardReader, open_index, select_clips
 
 torch.set_num_threads(1)
 
@@ -70,6 +70,74 @@ def test_stage2_windows_are_consecutive_video_frames(build):
         ShardReader(build, 2, 2, frames=17)
 
 
+def test_stage2_windows_never_contain_the_reference_frame(fixtures_dir, tmp_path):
+    out = make_test_build(tmp_path / "refs", n_frames=12, n_clips=2, with_image=False, with_excluded=False,
+                          references=[(5,), (11,)])
+    reader = ShardReader(out, 2, 1, frames=4, samples_per_clip=50)
+    starts = {c.clip_id: set() for c in reader.clips}
+    for s in reader.epoch_samples(0):
+        clip = reader.clips[s.clip]
+        idx = [fi for fi, _ in s.frames]
+        assert clip.reference_frame not in idx and s.reference == (clip.reference_frame, 0)
+        starts[clip.clip_id].add(idx[0])
+    # Reference 5: windows 0-3 and 6-11 only; reference 11 (last frame): windows up to 7-10.
+    assert starts["d3-part0-0"] == {0, 1, 6, 7, 8}
+    assert starts["d3-part1-0"] == set(range(8))
+    with pytest.raises(ReaderError, match="besides the reference"):
+        ShardReader(out, 2, 1, frames=12)  # every 12-frame window holds the reference
+
+
+def test_frame_index_is_memory_mapped_and_built_once(build):
+    index = open_index(build)
+    assert isinstance(index.frame, np.memmap) and isinstance(index.row_group, np.memmap)
+    meta = next((build / "index").glob("*/meta.json"))
+    built = meta.stat().st_mtime_ns
+    again = open_index(build)
+    assert meta.stat().st_mtime_ns == built and again.clip_ids == index.clip_ids
+    # Every stored frame is in it exactly once, where the shard says it is.
+    with Catalog(build, read_only=True) as cat:
+        n = cat.query("SELECT count(*) AS n FROM frames").column(0)[0].as_py()
+    assert len(index.frame) == n
+    k = index.clip_ids.index("d3-part0-0")
+    rows = range(index.clip_start[k], index.clip_start[k + 1])
+    assert [int(index.frame[r]) for r in rows] == list(range(16))
+
+
+def test_batches_carry_the_clips_fps(build):
+    batch = ShardReader(build, 2, 2, frames=4).first_batch()
+    assert batch["fps"].tolist() == [15.0, 15.0]
+    assert ShardReader(build, 1, 1).video_fps() == [15.0]
+
+
+def test_a_batch_mixes_32_row_groups(fixtures_dir, tmp_path):
+    out = make_test_build(tmp_path / "many", n_frames=2, n_clips=40, with_image=False, with_excluded=False,
+                          references=[(0,)] * 40)
+    reader = ShardReader(out, 1, 8, samples_per_clip=1)
+    assert reader._n_units == 40
+    plan = reader.worker_samples(0, 0, 1)
+    dealt = [s for s in reader.epoch_samples(0)]
+    first = {reader._unit[s.clip] for s in plan[:32]}
+    assert len(first) == 32  # the first mixing group spans 32 row groups ...
+    assert [s.clip for s in plan[:32]] != [s.clip for s in dealt[:32]]  # ... in a shuffled order
+    assert sorted(s.clip for s in plan[:32]) == sorted(s.clip for s in dealt[:32])
+
+
+def test_a_corrupted_shard_is_refused_in_one_line(fixtures_dir, tmp_path):
+    out = make_test_build(tmp_path / "flip", n_frames=4, n_clips=1, with_image=False, with_excluded=False)
+    reader = ShardReader(out, 1, 1)
+    shard = out / reader.index.shards[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the latent / JPEG pages
+    shard.write_bytes(bytes(data))
+    from portrait_model import reader as reader_module
+
+    reader_module._VERIFIED.clear()  # a fresh process
+    with pytest.raises(ReaderError) as err:
+        ShardReader(out, 1, 1).first_batch()
+    message = str(err.value)
+    assert "corrupted" in message and reader.index.shards[0] in message and "\n" not in message
+
+
 def test_latent_resize_for_small_runs(build):
     batch = ShardReader(build, 1, 3, latent_size=16).first_batch()
     assert batch["latents"].shape == (3, 4, 1, 16, 16) and batch["reference"].shape == (3, 4, 16, 16)
@@ -107,7 +175,7 @@ def test_dataset_weights_set_the_mix(build):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resumed_position_continues_the_stream_exactly(build, workers):
     def stream(start, n):
-        reader = ShardReader(build, 1, 2, seed=3, start_batch=start, shuffle_window=4)
+        reader = ShardReader(build, 1, 2, seed=3, start_batch=start, mix_units=1)
         loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=workers)
         it = iter(loader)
         return [next(it) for _ in range(n)]
@@ -120,7 +188,7 @@ def test_resumed_position_continues_the_stream_exactly(build, workers):
 
 
 def test_two_dataloader_workers_read_disjoint_samples(build):
-    reader = ShardReader(build, 1, 1, samples_per_clip=4, shuffle_window=4)
+    reader = ShardReader(build, 1, 1, samples_per_clip=4, mix_units=1)
     per_epoch = len(reader.epoch_samples(0))
     loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=2)
     it = iter(loader)

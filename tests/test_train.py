@@ -44,7 +44,7 @@ def fixed_loss(model, batch, seed=123):
 
 def test_tiny_model_overfits_one_clip(one_clip, tmp_path):
     cfg = TrainConfig(data=str(one_clip), run_dir=str(tmp_path / "run"), stage=2, frames=8, latent_size=8,
-                      steps=120, batch_size=2, lr=1e-3, p_drop_reference=0, p_drop_motion=0,
+                      steps=120, batch_size=2, lr=1e-3, p_drop_reference=0, p_drop_motion=0, p_drop_both=0,
                       p_condition_frames=0, log_every=20, checkpoint_every=1000, quiet=True)
     torch.manual_seed(cfg.seed)
     initial = build_model(get_preset("tiny"))
