@@ -68,6 +68,11 @@ PRESETS: dict[str, ModelConfig] = {
         name="tiny", depth=4, hidden=64, heads=4, control_depth=2, latent_size=16, num_frames=8,
         motion_channels=(8, 16),
     ),
+    # tiny with a width Open-Sora's size embedders accept (hidden % 3 == 0): converter tests.
+    "tiny-opensora": ModelConfig(
+        name="tiny-opensora", depth=4, hidden=96, heads=4, control_depth=2, latent_size=16, num_frames=8,
+        motion_channels=(8, 16),
+    ),
 }
 
 
