@@ -3,6 +3,7 @@ account for every file and metadata row: one line per dataset at the end (also s
 ``runs.notes_json`` under ``discovery``)."""
 from __future__ import annotations
 
+import os
 import random
 import sys
 from collections import Counter
@@ -112,8 +113,9 @@ def dataset_entries(config: BuildConfig, inputs: list[str], datasets: list[str])
     named: dict[str, str] = {}
     for e in entries:
         if e.name == "folder":
-            name = e.options.get("dataset") or Path(e.root).resolve().name
-            root = str(Path(e.root).resolve())
+            # realpath, not Path.resolve: it never raises on a link loop (Python 3.11 does).
+            root = os.path.realpath(e.root)
+            name = e.options.get("dataset") or os.path.basename(root)
             if named.setdefault(name, root) != root:
                 raise ConfigError(f"two input folders are both named {name!r}: give one another name "
                                   f"(config datasets: options: {{dataset: NAME}})")
@@ -128,7 +130,10 @@ def _read(entry: DatasetEntry):
     return adapter, list(adapter.iter_sources())
 
 
-def discover(entries: list[DatasetEntry], seed: int = 0, out: TextIO | None = sys.stderr) -> Discovery:
+_STDERR = object()  # stderr as it is at call time (a default argument would bind it at import)
+
+
+def discover(entries: list[DatasetEntry], seed: int = 0, out: TextIO | None = _STDERR) -> Discovery:
     """Sources of every dataset. Datasets are read in parallel threads (listing folders and
     reading headers wait on the disk; each adapter reads its headers in a thread pool too), then
     gathered in the entries' order, so the result does not depend on timing. Ends with one line
@@ -158,6 +163,8 @@ def discover(entries: list[DatasetEntry], seed: int = 0, out: TextIO | None = sy
                 continue
             seen.add(s.source_id)
             result.specs.append(s)
+    if out is _STDERR:
+        out = sys.stderr
     if out is not None:
         for name, c in result.counts.items():
             print(c.line(name), file=out)

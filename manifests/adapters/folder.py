@@ -2,6 +2,7 @@
 and unreadable folders reported: the rules of ``files.FileIndex``)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -15,7 +16,7 @@ class FolderAdapter:
     def __init__(self, root: str | Path, dataset: str | None = None):
         self.root = Path(root)
         # Dataset name = the folder's name unless given.
-        self.dataset = dataset or self.root.resolve().name
+        self.dataset = dataset or os.path.basename(os.path.realpath(self.root))
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
         if not self.root.is_dir():
