@@ -55,6 +55,14 @@ class DatasetCounts:
         self.no_metadata_examples = (self.no_metadata_examples + other.no_metadata_examples)[:_EXAMPLES]
 
 
+def stored_discovery_lines(notes_json: str | None) -> list[str]:
+    """The per-dataset lines of a build, from its ``runs.notes_json`` (for ``portrait report``)."""
+    import json
+
+    stored = (json.loads(notes_json) if notes_json else {}).get("discovery") or {}
+    return [DatasetCounts(**counts).line(name) for name, counts in stored.items()]
+
+
 def count_dataset(adapter, specs: list[SourceSpec], errors: list[MetadataError]) -> DatasetCounts:
     """Counts of one adapter's run (its file index, the sources and errors it yielded)."""
     files = getattr(adapter, "files", None)

@@ -163,6 +163,14 @@ def test_celebvhq_box_overrunning_the_frame_is_clamped(tmp_path, fixtures_dir):
     assert not any("-Ab_cd-EfGh_1" in e.message for e in errors)
 
 
+def test_voxceleb_box_units():
+    from manifests.adapters.voxceleb2 import is_pixel_box
+
+    assert not is_pixel_box(0.7, 0.1, 0.4, 0.7)  # normalised, past the right edge (x + w = 1.1)
+    assert not is_pixel_box(-0.05, 0.0, 0.5, 0.9)  # normalised, past the left edge
+    assert is_pixel_box(120.0, 40.0, 200.0, 260.0)  # VoxCeleb1 pixels
+
+
 # -- counts and speed -----------------------------------------------------------------------------
 def test_discovery_prints_and_keeps_one_count_line_per_dataset(tmp_path, fixtures_dir, capsys):
     root = build_mead(tmp_path / "mead", fixtures_dir)
@@ -172,6 +180,18 @@ def test_discovery_prints_and_keeps_one_count_line_per_dataset(tmp_path, fixture
                     "0 unparseable rows; skipped 1 link_out_of_root, 1 symlink_loop, 2 unsupported_extension")
     c = found.counts["mead"]
     assert (c.files_found, c.sources, c.no_metadata, c.rows_without_file, c.unparseable, c.skipped) == EXPECTED_COUNTS["mead"]
+
+
+def test_stored_counts_give_back_the_printed_lines(tmp_path, fixtures_dir, capsys):
+    import json
+
+    from pipeline.sources import stored_discovery_lines
+
+    root = build_mead(tmp_path / "mead", fixtures_dir)
+    found = discover([DatasetEntry(name="mead", root=str(root))])
+    printed = capsys.readouterr().err.strip().splitlines()
+    assert stored_discovery_lines(json.dumps({"discovery": found.counts_json()})) == printed
+    assert stored_discovery_lines(None) == []
 
 
 def test_header_reads_run_in_threads_and_keep_order(monkeypatch):
