@@ -14,7 +14,7 @@ from model_shards import make_test_build
 from portrait_model import diffusion as diffusion_module
 from portrait_model.presets import get_preset
 from portrait_model.model import build_model
-from portrait_model.sample import MotionInputs, generate_latents, sample_video
+from portrait_model.sample import MotionInputs, generate_latents, resample_indices, sample_video
 from portrait_model.train import TrainConfig, train
 
 torch.set_num_threads(1)
@@ -27,14 +27,14 @@ def build(fixtures_dir, tmp_path_factory):
                            with_excluded=False)
 
 
-def write_driving_video(build: Path, path: Path) -> int:
+def write_driving_video(build: Path, path: Path, rate: int = 15) -> int:
     """The clip's stored frames as an mp4 (the driving video); returns its frame count."""
     with Catalog(build, read_only=True) as cat:
         jpegs = cat.query(f"SELECT jpeg FROM frames WHERE clip_id = '{CLIP}' ORDER BY frame_index").column(0).to_pylist()
     import cv2
 
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=15)
+        stream = out.add_stream("libx264", rate=rate)
         stream.width = stream.height = 128
         stream.pix_fmt = "yuv420p"
         for data in jpegs:
@@ -80,6 +80,30 @@ def test_sample_writes_a_playable_mp4_of_the_driving_length(build, tmp_path):
         assert float(stream.average_rate) == pytest.approx(15.0)
     assert len(frames) == n == 8
     assert frames[0].shape == (64, 64, 3)
+
+
+def test_a_faster_driving_video_is_resampled_to_the_training_fps(build, tmp_path):
+    """The clips were sampled at 15 fps; a 30 fps driving video is driven at 15 fps, same duration."""
+    train(TrainConfig(data=str(build), run_dir=str(tmp_path / "run"), stage=2, frames=4, latent_size=8, steps=1,
+                      batch_size=1, checkpoint_every=1, quiet=True))
+    driving = tmp_path / "driving30.mp4"
+    n = write_driving_video(build, driving, rate=30)
+    reference = tmp_path / "reference.jpg"
+    reference.write_bytes(b"")
+    out = sample_video(tmp_path / "run" / "checkpoint-last.pt", reference, driving, tmp_path / "out.mp4",
+                       shard_motion_fn(build), pooled_rgb_decode, steps=4, clip_frames=4, device="cpu",
+                       scheduler="dpm++")
+    with av.open(str(out)) as c:
+        assert float(c.streams.video[0].average_rate) == pytest.approx(15.0)
+        frames = sum(1 for _ in c.decode(video=0))
+    assert frames == n // 2 == 4
+
+
+def test_resampling_keeps_the_duration_and_picks_the_nearest_frames():
+    assert resample_indices(8, 30.0, 15.0).tolist() == [0, 2, 4, 6]
+    assert resample_indices(10, 25.0, 12.5).tolist() == [0, 2, 4, 6, 8]
+    assert resample_indices(4, 12.5, 12.5).tolist() == [0, 1, 2, 3]
+    assert resample_indices(3, 10.0, 20.0).tolist() == [0, 0, 1, 2, 2, 2]  # slower: frames repeat
 
 
 def test_each_clip_continues_from_the_previous_last_frame(monkeypatch):

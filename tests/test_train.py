@@ -1,4 +1,6 @@
-"""Training: the tiny model overfits one real clip; resume is exact; DDP keeps ranks in step."""
+"""Training: the tiny model overfits one real clip; resume is exact; DDP keeps ranks in step;
+stage check on resume, checkpoint history, EMA export, EMA/LR warm-up, lazy loss reduction,
+failed checkpoint writes, Ray restarts."""
 from __future__ import annotations
 
 import csv
@@ -14,7 +16,11 @@ from portrait_model.diffusion import GaussianDiffusion
 from portrait_model.model import build_model
 from portrait_model.presets import get_preset
 from portrait_model.reader import ShardReader
-from portrait_model.train import CHECKPOINT, LOG_FILE, TrainConfig, load_checkpoint, train
+from portrait_model import PortraitModelError
+from portrait_model.train import (
+    CHECKPOINT, LOG_FILE, CheckpointError, TrainConfig, checkpoint_blocks, export_ema, load_checkpoint,
+    model_from_checkpoint, train,
+)
 
 torch.set_num_threads(1)
 
@@ -107,3 +113,100 @@ def test_ddp_two_processes_keep_parameters_identical(build, tmp_path):
     assert torch.equal(r0["params"], r1["params"])
     assert torch.equal(r0["losses"], r1["losses"])  # the logged loss is the mean over ranks
     assert (tmp_path / "run" / CHECKPOINT).is_file()
+
+
+def small_config(build, run_dir, **kw):
+    base = dict(data=str(build), run_dir=str(run_dir), stage=1, latent_size=8, steps=4, batch_size=2, lr=1e-3,
+                log_every=1, checkpoint_every=2, quiet=True)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_resume_refuses_a_checkpoint_of_the_other_stage(build, tmp_path):
+    train(small_config(build, tmp_path / "run", steps=2))
+    with pytest.raises(CheckpointError, match="stage-1 checkpoint and this is a stage-2 run"):
+        train(small_config(build, tmp_path / "run", stage=2, frames=4, steps=4))
+
+
+def test_periodic_and_last_checkpoints_and_an_ema_only_export(build, tmp_path):
+    run = tmp_path / "run"
+    result = train(small_config(build, run, steps=8, checkpoint_every=2, keep_checkpoints=2))
+    assert sorted(p.name for p in run.glob("checkpoint-*.pt")) == [
+        "checkpoint-00000006.pt", "checkpoint-00000008.pt", "checkpoint-last.pt"]
+    last = load_checkpoint(run / CHECKPOINT)
+    assert last["step"] == 8 and torch.equal(last["ema"]["x_embedder.proj.weight"],
+                                             load_checkpoint(run / "checkpoint-00000008.pt")["ema"]["x_embedder.proj.weight"])
+    assert result.checkpoint == str(run / CHECKPOINT)
+    export = export_ema(run / CHECKPOINT, tmp_path / "ema.pt")
+    payload = load_checkpoint(export)
+    assert set(payload) >= {"ema", "model_config", "stage", "step"} and "optimizer" not in payload
+    assert export.stat().st_size < (run / CHECKPOINT).stat().st_size / 4
+    model = model_from_checkpoint(export)
+    torch.testing.assert_close(model.x_embedder.proj.weight, last["ema"]["x_embedder.proj.weight"], rtol=1e-2, atol=1e-3)
+    with pytest.raises(CheckpointError, match="no 'model' weights"):
+        model_from_checkpoint(export, use_ema=False)
+
+
+def test_ema_and_learning_rate_warm_up(build, tmp_path):
+    torch.manual_seed(0)
+    initial = build_model(get_preset("tiny")).state_dict()
+    train(small_config(build, tmp_path / "run", steps=1, checkpoint_every=1, warmup_steps=4, ema_decay=0.9999))
+    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT)
+    # First EMA update uses decay min(0.9999, 1/10): the EMA is mostly the trained weights already.
+    for k in ("x_embedder.proj.weight", "blocks.0.mlp.fc1.weight"):
+        torch.testing.assert_close(ckpt["ema"][k], 0.1 * initial[k] + 0.9 * ckpt["model"][k])
+    train(small_config(build, tmp_path / "run", steps=4, warmup_steps=4))
+    with open(tmp_path / "run" / LOG_FILE) as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["lr"]) for r in rows] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert all(float(r["data_wait_ms"]) >= 0 for r in rows)
+
+
+def test_losses_are_reduced_when_logged_and_all_reach_the_result(build, tmp_path):
+    every = train(small_config(build, tmp_path / "a", steps=5, log_every=1))
+    sparse = train(small_config(build, tmp_path / "b", steps=5, log_every=3))
+    assert sparse.losses == every.losses and len(sparse.losses) == 5
+    with open(tmp_path / "b" / LOG_FILE) as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [3, 5]
+
+
+def test_a_failed_checkpoint_write_fails_the_run_in_one_line(build, tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="No space left on device") as err:
+        train(small_config(build, tmp_path / "run", steps=2))
+    assert "\n" not in str(err.value)
+
+
+def test_grad_checkpointing_setting():
+    paper, tiny = get_preset("paper"), get_preset("tiny")
+    assert checkpoint_blocks("auto", paper) == 28 and checkpoint_blocks("auto", tiny) == 0
+    assert checkpoint_blocks("all", tiny) == 4 and checkpoint_blocks("none", paper) == 0
+    assert checkpoint_blocks("12", paper) == 12
+    with pytest.raises(PortraitModelError, match="auto, all, none or 0..28"):
+        checkpoint_blocks("29", paper)
+
+
+def test_ray_launcher_restarts_failed_workers(build, tmp_path, monkeypatch):
+    import ray
+    import ray.train.torch as ray_torch
+
+    from portrait_model.ray_train import launch_ray_train
+
+    seen = {}
+
+    class FakeTrainer:
+        def __init__(self, fn, train_loop_config, scaling_config, run_config):
+            seen.update(run_config=run_config, scaling=scaling_config)
+
+        def fit(self):
+            return "fitted"
+
+    monkeypatch.setattr(ray_torch, "TorchTrainer", FakeTrainer)
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2})
+    assert launch_ray_train(small_config(build, tmp_path / "run"), num_workers=2, max_failures=5) == "fitted"
+    assert seen["run_config"].failure_config.max_failures == 5
+    with pytest.raises(PortraitModelError, match="--no-resume"):
+        launch_ray_train(small_config(build, tmp_path / "run", resume=False), num_workers=2)
