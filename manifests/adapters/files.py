@@ -107,7 +107,7 @@ class FileIndex:
         if ext not in extensions and not metadata:
             if ext in UNSUPPORTED_PICTURES:
                 self._problem(UNSUPPORTED, path, f"unsupported picture format {ext}: not decoded by this build")
-            elif ext not in MEDIA_EXTENSIONS:
+            else:  # audio, archives, or media of the other kind than this dataset's
                 self.skipped[UNSUPPORTED] += 1
             return
         listed = os.path.relpath(path, self.root).replace(os.sep, "/")
