@@ -1,13 +1,17 @@
 """One build over mini replicas of all nine datasets at once (their real layouts and metadata)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import json
+
 import pytest
 
 from manifests.catalog import Catalog
 from pipeline.build import build
 from pipeline.config import load_config
 from pipeline.sources import dataset_entries, discover
-from tests.dataset_replicas import EXPECTED_ERRORS, build_all_replicas
+from tests.dataset_replicas import EXPECTED_COUNTS, EXPECTED_ERRORS, build_all_replicas
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +82,31 @@ def test_eval_split_is_identity_disjoint(mixed_build):
     assert not eval_ids & {r["identity"] for r in train if r["identity"]}
     assert not eval_sources & {r["source_id"] for r in train}
     assert any(r["split"] == "eval" for r in per_split)
+
+
+def test_discovery_counts_are_stored_per_dataset(mixed_build):
+    out, discovery, _ = mixed_build
+    with Catalog(out, read_only=True) as cat:
+        notes = cat.query("SELECT notes_json FROM runs ORDER BY started_at DESC LIMIT 1").to_pylist()[0]["notes_json"]
+    stored = json.loads(notes)["discovery"]
+    assert stored == discovery.counts_json()
+    got = {name: (c["files_found"], c["sources"], c["no_metadata"], c["rows_without_file"], c["unparseable"], c["skipped"])
+           for name, c in stored.items()}
+    assert got == EXPECTED_COUNTS
+    assert [Path(p).name for p in stored["hdtf"]["unparseable_at"]] == ["RD_annotion_time.txt:3"]
+
+
+def test_downloaded_containers_and_hostile_links_do_not_stop_the_build(mixed_build):
+    out, _, _ = mixed_build
+    with Catalog(out, read_only=True) as cat:
+        vfhq = {r["rel_path"]: r["status"] for r in
+                cat.query("SELECT rel_path, status FROM sources WHERE dataset = 'vfhq'").to_pylist()}
+        refused = cat.query("SELECT message FROM errors WHERE dataset = 'mead' AND stage = 'metadata'").to_pylist()
+        mead = cat.query("SELECT count(*) AS n FROM sources WHERE dataset = 'mead'").to_pylist()[0]["n"]
+    # yt-dlp's .webm and .mkv downloads are read like any video.
+    assert vfhq["videos/xyz_-A1b2C3.webm"] in ("kept", "rejected")
+    assert vfhq["videos/K_-9xq2ZmQw.mkv"] in ("kept", "rejected")
+    # The MEAD replica holds a link loop and a link out of the root: error rows, the rest built.
+    assert any("link loop" in r["message"] for r in refused)
+    assert any("leaves the dataset root" in r["message"] for r in refused)
+    assert mead == EXPECTED_COUNTS["mead"][1]
