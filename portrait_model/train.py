@@ -60,6 +60,7 @@ class TrainConfig:
     num_workers: int = 0
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3  # periodic checkpoint-<step>.pt files kept besides checkpoint-last.pt
+    save_checkpoints: bool = True  # False: write none (benchmarks)
     log_every: int = 10
     grad_checkpointing: str = "auto"  # auto (paper: all blocks, else none) | all | none | N first blocks
     init_from: str | None = None  # stage 2: the stage-1 checkpoint to start from (or a converted one)
@@ -444,7 +445,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Tra
                 _log(cfg, rank, f"step {step} loss {row['loss']} grad {row['grad_norm']} "
                                 f"{row['clips_per_s']} clips/s, data wait {row['data_wait_ms']} ms/step")
                 window_start, window_clips, window_wait, window_losses = now, 0, 0.0, []
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if cfg.save_checkpoints and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                 payload = _checkpoint_payload(cfg, world, model, ema, opt, step, ema_steps, model_cfg, train_fps)
                 if saver is not None:
                     result.checkpoint = str(saver.save(step, payload))
