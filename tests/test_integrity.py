@@ -229,3 +229,40 @@ def test_a_failed_final_checkpoint_is_never_reported_as_success(inputs, copy, mo
     rc = main(["build", "--input", str(inputs), "--out", str(copy), "--no-progress", "--set", "ray.executor=inline"])
     captured = capsys.readouterr()
     assert rc == 2 and "No space left on device" in captured.err and "Per dataset" not in captured.out
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs (needs the right to mount: root, or CAP_SYS_ADMIN)."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    run = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if run.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({(run.stderr or 'mount failed').strip().splitlines()[0]})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("free_mb", [1.0, 3.0])
+def test_a_real_full_disk_is_one_line_and_a_resume_matches_the_reference(inputs, reference, small_disk, capsys,
+                                                                          free_mb):
+    import os
+
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:  # leave free_mb: the catalog or a shard runs out of space
+        f.write(b"\0" * (os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize - int(free_mb * 2**20)))
+    out = small_disk / "out"
+    argv = ["build", "--input", str(inputs), "--out", str(out), "--no-progress", "--set", "ray.executor=inline",
+            "--set", "storage.shard_target_mb=0.001"]
+    assert main(argv) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("portrait:")]
+    assert len(err) == 1 and "No space left on device" in err[0], err
+    filler.unlink()
+    if (out / "catalog.duckdb").exists():
+        assert main(["verify", str(out)]) == 0  # whatever was committed is on disk, whole
+    assert main(argv) == 0
+    assert content(out) == reference[1]
