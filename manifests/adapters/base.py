@@ -147,12 +147,3 @@ def link_verdict(real_root: str, path: str) -> tuple[str | None, str]:
     if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
         return OUTSIDE_ROOT, real
     return None, real
-
-
-def resolve_inside(root: Path, rel: str) -> Path | None:
-    """``root/rel`` if it stays inside ``root`` (no '..' escapes, no absolute paths, no link out
-    of the root; a link loop counts as leaving), else None."""
-    problem, real = link_verdict(os.path.realpath(root), os.path.join(root, rel))
-    if problem in (OUTSIDE_ROOT, LINK_LOOP):
-        return None
-    return Path(real)

@@ -108,8 +108,7 @@ class CelebAAdapter:
             return f"{folder}/{name.rsplit('.', 1)[0] + '.png' if png else name}"
 
         def header_path(name: str) -> str | None:
-            found = self.files.files.get(stored(name))
-            return f"{self.files.real_root}/{found}" if found and kind == "wild" else None
+            return self.files.path_of(stored(name)) if kind == "wild" else None
 
         for name in with_headers(names, header_path, "image"):
             try:

@@ -135,6 +135,12 @@ class FileIndex:
         self.claimed.add(rel)
         return os.path.join(self.real_root, rel), rel
 
+    def path_of(self, listed: str) -> str | None:
+        """Absolute real path of a listed file, None when not listed (not marked claimed: for
+        reading headers ahead)."""
+        rel = self.files.get(listed)
+        return os.path.join(self.real_root, rel) if rel is not None else None
+
     def find(self, rel: str) -> tuple[str, str] | None:
         """A file named by metadata, relative to the root; None when not on disk. Raises
         ValueError (message for the user) when the path would leave the root."""

@@ -73,10 +73,8 @@ class TalkingHead1KHAdapter:
         def header_path(line: Line) -> str | None:  # the file whose rate the tube needs
             name = line.text.split(",", 1)[0].strip()
             ytid = name.rsplit("_", 1)[0]
-            for rel in (f"{split}/1min_clips/{name}.mp4", f"{split}/raw_videos/{ytid}.mp4"):
-                if rel in self.files.files:
-                    return f"{self.files.real_root}/{self.files.files[rel]}"
-            return None
+            chunk = self.files.path_of(f"{split}/1min_clips/{name}.mp4")
+            return chunk or self.files.path_of(f"{split}/raw_videos/{ytid}.mp4")
 
         for line in with_headers(read_lines(tubes_file), header_path, "video"):
             try:

@@ -121,7 +121,7 @@ class VFHQAdapter:
         """The raw video a txt needs probed (for its size or rate), to read ahead in threads."""
         m = _NAME.match(posixpath.basename(listed)[:-4])
         found = videos_named(self.files, m["ytid"]) if m else []
-        return f"{self.files.real_root}/{self.files.files[found[0]]}" if found else None
+        return self.files.path_of(found[0]) if found else None
 
     def _clip(self, txt: Path, split: str):
         stem = txt.name[:-4]

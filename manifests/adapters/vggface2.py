@@ -50,8 +50,7 @@ class VGGFace2Adapter:
                 names = [k[len(split) + 1:].rsplit(".", 1)[0] for k in self.files.listed(split)]
 
             def header_path(name: str) -> str | None:
-                real = self.files.files.get(f"{split}/{name}.jpg")
-                return f"{self.files.real_root}/{real}" if real and name in boxes else None
+                return self.files.path_of(f"{split}/{name}.jpg") if name in boxes else None
 
             for name in with_headers(names, header_path, "image"):
                 row = boxes.get(name)
