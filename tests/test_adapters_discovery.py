@@ -15,7 +15,7 @@ from manifests.adapters import probe
 from pipeline.config import DatasetEntry
 from pipeline.sources import discover
 from tests.dataset_replicas import (EXPECTED_COUNTS, build_celeba_kaggle, build_celebvhq, build_ffhq_without_json,
-                                    build_mead, build_vggface2, build_voxceleb2_mp4_only)
+                                    build_hdtf, build_mead, build_vggface2, build_voxceleb2_mp4_only)
 
 
 def read(root: Path, name: str, **options) -> tuple[dict[str, SourceSpec], list[MetadataError]]:
@@ -169,6 +169,22 @@ def test_voxceleb_box_units():
     assert not is_pixel_box(0.7, 0.1, 0.4, 0.7)  # normalised, past the right edge (x + w = 1.1)
     assert not is_pixel_box(-0.05, 0.0, 0.5, 0.9)  # normalised, past the left edge
     assert is_pixel_box(120.0, 40.0, 200.0, 260.0)  # VoxCeleb1 pixels
+
+
+def test_raw_downloads_in_other_containers_and_namings(tmp_path, fixtures_dir):
+    # CelebV-HQ raw video as yt-dlp may leave it (.webm name); HDTF raw video where
+    # universome/HDTF's downloader puts it (_videos_raw/<subset>_<name>.mp4).
+    celebvhq = build_celebvhq(tmp_path / "celebvhq", fixtures_dir)
+    raw = celebvhq / "downloaded_celebvhq" / "raw"
+    (raw / "-Ab_cd-EfGh.mp4").rename(raw / "-Ab_cd-EfGh.webm")
+    sources, _ = read(celebvhq, "celebvhq")
+    assert [c.key for c in sources["downloaded_celebvhq/raw/-Ab_cd-EfGh.webm"].clips] == ["-Ab_cd-EfGh_0", "-Ab_cd-EfGh_1"]
+    hdtf = build_hdtf(tmp_path / "hdtf", fixtures_dir)
+    (hdtf / "_videos_raw").mkdir()
+    (hdtf / "RD" / "Radio13.mp4").rename(hdtf / "_videos_raw" / "RD_Radio13.mp4")
+    sources, errors = read(hdtf, "hdtf")
+    assert [(c.key, c.start_s, c.end_s) for c in sources["_videos_raw/RD_Radio13.mp4"].clips] == [("Radio13_0", 0.0, 35.0)]
+    assert len(errors) == 1  # only the planted broken time line
 
 
 # -- counts and speed -----------------------------------------------------------------------------
