@@ -166,10 +166,11 @@ def discover(entries: list[DatasetEntry], seed: int = 0, out: TextIO | None = _S
             # A seeded sample, so a capped build is reproducible and unbiased by file order.
             specs = sorted(random.Random(seed).sample(specs, entry.cap), key=lambda s: s.rel_path)
         for s in specs:
-            if s.source_id in seen:
+            sid = s.source_id
+            if sid in seen:
                 result.duplicates += 1
                 continue
-            seen.add(s.source_id)
+            seen.add(sid)
             result.specs.append(s)
     if out is _STDERR:
         out = sys.stderr

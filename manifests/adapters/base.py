@@ -47,9 +47,16 @@ def media_type_of(path: str | Path) -> str | None:
     return None
 
 
+def _is_plain(rel: str) -> bool:
+    """True when ``Path(rel).as_posix() == rel`` (no empty or '.' parts), checked without
+    building a Path: ids are made for every file of million-file datasets."""
+    return bool(rel) and "//" not in rel and not rel.startswith(("./", "/")) and not rel.endswith(("/", "/.")) \
+        and "/./" not in rel and rel != "."
+
+
 def stable_id(dataset: str, rel_path: str) -> str:
     """Stable source id from dataset + relative path (posix separators)."""
-    key = f"{dataset}/{Path(rel_path).as_posix()}"
+    key = f"{dataset}/{rel_path if _is_plain(rel_path) else Path(rel_path).as_posix()}"
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 

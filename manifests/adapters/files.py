@@ -66,7 +66,8 @@ class FileIndex:
 
     def _walk(self, top: str, extensions: frozenset[str], bar) -> None:
         # Iterative, sorted (deterministic), hidden entries skipped; folders entered once by
-        # their real path, so a link back to an ancestor cannot recurse.
+        # their real path, so a link back to an ancestor cannot recurse. Relative paths are
+        # built by joining names (os.path.relpath per file would dominate on a million files).
         stack = [top]
         while stack:
             folder = stack.pop()
@@ -84,6 +85,8 @@ class FileIndex:
             except OSError as e:
                 self._problem(UNREADABLE, folder, f"cannot list folder: {e.strerror or e}")
                 continue
+            listed_dir = _rel(folder, str(self.root))
+            real_dir = _rel(real, self.real_root)
             subfolders = []
             for entry in entries:
                 try:
@@ -97,11 +100,13 @@ class FileIndex:
                     else:
                         subfolders.append(entry.path)
                     continue
-                self._file(entry.path, entry.name, is_link, real, extensions)
+                self._file(entry, listed_dir, real_dir, is_link, extensions)
                 bar.update(1)
             stack.extend(reversed(subfolders))
 
-    def _file(self, path: str, name: str, is_link: bool, real_folder: str, extensions: frozenset[str]) -> None:
+    def _file(self, entry: os.DirEntry, listed_dir: str, real_dir: str, is_link: bool,
+              extensions: frozenset[str]) -> None:
+        name, path = entry.name, entry.path
         ext = os.path.splitext(name)[1].lower()
         metadata = ext in METADATA_EXTENSIONS and ext not in extensions
         if ext not in extensions and not metadata:
@@ -110,22 +115,26 @@ class FileIndex:
             else:  # audio, archives, or media of the other kind than this dataset's
                 self.skipped[UNSUPPORTED] += 1
             return
-        listed = os.path.relpath(path, self.root).replace(os.sep, "/")
+        listed = f"{listed_dir}/{name}" if listed_dir else name
         # The real path names the source (its id): a file reached through a folder link inside
         # the root is the same source as by its own path.
-        problem, real = link_verdict(self.real_root, path) if is_link else (None, os.path.join(real_folder, name))
-        if problem is not None:
-            if problem == OUTSIDE_ROOT:
-                self.outside.add(listed)
-            self._problem(problem, path, _MESSAGES[problem].format(what="file"))
-            return
+        if is_link:
+            problem, real = link_verdict(self.real_root, path)
+            if problem is not None:
+                if problem == OUTSIDE_ROOT:
+                    self.outside.add(listed)
+                self._problem(problem, path, _MESSAGES[problem].format(what="file"))
+                return
+            real_rel = _rel(real, self.real_root)
+        else:
+            real_rel = f"{real_dir}/{name}" if real_dir else name
         if not os.access(path, os.R_OK):
             self._problem(UNREADABLE, path, "cannot read file: permission denied")
             return
         if metadata:  # per-file metadata (VFHQ, VoxCeleb2 txt): listed, not counted as media
             self.metadata_files.append(listed)
             return
-        self.files[listed] = os.path.relpath(real, self.real_root).replace(os.sep, "/")
+        self.files[listed] = real_rel
         self._names = None
 
     # -- lookups ---------------------------------------------------------------------------
@@ -181,6 +190,11 @@ class FileIndex:
     def unclaimed(self) -> list[str]:
         """Real rels of media files that no metadata row used, sorted."""
         return sorted(set(self.files.values()) - self.claimed)
+
+
+def _rel(path: str, base: str) -> str:
+    """``path`` relative to ``base`` (which contains it), posix, '' for ``base`` itself."""
+    return "" if path == base else os.path.relpath(path, base).replace(os.sep, "/")
 
 
 def _is_ancestor(real_target: str, link_path: str) -> bool:
