@@ -82,7 +82,7 @@ def test_links_inside_the_root_are_one_source(photo_folder):
     assert list(sources) == ["sub/s1.jpg"] and not errors
 
 
-def test_unreadable_folder_and_dangling_link_are_counted(photo_folder, monkeypatch):
+def test_unreadable_folder_file_and_dangling_link_are_counted(photo_folder, monkeypatch):
     (photo_folder / "locked").mkdir()
     (photo_folder / "gone.jpg").symlink_to("nowhere.jpg")
     real_scandir = os.scandir
@@ -93,11 +93,14 @@ def test_unreadable_folder_and_dangling_link_are_counted(photo_folder, monkeypat
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
+    shutil.copyfile(photo_folder / "sub" / "s1.jpg", photo_folder / "private.jpg")
+    real_access = os.access
     monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "access", lambda path, mode: not str(path).endswith("private.jpg") and real_access(path, mode))
     found = discover([DatasetEntry(name="folder", root=str(photo_folder))], out=None)
     assert [s.rel_path for s in found.specs] == ["sub/s1.jpg"]
-    assert kinds(found.metadata_errors) == ["unreadable", "unreadable"]
-    assert found.counts["photos"].skipped == {"unreadable": 2}
+    assert kinds(found.metadata_errors) == ["unreadable"] * 3
+    assert found.counts["photos"].skipped == {"unreadable": 3}
     assert any("Permission denied" in e.message for e in found.metadata_errors)
 
 
