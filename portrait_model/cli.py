@@ -45,6 +45,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="stage-2 clip length (default: the preset's)")
     p.add_argument("--latent-size", type=int, help="resize stored latents (CPU test runs only)")
     p.add_argument("--samples-per-clip", type=int, default=1)
+    p.add_argument("--fixed-reference", dest="random_reference", action="store_false",
+                   help="stage 1: always the clip's stored reference frame (default: random pairs)")
     p.add_argument("--p-drop-reference", type=float, default=0.05)
     p.add_argument("--p-drop-motion", type=float, default=0.05)
     p.add_argument("--p-drop-both", type=float, default=0.1, help="drop both conditions (guidance's unconditional)")

@@ -5,8 +5,10 @@ Clip selection goes through the catalog: kept clips only; the evaluation split
 asked for; datasets are mixed by the ``weight`` of the build config (``runs.config_json``).
 
 Samples
-- stage 1, video clip: reference = the clip's reference frame (``reference_frames[0]``, frame 0
-  when null; position maps are stored relative to it), driving = another random frame.
+- stage 1, video clip: two different random frames, reference and driving (RealPortrait's
+  pairs). The build stores maps against the clip's reference frame (``reference_frames[0]``,
+  frame 0 when null); the map against the drawn reference is composed from the two frames'
+  stored maps (remap.py). ``random_reference=False``: the stored reference frame and another.
 - stage 1, image: reference = view 0, driving = a random precomputed crop view k > 0 (its latent
   and its position map).
 - stage 2: ``frames`` consecutive frames of a video clip that do not include the clip's
@@ -57,6 +59,7 @@ from manifests.catalog import Catalog, CatalogError
 from manifests.shards import sha256_of
 
 from . import PortraitModelError
+from .remap import compose_map
 
 INDEX_VERSION = 1
 _VERIFIED: set[str] = set()  # shards whose sha256 this process has checked
@@ -266,6 +269,7 @@ class ShardReader(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         start_batch: int = 0,
+        random_reference: bool = True,
     ):
         if stage not in (1, 2):
             raise ReaderError(f"stage must be 1 or 2, got {stage}")
@@ -277,6 +281,7 @@ class ShardReader(IterableDataset):
         self.latent_size = latent_size
         self.rank, self.world_size = rank, world_size
         self.start_batch = start_batch
+        self.random_reference = random_reference
         selected = select_clips(out_dir, include_eval, include_random_weights, datasets, dataset_weights)
         self.index = open_index(out_dir)
         self.clips = [c for c in index_shards(out_dir, selected, self.index) if self._usable(c)]
@@ -334,10 +339,13 @@ class ShardReader(IterableDataset):
         if clip.media_type == "image":
             return Sample(ci, (0, 0), ((0, pick),))
         ref = (clip.reference_frame, 0)
-        if self.stage == 1:
-            return Sample(ci, ref, ((pick, 0),))
         frame, view = self._keys(clip)
         frames = frame[view == 0]
+        if self.stage == 1 and self.random_reference and len(frames) >= 2:
+            r, d = rng.choice(len(frames), size=2, replace=False)
+            return Sample(ci, (int(frames[r]), 0), ((int(frames[d]), 0),))
+        if self.stage == 1:
+            return Sample(ci, ref, ((pick, 0),))
         return Sample(ci, ref, tuple((int(frames[pick + i]), 0) for i in range(self.frames)))
 
     def _row(self, ci: int, key: tuple[int, int]) -> int:
@@ -445,9 +453,16 @@ class ShardReader(IterableDataset):
                 raise ReaderError(f"clip {self.clips[ci].clip_id} frame {key[0]} has no position map")
             return p
 
+        def motion(s: Sample, key):
+            """The driving frame's map against the sample's reference frame."""
+            clip = self.clips[s.clip]
+            if clip.media_type == "video" and s.reference[0] != clip.reference_frame:
+                return compose_map(pos(s.clip, key), pos(s.clip, s.reference))
+            return pos(s.clip, key)
+
         latents = torch.from_numpy(np.stack([np.stack([lat(s.clip, k) for k in s.frames], 1) for s in samples]))
         reference = torch.from_numpy(np.stack([lat(s.clip, s.reference) for s in samples]))
-        maps = torch.from_numpy(np.stack([np.stack([pos(s.clip, k) for k in s.frames], 1) for s in samples]))
+        maps = torch.from_numpy(np.stack([np.stack([motion(s, k) for k in s.frames], 1) for s in samples]))
         if self.latent_size and latents.shape[-1] != self.latent_size:
             latents, reference = self._resize(latents), self._resize(reference.unsqueeze(2)).squeeze(2)
         return {

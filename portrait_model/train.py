@@ -69,6 +69,7 @@ class TrainConfig:
     frames: int | None = None  # stage-2 clip length; default: the preset's num_frames
     latent_size: int | None = None  # resize stored latents (CPU test runs only)
     samples_per_clip: int = 1
+    random_reference: bool = True  # stage 1: random reference/driving pairs (maps composed)
     p_drop_reference: float = 0.05
     p_drop_motion: float = 0.05
     p_drop_both: float = 0.1  # the unconditional branch of guidance
@@ -317,6 +318,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Tra
         samples_per_clip=cfg.samples_per_clip, latent_size=cfg.latent_size,
         include_eval=cfg.include_eval, include_random_weights=cfg.include_random_weights,
         dataset_weights=cfg.dataset_weights, rank=rank, world_size=world, start_batch=step,
+        random_reference=cfg.random_reference,
     )
     reader.first_batch()  # fail here, in one line, on unreadable data (e.g. no latents)
     train_fps = reader.video_fps()

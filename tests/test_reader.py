@@ -12,6 +12,7 @@ from manifests import tensors
 from manifests.catalog import Catalog
 from model_shards import make_test_build
 from portrait_model.reader import ReaderError, ShardReader, open_index, select_clips
+from portrait_model.remap import compose_map
 
 torch.set_num_threads(1)
 
@@ -39,7 +40,7 @@ def test_selection_excludes_eval_random_weights_and_rejected(build):
 
 
 def test_stage1_pairs_come_from_the_shards(build):
-    reader = ShardReader(build, 1, 1, samples_per_clip=4)
+    reader = ShardReader(build, 1, 1, samples_per_clip=4, random_reference=False)
     samples = reader.epoch_samples(0)
     image = next(s for s in samples if reader.clips[s.clip].clip_id == "s1-0")
     video = next(s for s in samples if reader.clips[s.clip].media_type == "video")
@@ -68,6 +69,21 @@ def test_stage2_windows_are_consecutive_video_frames(build):
     assert batch["reference"].shape == (2, 4, 64, 64)
     with pytest.raises(ReaderError, match="consecutive"):
         ShardReader(build, 2, 2, frames=17)
+
+
+def test_stage1_random_pairs_get_maps_against_their_own_reference(build):
+    reader = ShardReader(build, 1, 1, samples_per_clip=40)
+    video = [s for s in reader.epoch_samples(0) if reader.clips[s.clip].media_type == "video"]
+    assert len({s.reference for s in video}) > 5  # references other than the stored frame 0
+    assert all(s.reference != s.frames[0] for s in video)
+    s = next(s for s in video if s.reference[0] != 0)
+    clip = reader.clips[s.clip]
+    batch = reader._collate([s], reader._load([s]))
+    (fi, _), = s.frames
+    want = compose_map(stored(build, clip.clip_id, fi, 0, "position_map"),
+                       stored(build, clip.clip_id, s.reference[0], 0, "position_map"))
+    np.testing.assert_array_equal(batch["position_maps"][0, :, 0].numpy(), want)
+    np.testing.assert_array_equal(batch["reference"][0].numpy(), stored(build, clip.clip_id, s.reference[0], 0, "latent"))
 
 
 def test_stage2_windows_never_contain_the_reference_frame(fixtures_dir, tmp_path):
