@@ -210,3 +210,15 @@ def test_ray_launcher_restarts_failed_workers(build, tmp_path, monkeypatch):
     assert seen["run_config"].failure_config.max_failures == 5
     with pytest.raises(PortraitModelError, match="--no-resume"):
         launch_ray_train(small_config(build, tmp_path / "run", resume=False), num_workers=2)
+
+
+def test_stage2_can_restart_the_ema_from_the_stage1_weights(build, tmp_path):
+    train(small_config(build, tmp_path / "s1", steps=2))
+    s1 = load_checkpoint(tmp_path / "s1" / CHECKPOINT)
+    train(small_config(build, tmp_path / "s2", stage=2, frames=4, steps=1, checkpoint_every=1,
+                       init_from=str(tmp_path / "s1" / CHECKPOINT), ema_reset=True))
+    s2 = load_checkpoint(tmp_path / "s2" / CHECKPOINT)
+    assert s2["stage"] == 2 and s2["ema_steps"] == 1
+    k = "blocks.0.attn.qkv_proj.weight"
+    # A fresh EMA: the stage-1 model weights, then one warm-up update (decay 0.1).
+    torch.testing.assert_close(s2["ema"][k], 0.1 * s1["model"][k] + 0.9 * s2["model"][k])
