@@ -261,6 +261,7 @@ def test_a_real_full_disk_is_one_line_and_a_resume_matches_the_reference(inputs,
     assert main(argv) != 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("portrait:")]
     assert len(err) == 1 and "No space left on device" in err[0], err
+    print(f"{free_mb} MB free: {err[0]}")
     filler.unlink()
     if (out / "catalog.duckdb").exists():
         assert main(["verify", str(out)]) == 0  # whatever was committed is on disk, whole
