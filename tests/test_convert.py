@@ -232,3 +232,19 @@ def test_converted_checkpoint_starts_a_training_run(checkpoints, fixtures_dir, t
                              batch_size=1, latent_size=16, init_from_opensora=str(path), quiet=True))
     start = model_from_checkpoint(converted)
     assert torch.equal(start.t_temporal_offset, also.model.t_temporal_offset)  # fps 15 folded as the data's
+
+
+def test_convert_and_export_commands(checkpoints, tmp_path, capsys):
+    from pipeline.cli import main as portrait
+
+    _, path, _ = checkpoints
+    out = tmp_path / "converted.pt"
+    assert portrait(["convert-weights", "--opensora", str(path), "--out", str(out), "--preset", PRESET,
+                     "--fps", "15"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert portrait(["export-ema", "--checkpoint", str(out), "--out", str(tmp_path / "ema.pt")]) == 0
+    ema = load_checkpoint(tmp_path / "ema.pt")["ema"]
+    assert ema["blocks.0.attn.qkv_proj.weight"].dtype == torch.bfloat16
+    assert portrait(["convert-weights", "--opensora", str(tmp_path / "none.safetensors"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no Open-Sora checkpoint" in err[0]
