@@ -1,6 +1,6 @@
 """The frame index of a build: where every stored frame lives, in memory-mapped NumPy arrays.
 
-One row per stored frame, sorted by (clip, frame_index, view): shard, row group and row, 19
+One row per stored frame, sorted by (clip, frame_index, view): shard, row group and row, 18
 bytes a frame (45M frames: under 1 GB on disk, shared through the page cache by every rank and
 dataloader worker instead of a Python dict per process). Built once per set of committed shards
 (the key hashes the catalog's shard paths and sha256s) under ``OUT/index/<key>``, or
