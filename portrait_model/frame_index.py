@@ -129,3 +129,8 @@ def _build_index(out_dir: Path, shards: list[dict], folder: Path) -> None:
         "version": INDEX_VERSION, "shards": [e["path"] for e in shards], "sha256": [e["sha256"] for e in shards],
         "clip_ids": clip_ids}))
     os.replace(tmp, folder)
+    # Indexes of earlier shard sets (before a resumed or extended build) are stale: remove them.
+    # Processes still mapping them keep reading their open files (POSIX unlink semantics).
+    for other in folder.parent.iterdir():
+        if other.is_dir() and other != folder and (other / "meta.json").is_file():
+            shutil.rmtree(other, ignore_errors=True)

@@ -119,6 +119,22 @@ def test_frame_index_is_memory_mapped_and_built_once(build):
     assert [int(index.frame[r]) for r in rows] == list(range(16))
 
 
+def test_a_changed_build_gets_a_new_index_and_the_stale_one_goes(fixtures_dir, tmp_path):
+    import model_shards as ms
+
+    out = make_test_build(tmp_path / "grow", n_frames=4, n_clips=1, with_image=False, with_excluded=False)
+    first = open_index(out)
+    old = next((out / "index").glob("*/meta.json")).parent
+    rgb = ms.decode_video(ms.FIXTURES / "media" / "videos" / "d3.mp4", 3, stride=2)
+    with Catalog(out) as cat:  # a resumed build commits one more source and its shard
+        rows = [ms.frame_row("more-0", "more", i, 15.0, f, ms.identity_map()) for i, f in enumerate(rgb)]
+        ms._commit(cat, out, "more", "test-run", [ms.source_row("more", "talking", "more.mp4", "video", "test-run")],
+                   [ms.clip_row("more-0", "more", "talking", 3, 15.0, "test-run")], rows, 16)
+    second = open_index(out)
+    assert "more-0" in second.clip_ids and "more-0" not in first.clip_ids
+    assert not old.exists() and len(list((out / "index").glob("*/meta.json"))) == 1
+
+
 def test_batches_carry_the_clips_fps(build):
     batch = ShardReader(build, 2, 2, frames=4).first_batch()
     assert batch["fps"].tolist() == [15.0, 15.0]
