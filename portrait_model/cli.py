@@ -38,6 +38,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--grad-checkpointing", default="auto", metavar="auto|all|none|N",
                    help="recompute the first N backbone blocks in backward (auto: all for paper, none for tiny)")
+    p.add_argument("--zero", action="store_true", help="DDP: shard AdamW states across GPUs (ZeRO-1)")
     p.add_argument("--init-from", help="stage 2: the stage-1 checkpoint to start from (or a converted one)")
     p.add_argument("--init-from-opensora", metavar="PATH",
                    help="start from an Open-Sora 1.1 STDiT2 checkpoint (safetensors or .pth)")

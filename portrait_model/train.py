@@ -59,6 +59,7 @@ class TrainConfig:
     save_checkpoints: bool = True  # False: write none (benchmarks)
     log_every: int = 10
     grad_checkpointing: str = "auto"  # auto (paper: all blocks, else none) | all | none | N first blocks
+    zero: bool = False  # DDP: shard the AdamW moments across ranks (ZeRO-1, ZeroRedundancyOptimizer)
     init_from: str | None = None  # stage 2: the stage-1 checkpoint to start from (or a converted one)
     init_from_opensora: str | None = None  # an Open-Sora 1.1 STDiT2 checkpoint (see convert.py)
     resume: bool = True  # continue from run_dir/checkpoint-last.pt when present
@@ -240,9 +241,15 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Tra
 
     model.to(device)
     ema.to(device)
-    # Fused AdamW (one kernel for all parameters) where the parameters live on a GPU.
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            fused=device.type == "cuda")
+    # Fused AdamW (one kernel for all parameters) where the parameters live on a GPU; with
+    # ``zero`` each rank keeps the moments of its share of the parameters only.
+    adam = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    if cfg.zero and world > 1:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, **adam)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), **adam)
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
         _set_rng_state(resume["rng"])
@@ -322,6 +329,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Tra
                                 f"{row['clips_per_s']} clips/s, data wait {row['data_wait_ms']} ms/step")
                 window_start, window_clips, window_wait, window_losses = now, 0, 0.0, []
             if cfg.save_checkpoints and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                if hasattr(opt, "consolidate_state_dict"):
+                    opt.consolidate_state_dict(to=0)  # every rank sends its shard of the moments
                 payload = _checkpoint_payload(cfg, world, model, ema, opt, step, ema_steps, model_cfg, train_fps)
                 if saver is not None:
                     result.checkpoint = str(saver.save(step, payload))

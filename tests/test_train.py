@@ -93,12 +93,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, data, out_dir):
+def _ddp_worker(rank, world, port, data, out_dir, zero=False):
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     result = train(TrainConfig(data=data, run_dir=os.path.join(out_dir, "run"), stage=1, latent_size=8, steps=3,
-                               batch_size=2, lr=1e-3, log_every=1, checkpoint_every=10, device="cpu", quiet=True))
+                               batch_size=2, lr=1e-3, log_every=1, checkpoint_every=10, device="cpu", quiet=True,
+                               zero=zero))
     flat = torch.cat([p.detach().flatten() for p in result.model.parameters()])
     torch.save({"params": flat, "losses": torch.tensor(result.losses)}, os.path.join(out_dir, f"rank{rank}.pt"))
 
@@ -222,3 +223,17 @@ def test_stage2_can_restart_the_ema_from_the_stage1_weights(build, tmp_path):
     k = "blocks.0.attn.qkv_proj.weight"
     # A fresh EMA: the stage-1 model weights, then one warm-up update (decay 0.1).
     torch.testing.assert_close(s2["ema"][k], 0.1 * s1["model"][k] + 0.9 * s2["model"][k])
+
+
+def test_zero_sharded_optimizer_trains_like_plain_ddp(build, tmp_path):
+    """ZeRO-1: each rank holds half the AdamW moments; the weights move exactly as with DDP, and
+    the checkpoint still holds every parameter's moments."""
+    for zero in (False, True):
+        out = tmp_path / ("zero" if zero else "plain")
+        out.mkdir()
+        mp.spawn(_ddp_worker, args=(2, _free_port(), str(build), str(out), zero), nprocs=2, join=True)
+    plain, zero = (torch.load(tmp_path / d / "rank0.pt", weights_only=True) for d in ("plain", "zero"))
+    torch.testing.assert_close(zero["params"], plain["params"])
+    assert torch.equal(zero["params"], torch.load(tmp_path / "zero" / "rank1.pt", weights_only=True)["params"])
+    ckpt = load_checkpoint(tmp_path / "zero" / "run" / CHECKPOINT)
+    assert len(ckpt["optimizer"]["state"]) == sum(1 for _ in build_model(get_preset("tiny")).parameters())
