@@ -32,12 +32,18 @@ Per-frame array shapes (defaults):
 Changelog
 ---------
 1: first version.
+2: curation scores that generalise (docs/filters.md): ``clips.blur`` and ``blur_frames`` are
+   replaced by ``sharpness`` and ``sharpness_frames`` (contrast-normalised, at training scale);
+   new ``face_human``, ``face_cut``, ``occluded_share``, ``detail_4x``; ``occlusion`` is the per-frame median
+   (verdicts use the share of occluded frames); ``thumbnails`` of rejected clips;
+   ``split_reason`` may be ``occlusion``. Catalog tables: ``errors.kind``, ``shards.source_ids``,
+   ``runs.status`` values ``interrupted`` and ``failed``.
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TENSOR = pa.struct(
     [
@@ -85,19 +91,24 @@ SOURCES = pa.schema(
 
 # Clip-level scores: one column each, so thresholds can be re-tuned in SQL (named query
 # `rethreshold`). Keep in step with manifests/verdicts.py and manifests/sql/rethreshold.sql.
+# docs/filters.md says what each measures, its threshold and the distributions behind it.
 CLIP_SCORES = [
     ("crop_source_px", pa.float64()),  # side of the square crop, in source pixels
     ("face_px", pa.float64()),  # median face box side, source pixels
     ("face_frac", pa.float64()),  # median face box side / crop side
     ("pad_frac", pa.float64()),  # share of the crop outside the frame (padded)
+    ("face_cut", pa.float64()),  # median share of the face's landmark box outside the frame
     ("n_faces", pa.int32()),  # faces >= 1/3 the primary's size seen in >= 20% of frames
     ("face_conf", pa.float64()),  # median face detection confidence
-    ("occlusion", pa.float64()),  # 90th percentile over frames of max(mouth, eyes) occlusion
+    ("face_human", pa.float64()),  # median person probability inside the face oval (animals ~0)
+    ("occlusion", pa.float64()),  # median per-frame occlusion (0 clear .. 1 mouth or an eye covered)
+    ("occluded_share", pa.float64()),  # share of frames whose occlusion is over the build's frame threshold
     ("lighting_mean", pa.float64()),  # median face-region luma (0..255)
     ("lighting_std", pa.float64()),  # median face-region luma spread (contrast)
     ("lighting_clipped", pa.float64()),  # median share of face pixels under/over exposed
     ("bg_motion", pa.float64()),  # median background motion, % of frame diagonal per second
-    ("blur", pa.float64()),  # median variance of Laplacian on the face, at a fixed scale
+    ("sharpness", pa.float64()),  # median fine-band RMS / luma spread of the face at training scale
+    ("detail_4x", pa.float64()),  # median spectral energy above a 4x-smaller source's limit / below it
 ]
 
 # Per-frame score lists (sampled frames of the clip, same order as its frames).
@@ -106,7 +117,7 @@ FRAME_SCORES = [
     "occlusion_frames",
     "lighting_frames",
     "bg_motion_frames",
-    "blur_frames",
+    "sharpness_frames",
 ]
 
 CLIPS = pa.schema(
@@ -123,7 +134,7 @@ CLIPS = pa.schema(
         pa.field("end_s", pa.float64(), nullable=False),
         pa.field("n_frames", pa.int32(), nullable=False),
         pa.field("fps", pa.float64()),  # sampling rate of the stored frames
-        pa.field("split_reason", pa.string()),  # why the clip ended: end|cut|face_lost|identity_jump|max_length
+        pa.field("split_reason", pa.string()),  # why the clip ended: end|cut|face_lost|identity_jump|max_length|occlusion
         # Crop in source pixels (display orientation), fixed over the clip.
         pa.field("crop_x0", pa.float64()),
         pa.field("crop_y0", pa.float64()),
@@ -133,6 +144,8 @@ CLIPS = pa.schema(
         *[pa.field(name, pa.list_(pa.float32())) for name in FRAME_SCORES],
         pa.field("verdict", pa.string(), nullable=False),  # kept | rejected
         pa.field("reasons", pa.list_(pa.string()), nullable=False),
+        # Rejected clips only: a few 128-px JPEG frames to audit what each filter threw away.
+        pa.field("thumbnails", pa.list_(pa.binary())),
         # Features per clip (issue: feature precompute). Null until computed.
         pa.field("reference_frames", pa.list_(pa.int32())),  # frame_index of references
         pa.field("identity_embedding", TENSOR),

@@ -70,8 +70,9 @@ def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0)
     """
     curate = dict(
         fps=config.sampling.fps, max_image_side=config.sampling.max_image_side,
+        max_image_pixels=config.sampling.max_image_pixels,
         motion_every=config.sampling.motion_every, detect_every=config.sampling.detect_every,
-        clips=config.clips.model_dump(), crop=config.crop.model_dump(),
+        clips=config.clips.model_dump(), crop=config.crop.model_dump(), faces=config.faces.model_dump(),
         thresholds=config.thresholds.as_params(), run_id=run_id,
     )
     steps = [("curate", CurateStage, curate, False)]

@@ -160,6 +160,49 @@ def cmd_report(args) -> int:
     return 0
 
 
+# -- devset, eval ---------------------------------------------------------------------------
+def add_eval_parsers(sub) -> None:
+    p = sub.add_parser("devset", help="write a labelled development set: real media plus degraded variants")
+    p.add_argument("--base", required=True, metavar="CSV", help="path,label,reasons of real files (bench/devset_base.csv)")
+    p.add_argument("--media", required=True, metavar="ROOT", help="folder the base paths are relative to")
+    p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/media and DIR/labels.csv")
+    p.add_argument("--kinds", help="comma-separated degradations (default: all)")
+    p.add_argument("--limit", type=int, help="at most this many clean and this many other base files")
+    p.add_argument("--clean-seconds", type=float, default=10.0, help="clean videos are trimmed to this")
+    p.add_argument("--degraded-seconds", type=float, default=4.0, help="degraded videos are this long")
+    p.set_defaults(func=cmd_devset)
+    p = sub.add_parser("eval", help="precision/recall of every filter and the clean keep-rate against labels")
+    p.add_argument("--labels", required=True, metavar="CSV", help="file,expected,reasons (as `portrait devset` writes)")
+    p.add_argument("--catalog", required=True, action="append",
+                   help="OUT/catalog.duckdb (or OUT) of a build of the labelled files (repeatable: a set built in parts)")
+    p.add_argument("--all", action="store_true", help="print every file's scores, not only the wrong ones")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_devset(args) -> int:
+    from .devset import make_devset
+
+    try:
+        labels = make_devset(Path(args.base), Path(args.media), Path(args.out),
+                             kinds=args.kinds.split(",") if args.kinds else None, limit=args.limit,
+                             clean_seconds=args.clean_seconds, degraded_seconds=args.degraded_seconds)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    print(f"wrote {labels}; build {Path(args.out) / 'media'} and run `portrait eval --labels {labels}`")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import LabelsError, evaluate, print_report
+
+    try:
+        report = evaluate([_out_dir(c) for c in args.catalog], args.labels)
+    except LabelsError as e:
+        raise ConfigError(str(e)) from None
+    print_report(report, all_files=args.all)
+    return 0
+
+
 # -- verify ---------------------------------------------------------------------------------
 def add_verify_parser(sub) -> None:
     p = sub.add_parser("verify", help="check every shard's size, rows and sha256 against the catalog")
@@ -217,7 +260,7 @@ def _extra_parsers():
 
     from .motion import motion_fn_factory
 
-    return [add_preview_parser, add_report_parser, add_verify_parser, add_train_parser,
+    return [add_preview_parser, add_report_parser, add_verify_parser, add_eval_parsers, add_train_parser,
             lambda sub: add_sample_parser(sub, motion_fn_factory=motion_fn_factory)]
 
 

@@ -36,6 +36,14 @@ class ClipsConfig(_Section):
     max_jump: float = Field(0.5, gt=0, description="face centre jump (in face sizes) between samples that ends a clip")
     max_scale_change: float = Field(1.6, gt=1, description="face size ratio between samples that ends a clip")
     cut_threshold: float = Field(0.5, gt=0, le=1, description="frame histogram distance that marks a cut")
+    min_occluded_s: float = Field(0.5, gt=0, description="an occluded stretch this long becomes its own (rejected) clip")
+
+
+class FacesConfig(_Section):
+    detector: Literal["mediapipe", "scrfd"] = Field("mediapipe", description="mediapipe: both BlazeFace ranges (embedded); scrfd: insightface SCRFD")
+    detector_path: Optional[str] = Field(None, description="scrfd: the detection ONNX, e.g. det_10g.onnx from buffalo_l")
+    min_confidence: float = Field(0.5, gt=0, lt=1, description="detection score below which a face is not counted")
+    hands: bool = Field(True, description="look for hands over the mouth and eyes (mediapipe Hands)")
 
 
 class CropConfig(_Section):
@@ -48,23 +56,28 @@ class CropConfig(_Section):
 class Thresholds(_Section):
     """Verdict thresholds. Names are the parameters of manifests/sql/rethreshold.sql.
 
-    Calibrated with margins on the clean fixture media (all kept) and their degraded variants
-    (all rejected): tests/test_quality.py has the measured values.
+    Set from the distributions measured on the labelled development set (real clean media
+    and strong degradations of them, `bench/bench_filters.py`); docs/filters.md gives the
+    figures and each score's blind spots.
     """
 
     min_crop_source_px: float = Field(256, description="source pixels behind the crop side")
-    min_face_px: float = Field(64, description="face box side in source pixels")
+    min_face_px: float = Field(100, description="face box side in source pixels")
     min_face_frac: float = Field(0.15, description="face side / crop side")
     max_pad_frac: float = Field(0.25, description="share of the crop outside the frame")
+    max_face_cut: float = Field(0.05, description="share of the face outside the frame (reason padding)")
     max_faces: int = Field(1, description="faces in one frame")
-    min_face_conf: float = Field(0.5)
-    max_occlusion: float = Field(0.5, description="0 = clear, 1 = mouth or eyes covered")
+    min_face_conf: float = Field(0.6, description="detector confidence: below it the face is not surely a face (reason no_face)")
+    min_face_human: float = Field(0.5, description="person probability inside the face oval: animals score ~0 (reason no_face)")
+    max_frame_occlusion: float = Field(0.5, description="a frame is occluded above this (0 = clear, 1 = mouth or an eye covered)")
+    max_occluded_share: float = Field(0.2, description="share of a clip's frames that may be occluded")
     min_lighting_mean: float = Field(45, description="face luma, 0..255")
     max_lighting_mean: float = Field(220)
     min_lighting_std: float = Field(10, description="face luma spread: flat faces are washed out")
     max_lighting_clipped: float = Field(0.2, description="share of face pixels crushed or blown")
     max_bg_motion: float = Field(5.0, description="% of the frame diagonal per second")
-    min_blur: float = Field(30.0, description="variance of Laplacian on the face at 128 px")
+    min_sharpness: float = Field(0.036, description="fine-band RMS / luma spread of the face at training scale (reason blur)")
+    min_detail_4x: float = Field(0.095, description="face spectral energy above a 4x-smaller source's limit over that below (reason resolution)")
     min_clip_s: float = Field(1.0, description="video clip duration, seconds")
 
     def as_params(self) -> dict[str, float]:
@@ -158,6 +171,7 @@ class DatasetEntry(_Section):
 class BuildConfig(_Section):
     sampling: SamplingConfig = SamplingConfig()
     clips: ClipsConfig = ClipsConfig()
+    faces: FacesConfig = FacesConfig()
     crop: CropConfig = CropConfig()
     thresholds: Thresholds = Thresholds()
     ray: RayConfig = RayConfig()

@@ -54,6 +54,19 @@ def draw_pose(image: np.ndarray, pose: np.ndarray, scale: float, min_score: floa
     return out
 
 
+def _rejected_sheet(clip_id: str, clip: dict, png: str | Path) -> str:
+    """A rejected clip keeps no frames, only its thumbnail strip: show it with the reasons."""
+    thumbs = [decode_jpeg(b) for b in (clip["thumbnails"] or [])]
+    if not thumbs:
+        raise ConfigError(f"rejected clip {clip_id!r} has no thumbnails (built before schema 2?)")
+    strip = np.concatenate(thumbs, axis=1)
+    banner = np.zeros((24, strip.shape[1], 3), np.uint8)
+    cv2.putText(banner, f"{clip_id} rejected: {', '.join(clip['reasons'])}", (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.imwrite(str(png), cv2.cvtColor(np.concatenate([banner, strip], axis=0), cv2.COLOR_RGB2BGR))
+    return clip_id
+
+
 def preview_clip(out_dir: str | Path, clip_id: str | None, png: str | Path, n_frames: int = 6, vae: str | None = None) -> str:
     with Catalog(out_dir, read_only=True) as cat:
         if clip_id is None:
@@ -61,6 +74,9 @@ def preview_clip(out_dir: str | Path, clip_id: str | None, png: str | Path, n_fr
             if not rows:
                 raise ConfigError("the build has no kept clip to preview")
             clip_id = rows[0]["clip_id"]
+        clip = cat.query("SELECT verdict, reasons, thumbnails FROM clips WHERE clip_id = ?", [clip_id]).to_pylist()
+        if clip and clip[0]["verdict"] != "kept":
+            return _rejected_sheet(clip_id, clip[0], png)
         frames = cat.query(
             "SELECT frame_index, view, jpeg, landmarks, position_map, pose, latent FROM frames "
             "WHERE clip_id = ? ORDER BY view, frame_index", [clip_id]).to_pylist()

@@ -23,6 +23,8 @@ def weight_settings(config: BuildConfig) -> dict[str, str]:
     """Setting name -> path, for every weights path the chosen backends will read."""
     f = config.features
     out = {}
+    if config.faces.detector == "scrfd":
+        out["faces.detector_path"] = config.faces.detector_path or ""
     if not f.enabled:
         return out
     if f.latents.weights and _looks_like_path(f.latents.weights):

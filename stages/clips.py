@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 END, CUT, FACE_LOST, IDENTITY_JUMP, MAX_LENGTH = "end", "cut", "face_lost", "identity_jump", "max_length"
+OCCLUSION = "occlusion"  # the curate stage splits a track around an occluded stretch
 
 
 def frame_histogram(rgb: np.ndarray) -> np.ndarray:

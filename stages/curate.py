@@ -15,7 +15,7 @@ import numpy as np
 from manifests import tensors
 from manifests.adapters.base import ClipSpec, SourceSpec
 from manifests.schemas import ERROR, KEPT, REJECTED
-from manifests.verdicts import judge
+from manifests.verdicts import judge, occluded_share
 
 from . import clips as clipping
 from .base import Resources, StageError
@@ -23,11 +23,12 @@ from .crop import Crop, crop_image, plan_crop
 from .decode import Frame, VideoReader, read_image
 from .faces import FaceAnalyzer
 from .jpeg import encode_jpeg
-from .probe import ProbeResult, probe
-from .quality import BackgroundMotion, face_quality
+from .probe import DEFAULT_PIXEL_BUDGET, ProbeResult, probe
+from .quality import BackgroundMotion, face_quality, picture_sharpness
 
 _BUFFER_MARGIN = 1.25  # buffered frames keep 1.25x the pixels the output crop needs
 _BUFFER_WINDOW = 3.0  # and only a window this many crop sides wide around the face
+_MAX_FACELESS = 64  # whole-picture stats kept of frames with no face (why none was found)
 
 
 @dataclass
@@ -38,9 +39,12 @@ class FrameRecord:
     face_box: np.ndarray  # (4,) frame pixels, from the landmarks
     face_conf: float
     n_faces: int
+    human: float | None  # person probability inside the face oval
+    face_cut: float  # share of the face's landmark box outside the picture
     occlusion: float
     lighting: dict
-    blur: float
+    sharpness: float
+    detail_4x: float | None  # measured on detection frames only (a 256-px FFT)
     bg_motion: float | None
     image: np.ndarray  # a window of the frame around the face, resized by ``scale``
     scale: float
@@ -54,6 +58,7 @@ class SourceResult:
     clips: list[dict] = field(default_factory=list)
     frames: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
+    faceless: list[dict] = field(default_factory=list)  # whole-picture stats of frames with no face
 
 
 class CurateStage:
@@ -61,29 +66,38 @@ class CurateStage:
     resources = Resources(num_cpus=1, num_gpus=0, batch_size=1)
 
     def __init__(self, *, fps: float, max_image_side: int, clips: dict, crop: dict, thresholds: dict, run_id: str,
-                 motion_every: int = 1, detect_every: int = 1):
+                 motion_every: int = 1, detect_every: int = 1, faces: dict | None = None,
+                 max_image_pixels: int = DEFAULT_PIXEL_BUDGET):
         self.fps = fps
+        self.max_image_pixels = int(max_image_pixels)
         self.detect_every = max(1, int(detect_every))
         self.motion_every = max(1, int(motion_every))
         self.max_image_side = max_image_side
-        self.clip_settings = clips
+        self.min_occluded_s = float(clips.get("min_occluded_s", 0.5))
+        self.clip_settings = {k: v for k, v in clips.items() if k != "min_occluded_s"}
         self.out_size = int(crop["out_size"])
         self.crop_scale = float(crop["scale"])
         self.shift_down = float(crop["shift_down"])
         self.jpeg_quality = int(crop["jpeg_quality"])
         self.thresholds = thresholds
         self.run_id = run_id
+        self.face_settings = dict(faces or {})
         self.faces: FaceAnalyzer | None = None
         self.motion = None
 
+    def _analyzer(self) -> FaceAnalyzer:
+        f = self.face_settings
+        return FaceAnalyzer(min_confidence=f.get("min_confidence", 0.5), check_hands=f.get("hands", True),
+                            detector=f.get("detector", "mediapipe"), detector_path=f.get("detector_path"))
+
     def setup(self) -> None:
-        self.faces = FaceAnalyzer()
+        self.faces = self._analyzer()
         self.faces.setup()
         self.motion = BackgroundMotion()
         self.motion.setup()
 
     def describe(self) -> dict:
-        return {"faces": FaceAnalyzer().describe(), "background_motion": BackgroundMotion().describe()}
+        return {"faces": self._analyzer().describe(), "background_motion": BackgroundMotion().describe()}
 
     # -- one source -----------------------------------------------------------------------
     def process(self, spec: SourceSpec) -> SourceResult:
@@ -96,7 +110,7 @@ class CurateStage:
         }
         result = SourceResult(row)
         try:
-            info = probe(spec.path, spec.media_type)
+            info = probe(spec.path, spec.media_type, self.max_image_pixels)
             row.update(info.as_row())
             if spec.media_type == "image":
                 self._image(spec, info, result)
@@ -116,9 +130,9 @@ class CurateStage:
             row["status"], row["reasons"] = KEPT, []
         elif result.clips:
             row["status"] = REJECTED
-            row["reasons"] = sorted({r for c in result.clips for r in c["reasons"]})
+            row["reasons"] = _source_reasons(result.clips, self.thresholds["min_clip_s"])
         else:
-            row["status"], row["reasons"] = REJECTED, ["no_face"]
+            row["status"], row["reasons"] = REJECTED, faceless_reasons(result.faceless, self.thresholds)
         return result
 
     def _error(self, spec: SourceSpec, stage: str, message: str) -> dict:
@@ -126,13 +140,14 @@ class CurateStage:
                 "stage": stage, "message": message, "run_id": self.run_id}
 
     def _image(self, spec: SourceSpec, info: ProbeResult, result: SourceResult) -> None:
-        rgb = read_image(spec.path, self.max_image_side)
+        rgb = read_image(spec.path, self.max_image_side, self.max_image_pixels)
         seed = self._seed(spec.clips[0] if spec.clips else None, rgb)
         obs = self.faces.analyze(rgb, seed=seed)
         if obs.landmarks is None:
+            result.faceless.append(picture_sharpness(rgb))
             return
         source_px = info.width / rgb.shape[1]  # source pixels per analysed pixel
-        rec = self._record(Frame(0, 0.0, rgb), obs, bg_motion=None)
+        rec = self._record(Frame(0, 0.0, rgb), obs, bg_motion=None, detected=True)
         self._close_clip(spec, result, [rec], spec.clips[0] if spec.clips else None, clipping.END, source_px)
 
     def _video(self, spec: SourceSpec, info: ProbeResult, result: SourceResult) -> None:
@@ -148,7 +163,7 @@ class CurateStage:
                     seed = self._seed(rng, frame.rgb)
                 # Full detection every detect_every-th frame; in between the mesh follows the face.
                 track = last if i % self.detect_every else None
-                obs = last = self.faces.analyze(frame.rgb, previous=previous, seed=seed, track=track)
+                obs = last = self.faces.analyze(frame.rgb, previous=previous, seed=seed, track=track, carry=last)
                 box = obs.face_box
                 reason = splitter.break_before(frame.t, box, clipping.frame_histogram(frame.rgb))
                 if reason is not None:
@@ -162,9 +177,11 @@ class CurateStage:
                 since_reset += 1
                 if box is None:
                     previous = None
+                    if track is None and len(result.faceless) < _MAX_FACELESS:
+                        result.faceless.append(picture_sharpness(frame.rgb))
                     continue
                 previous = obs.boxes[obs.primary]
-                open_clip.append(self._record(frame, obs, motion if open_clip else None))
+                open_clip.append(self._record(frame, obs, motion if open_clip else None, detected=track is None))
             self._close_clip(spec, result, open_clip, rng, clipping.END, 1.0)
 
     def _seed(self, rng: ClipSpec | None, rgb: np.ndarray) -> np.ndarray | None:
@@ -173,7 +190,7 @@ class CurateStage:
         box = rng.box.to_frame(rgb.shape[1], rgb.shape[0])
         return None if box is None else np.asarray(box, dtype=np.float64)
 
-    def _record(self, frame: Frame, obs, bg_motion) -> FrameRecord:
+    def _record(self, frame: Frame, obs, bg_motion, detected: bool) -> FrameRecord:
         rgb, lm = frame.rgb, obs.landmarks
         box = obs.face_box
         face = max(box[2] - box[0], box[3] - box[1])
@@ -188,18 +205,29 @@ class CurateStage:
         window = rgb[y0:y1, x0:x1]
         scale = min(1.0, _BUFFER_MARGIN * self.out_size / max(need, 1.0))
         image = window.copy() if scale >= 1.0 else cv2.resize(window, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        q = face_quality(rgb, lm)  # resamples the face once for all three scores
+        q = face_quality(rgb, lm, hands=obs.hands, training_face_side=self.out_size / self.crop_scale,
+                         spectrum=detected)
         return FrameRecord(
             index=frame.index, t=frame.t, landmarks=lm, face_box=box, face_conf=obs.face_score,
-            n_faces=obs.significant_faces(), occlusion=max(q["occlusion_mouth"], q["occlusion_eyes"]),
+            n_faces=obs.significant_faces(), human=obs.human, face_cut=_outside_share(box, w, h), occlusion=q["occlusion"],
             lighting={"mean": q["lighting_mean"], "std": q["lighting_std"], "clipped": q["lighting_clipped"]},
-            blur=q["blur"],
+            sharpness=q["sharpness"], detail_4x=q.get("detail_4x"),
             bg_motion=bg_motion, image=image, scale=image.shape[1] / window.shape[1], origin=(x0, y0),
             frame_size=(w, h),
         )
 
     # -- one clip -------------------------------------------------------------------------
     def _close_clip(self, spec: SourceSpec, result: SourceResult, recs: list[FrameRecord], rng: ClipSpec | None,
+                    split_reason: str, source_px: float):
+        """Judge the frames of one face track; an occluded stretch inside it becomes a clip of
+        its own, so the clean parts around it are kept (split_reason 'occlusion')."""
+        parts = occlusion_runs([r.occlusion for r in recs], self.thresholds["max_frame_occlusion"],
+                               max(2, int(round(self.min_occluded_s * self.fps))))
+        for k, (a, b) in enumerate(parts):
+            self._judge_clip(spec, result, recs[a:b], rng, split_reason if k == len(parts) - 1 else clipping.OCCLUSION,
+                             source_px)
+
+    def _judge_clip(self, spec: SourceSpec, result: SourceResult, recs: list[FrameRecord], rng: ClipSpec | None,
                     split_reason: str, source_px: float):
         if not recs:
             return
@@ -223,11 +251,22 @@ class CurateStage:
             "crop_x0": float(crop.x0 * source_px), "crop_y0": float(crop.y0 * source_px),
             "crop_size": float(crop.size * source_px), "out_size": self.out_size, "run_id": self.run_id,
         }
-        clip.update(_aggregate(recs, crop, source_px))
+        clip.update(_aggregate(recs, crop, source_px, self.thresholds["max_frame_occlusion"]))
         clip["verdict"], clip["reasons"] = judge(clip, self.thresholds)
+        clip["thumbnails"] = None if clip["verdict"] == KEPT else self._thumbnails(recs, crop)
         result.clips.append(clip)
         if clip["verdict"] == KEPT:
             result.frames.extend(self._frames(clip, recs, crop))
+
+    def _thumbnails(self, recs: list[FrameRecord], crop: Crop, n: int = 4, side: int = 128) -> list[bytes]:
+        """A few evenly spaced 128-px crops of a rejected clip, to audit what a filter threw away."""
+        picks = sorted({int(round(i)) for i in np.linspace(0, len(recs) - 1, min(n, len(recs)))})
+        out = []
+        for i in picks:
+            r = recs[i]
+            local = Crop(crop.x0 - r.origin[0], crop.y0 - r.origin[1], crop.size, crop.pad_frac)
+            out.append(encode_jpeg(crop_image(r.image, local, side, frame_scale=r.scale), 85))
+        return out
 
     def _frames(self, clip: dict, recs: list[FrameRecord], crop: Crop) -> list[dict]:
         rows = []
@@ -254,12 +293,72 @@ def _clip_labels(spec: SourceSpec, rng: ClipSpec | None) -> dict:
     return labels
 
 
+def occlusion_runs(occlusion: list[float], level: float, min_run: int) -> list[tuple[int, int]]:
+    """[start, end) index ranges splitting a track at occluded stretches of at least ``min_run``
+    frames (shorter flickers stay inside their clip; the share rule judges them). Clean and
+    occluded stretches alternate; a clean gap shorter than ``min_run`` between two occluded
+    stretches is occluded with them (a hand going down and up again)."""
+    runs = _runs([[o is not None and o > level, i, i + 1] for i, o in enumerate(occlusion)])
+    for r in runs:  # short occluded runs are noise inside a clean clip
+        if r[0] and r[2] - r[1] < min_run:
+            r[0] = False
+    runs = _runs(runs)
+    for k in range(1, len(runs) - 1):  # short clean gaps between occluded runs join them
+        if not runs[k][0] and runs[k][2] - runs[k][1] < min_run and runs[k - 1][0] and runs[k + 1][0]:
+            runs[k][0] = True
+    return [(a, b) for _, a, b in _runs(runs)]
+
+
+def _runs(parts: list[list]) -> list[list]:
+    """Consecutive [flag, start, end) parts with the same flag merged into one."""
+    out: list[list] = []
+    for flag, a, b in parts:
+        if out and out[-1][0] == flag:
+            out[-1][2] = b
+        else:
+            out.append([flag, a, b])
+    return out
+
+
+def faceless_reasons(stats: list[dict], thresholds: dict) -> list[str]:
+    """Why a source without any face found was rejected: ``no_face``, unless the picture itself
+    is strongly blurred or blown out (a face there cannot be found, nor judged): then ``blur`` or
+    ``lighting``, which a curator would name. Medians over the faceless frames looked at."""
+    if not stats:
+        return ["no_face"]
+    reasons = []
+    if np.median([s["blown"] for s in stats]) > _BLOWN_SHARE:
+        reasons.append("lighting")
+    if np.median([s["sharpness"] for s in stats]) < thresholds["min_sharpness"]:
+        reasons.append("blur")
+    return reasons or ["no_face"]
+
+
+_BLOWN_SHARE = 0.5  # share of the picture at >= 240 grey: blown out
+
+
+def _source_reasons(clips: list[dict], min_clip_s: float) -> list[str]:
+    """Why a source kept nothing: the reasons of its clips judged on their content. Fragments
+    (clips under ``min_clip_s``, scored on a few frames) only speak when nothing else does."""
+    judged = [c for c in clips if c["media_type"] == "image" or c["end_s"] - c["start_s"] >= min_clip_s]
+    reasons = {r for c in (judged or clips) for r in c["reasons"]}
+    # Only fragments: the face kept being lost, and what the fragments show says why.
+    return sorted(reasons - {"too_short"} or reasons)
+
+
+def _outside_share(box: np.ndarray, width: int, height: int) -> float:
+    """Share of a box's area outside the picture (a face cut by the frame border)."""
+    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-6)
+    inside = max(0.0, min(box[2], width) - max(box[0], 0.0)) * max(0.0, min(box[3], height) - max(box[1], 0.0))
+    return float(min(1.0, max(0.0, 1.0 - inside / area)))
+
+
 def _median(values) -> float | None:
     vals = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.median(vals)) if vals else None
 
 
-def _aggregate(recs: list[FrameRecord], crop: Crop, source_px: float) -> dict:
+def _aggregate(recs: list[FrameRecord], crop: Crop, source_px: float, occlusion_level: float) -> dict:
     """Clip-level scores (one column each) and the per-frame lists behind them."""
     faces = [max(r.face_box[2] - r.face_box[0], r.face_box[3] - r.face_box[1]) * source_px for r in recs]
     occl = [r.occlusion for r in recs]
@@ -275,15 +374,19 @@ def _aggregate(recs: list[FrameRecord], crop: Crop, source_px: float) -> dict:
         # Faces seen in at least 20% of frames: one spurious detection does not reject a clip.
         "n_faces": int(n_faces[int(np.floor(0.8 * (len(n_faces) - 1)))]),
         "face_conf": _median(r.face_conf for r in recs),
-        "occlusion": float(np.percentile(occl, 90)),
+        "face_human": _median(r.human for r in recs),
+        "face_cut": _median(r.face_cut for r in recs),
+        "occlusion": _median(occl),
+        "occluded_share": occluded_share(occl, occlusion_level),
         "lighting_mean": _median(r.lighting["mean"] for r in recs),
         "lighting_std": _median(r.lighting["std"] for r in recs),
         "lighting_clipped": _median(r.lighting["clipped"] for r in recs),
         "bg_motion": _median(motion),
-        "blur": _median(r.blur for r in recs),
+        "sharpness": _median(r.sharpness for r in recs),
+        "detail_4x": _median(r.detail_4x for r in recs),
         "face_px_frames": [float(f) for f in faces],
         "occlusion_frames": [float(o) for o in occl],
         "lighting_frames": [float(r.lighting["mean"]) for r in recs],
         "bg_motion_frames": [None if m is None else float(m) for m in motion],
-        "blur_frames": [float(r.blur) for r in recs],
+        "sharpness_frames": [float(r.sharpness) for r in recs],
     }

@@ -1,10 +1,19 @@
 """Faces with the embedded default: mediapipe face detection + 478-point face mesh.
 
-Per frame: every face is detected with the full-range BlazeFace model (it finds the small faces
-of half-body shots that the mesh's own short-range detector misses), the primary face is chosen
-(the one continuing the previous frame's track, else the largest confident one), and the mesh
-runs on a square crop around it, so landmarks are as good for a small face in a 4K frame as for a
-selfie. Landmarks come back in frame pixels.
+Per frame: every face is detected with the full-range BlazeFace model (small faces of half-body
+shots, up to ~5 m); where it finds none, the short-range model looks for a close-up (which the
+full-range model misses: a clear 390-px face can go unseen). The primary face is chosen (the
+one continuing the previous frame's track, else the largest confident one), and the mesh runs on
+a square crop around it, so landmarks are as good for a small face in a 4K frame as for a selfie.
+Landmarks come back in frame pixels.
+
+Two checks on the primary face run on the same square crop, on detection frames only:
+- ``human``: BlazeFace and the mesh fire on animal faces, cartoons of animals and round objects;
+  the selfie segmentation model (trained to find people, paintings and statues included) does
+  not. The score is its mean person probability inside the mesh's face oval (humans ~1, animals
+  ~0); clips whose face is not human are rejected ``no_face``.
+- ``hands``: mediapipe Hands' landmarks of any hand in the crop; the occlusion scorer measures
+  how much of the mouth and eyes a hand covers.
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ from .crop import cv2_affine
 N_LANDMARKS = 478
 _MESH_INPUT = 256  # side of the square face crop fed to the mesh
 _MESH_CONTEXT = 2.2  # crop side / detected box side: the mesh detector needs some context
+SIGNIFICANT_SIZE = 1 / 3  # other faces this share of the primary's size count as more people
 
 
 @dataclass
@@ -28,17 +38,22 @@ class FaceObs:
     scores: np.ndarray  # (n,)
     primary: int | None = None  # index into boxes
     landmarks: np.ndarray | None = None  # (478, 2) frame pixels, primary face
+    human: float | None = None  # person probability inside the face oval (0..1)
+    hands: list[np.ndarray] = field(default_factory=list)  # (21, 2) frame pixels per hand near the face
+    others_human: dict[int, float] = field(default_factory=dict)  # box index -> person probability, other large faces
 
     @property
     def n_faces(self) -> int:
         return len(self.scores)
 
-    def significant_faces(self, min_rel_size: float = 1 / 3) -> int:
-        """Faces at least ``min_rel_size`` of the primary's size (background faces don't count)."""
+    def significant_faces(self, min_rel_size: float = SIGNIFICANT_SIZE, min_human: float = 0.5) -> int:
+        """Human faces at least ``min_rel_size`` of the primary's size (background faces, and
+        the cat in a painting, don't count)."""
         if self.primary is None:
             return 0
         sizes = np.maximum(self.boxes[:, 2] - self.boxes[:, 0], self.boxes[:, 3] - self.boxes[:, 1])
-        return int(np.sum(sizes >= min_rel_size * sizes[self.primary]))
+        big = np.flatnonzero(sizes >= min_rel_size * sizes[self.primary])
+        return int(sum(i == self.primary or self.others_human.get(int(i), 1.0) >= min_human for i in big))
 
     @property
     def face_box(self) -> np.ndarray | None:
@@ -61,49 +76,87 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
+_CHECK_INPUT = 256  # side of the square crop the human and hand checks see
+_CHECK_CONTEXT = 3.0  # its side / face side: shoulders and hands near the face are in
+
+
 @dataclass
 class FaceAnalyzer:
     min_confidence: float = 0.5
-    _detector: object = field(default=None, repr=False)
+    check_hands: bool = True
+    detector: str = "mediapipe"  # or "scrfd" (insightface, user-supplied weights: stages/face_backends.py)
+    detector_path: str | None = None
+    _detectors: list = field(default_factory=list, repr=False)
+    _scrfd: object = field(default=None, repr=False)
     _mesh: object = field(default=None, repr=False)
+    _segmenter: object = field(default=None, repr=False)
+    _hands: object = field(default=None, repr=False)
+    _n_checked: int = field(default=0, repr=False)
 
     def setup(self) -> None:
         import mediapipe as mp
 
-        # model_selection=1: the full-range model (faces up to ~5 m), bundled in the wheel.
-        self._detector = mp.solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=self.min_confidence
-        )
+        if self.detector == "scrfd":
+            from .face_backends import ScrfdDetector
+
+            self._scrfd = ScrfdDetector(self.detector_path or "", min_confidence=self.min_confidence)
+            self._scrfd.setup()
+        else:
+            # Both BlazeFace models bundled in the wheel: 1 = full range (far), 0 = short range (close-ups).
+            self._detectors = [mp.solutions.face_detection.FaceDetection(model_selection=m, min_detection_confidence=self.min_confidence)
+                               for m in (1, 0)]
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.3
         )
+        # model_selection=0: the general (square 256) model, which suits the square face crop.
+        self._segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        if self.check_hands:
+            self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=2, model_complexity=0,
+                                                   min_detection_confidence=0.5)
 
     def describe(self) -> dict:
-        return {"backend": "mediapipe", "detector": "face_detection full-range", "mesh": "face_mesh 478 (refined)"}
+        if self.detector == "scrfd":
+            from .face_backends import ScrfdDetector
+
+            detector = ScrfdDetector(self.detector_path or "", min_confidence=self.min_confidence).describe()
+        else:
+            detector = "mediapipe face_detection full-range + short-range"
+        return {"backend": "mediapipe", "detector": detector, "mesh": "face_mesh 478 (refined)",
+                "human_check": "selfie_segmentation (general) on the face crop",
+                "hands": "hands (lite)" if self.check_hands else None}
 
     def close(self) -> None:
-        for m in (self._detector, self._mesh):
+        for m in (*self._detectors, self._scrfd, self._mesh, self._segmenter, self._hands):
             if m is not None:
                 m.close()
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._scrfd is not None:
+            return self._scrfd.detect(rgb)
         h, w = rgb.shape[:2]
-        res = self._detector.process(rgb)
         boxes, scores = [], []
-        for d in res.detections or []:
-            rb = d.location_data.relative_bounding_box
-            x0, y0 = rb.xmin * w, rb.ymin * h
-            boxes.append([x0, y0, x0 + rb.width * w, y0 + rb.height * h])
-            scores.append(d.score[0])
+        for detector in self._detectors:
+            if boxes:
+                break  # the short-range model only looks for the close-up the full-range one missed
+            for d in detector.process(rgb).detections or []:
+                rb = d.location_data.relative_bounding_box
+                x0, y0 = rb.xmin * w, rb.ymin * h
+                boxes.append([x0, y0, x0 + rb.width * w, y0 + rb.height * h])
+                scores.append(d.score[0])
         return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(scores, dtype=np.float64)
 
     def analyze(self, rgb: np.ndarray, previous: np.ndarray | None = None, seed: np.ndarray | None = None,
-                track: FaceObs | None = None) -> FaceObs:
+                track: FaceObs | None = None, carry: FaceObs | None = None) -> FaceObs:
         """Detect faces, pick the primary (continuing ``previous`` or matching ``seed``), mesh it.
 
         With ``track`` (the previous frame's result), detection is skipped: the mesh runs around
         the previous landmarks, and the other faces of that detection are carried over. If the
         mesh loses the face there, this frame is detected after all.
+
+        ``carry``: the previous frame's result on a detection frame of a video. The two checks
+        then take turns (human on one detection frame, hands on the next; the other carried
+        over), which halves their cost: a face does not change species, and a hand over the
+        mouth for half a second is still seen.
         """
         if track is not None and track.landmarks is not None:
             landmarks = self.mesh(rgb, track.face_box)
@@ -111,14 +164,82 @@ class FaceAnalyzer:
                 boxes = track.boxes.copy()
                 lo, hi = landmarks.min(0), landmarks.max(0)
                 boxes[track.primary] = [lo[0], lo[1], hi[0], hi[1]]
-                return FaceObs(boxes, track.scores, track.primary, landmarks)
+                # The checks run on detection frames only (every few sampled frames); their
+                # results carry over while the mesh tracks.
+                return FaceObs(boxes, track.scores, track.primary, landmarks, human=track.human, hands=track.hands,
+                               others_human=track.others_human)
         boxes, scores = self.detect(rgb)
         obs = FaceObs(boxes, scores)
         if len(scores) == 0:
             return obs
         obs.primary = self._choose_primary(boxes, scores, previous if previous is not None else seed)
         obs.landmarks = self.mesh(rgb, boxes[obs.primary])
+        if obs.landmarks is not None:
+            crop, m = self._check_crop(rgb, obs.landmarks)
+            self._n_checked += 1
+            same = (carry is not None and carry.landmarks is not None and carry.human is not None
+                    and box_iou(carry.face_box, obs.face_box) > 0.3)
+            if same and self._n_checked % 2:
+                obs.human, obs.others_human = carry.human, carry.others_human
+            else:
+                obs.human = self._human(crop, obs.landmarks * m[0, 0] + m[:, 2])
+                obs.others_human = self._others_human(rgb, boxes, obs.primary)
+            if same and not self._n_checked % 2:
+                obs.hands = carry.hands
+            else:
+                obs.hands = self._hands_in(crop, m) if self.check_hands else []
         return obs
+
+    def _others_human(self, rgb: np.ndarray, boxes: np.ndarray, primary: int) -> dict[int, float]:
+        """The human check for the other faces large enough to count (no mesh on them: the
+        person probability inside an ellipse inscribed in the detector's box)."""
+        sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        out = {}
+        for i in np.flatnonzero(sizes >= SIGNIFICANT_SIZE * sizes[primary]):
+            if i == primary:
+                continue
+            b = boxes[i]
+            c = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])
+            side = _CHECK_CONTEXT * float(sizes[i])
+            s = _CHECK_INPUT / max(side, 1.0)
+            m = np.array([[s, 0, _CHECK_INPUT / 2 - s * c[0]], [0, s, _CHECK_INPUT / 2 - s * c[1]]], dtype=np.float64)
+            prob = self._segmenter.process(_warp(rgb, m, c, side, border=cv2.BORDER_CONSTANT)).segmentation_mask
+            ell = np.zeros(prob.shape, np.uint8)
+            axes = (max(1, int(0.35 * s * (b[2] - b[0]))), max(1, int(0.35 * s * (b[3] - b[1]))))
+            cv2.ellipse(ell, (_CHECK_INPUT // 2, _CHECK_INPUT // 2), axes, 0, 0, 360, 1, -1)
+            out[int(i)] = float(prob[ell.astype(bool)].mean())
+        return out
+
+    # -- checks on a square crop around the face ----------------------------------------------
+    @staticmethod
+    def _check_crop(rgb: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = landmarks.min(0), landmarks.max(0)
+        c, side = (lo + hi) / 2, _CHECK_CONTEXT * float(max(hi - lo))
+        s = _CHECK_INPUT / max(side, 1.0)
+        m = np.array([[s, 0, _CHECK_INPUT / 2 - s * c[0]], [0, s, _CHECK_INPUT / 2 - s * c[1]]], dtype=np.float64)
+        # Black outside the frame: replicated border pixels read as a person to the segmenter.
+        crop = _warp(rgb, m, c, side, border=cv2.BORDER_CONSTANT)
+        return crop, m
+
+    def _human(self, crop: np.ndarray, pts: np.ndarray) -> float:
+        """Mean person probability inside the (slightly eroded) face oval of the crop."""
+        from .quality import FACE_OVAL
+
+        prob = self._segmenter.process(crop).segmentation_mask
+        oval = np.zeros(prob.shape, np.uint8)
+        cv2.fillPoly(oval, [np.round(pts[FACE_OVAL]).astype(np.int32)], 1)
+        inner = cv2.erode(oval, np.ones((5, 5), np.uint8)).astype(bool)
+        region = inner if inner.sum() >= 20 else oval.astype(bool)
+        return float(prob[region].mean()) if region.any() else 0.0
+
+    def _hands_in(self, crop: np.ndarray, m: np.ndarray) -> list[np.ndarray]:
+        res = self._hands.process(crop)
+        out = []
+        for hand in res.multi_hand_landmarks or []:
+            pts = np.array([(p.x, p.y) for p in hand.landmark], dtype=np.float64) * _CHECK_INPUT
+            out.append((pts - m[:, 2]) / m[0, 0])  # back to frame pixels
+        return out
+
 
     @staticmethod
     def _choose_primary(boxes: np.ndarray, scores: np.ndarray, anchor: np.ndarray | None) -> int:
@@ -136,23 +257,34 @@ class FaceAnalyzer:
         s = _MESH_INPUT / side
         # Affine map frame -> crop (continuous coordinates); border pixels are replicated so edge faces keep context.
         m = np.array([[s, 0, _MESH_INPUT / 2 - s * cx], [0, s, _MESH_INPUT / 2 - s * cy]], dtype=np.float64)
-        # Only the region around the face is resampled (not the whole frame).
-        h, w = rgb.shape[:2]
-        x0, y0 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
-        x1, y1 = min(w, int(np.ceil(cx + side / 2))), min(h, int(np.ceil(cy + side / 2)))
-        src, fx, fy = rgb[y0:y1, x0:x1], 1.0, 1.0
-        if s < 0.5 and src.size:
-            # warpAffine cannot area-average: shrink first (INTER_AREA), then warp near 1:1.
-            rw, rh = src.shape[1], src.shape[0]
-            src = cv2.resize(src, (max(1, round(rw * s)), max(1, round(rh * s))), interpolation=cv2.INTER_AREA)
-            fx, fy = src.shape[1] / rw, src.shape[0] / rh
-        # Continuous coordinates: region pixel q = (p - (x0, y0)) * f, so p = q / f + (x0, y0).
-        warp = np.array([[s / fx, 0, m[0, 2] + s * x0], [0, s / fy, m[1, 2] + s * y0]], dtype=np.float64)
-        crop = cv2.warpAffine(np.ascontiguousarray(src), cv2_affine(warp), (_MESH_INPUT, _MESH_INPUT),
-                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        crop = _warp(rgb, m, (cx, cy), side, size=_MESH_INPUT)
         res = self._mesh.process(crop)
         if not res.multi_face_landmarks:
             return None
         lm = res.multi_face_landmarks[0].landmark
         pts = np.array([(p.x, p.y) for p in lm], dtype=np.float64) * _MESH_INPUT
         return (pts - m[:, 2]) / s
+
+
+def _warp(rgb: np.ndarray, m: np.ndarray, centre, side: float, size: int = _CHECK_INPUT,
+          border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+    """The square ``size`` crop of ``rgb`` under the frame -> crop affine ``m`` (scale m[0, 0]),
+    resampling only the region around ``centre`` (not the whole frame); border pixels are
+    replicated so faces at the frame edge keep context."""
+    s = m[0, 0]
+    cx, cy = centre
+    h, w = rgb.shape[:2]
+    x0, y0 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
+    x1, y1 = min(w, int(np.ceil(cx + side / 2))), min(h, int(np.ceil(cy + side / 2)))
+    src, fx, fy = rgb[y0:y1, x0:x1], 1.0, 1.0
+    if s < 0.5 and src.size:
+        # warpAffine cannot area-average: shrink first (INTER_AREA), then warp near 1:1.
+        rw, rh = src.shape[1], src.shape[0]
+        src = cv2.resize(src, (max(1, round(rw * s)), max(1, round(rh * s))), interpolation=cv2.INTER_AREA)
+        fx, fy = src.shape[1] / rw, src.shape[0] / rh
+    if not src.size:
+        return np.zeros((size, size, 3), np.uint8)
+    # Continuous coordinates: region pixel q = (p - (x0, y0)) * f, so p = q / f + (x0, y0).
+    warp = np.array([[s / fx, 0, m[0, 2] + s * x0], [0, s / fy, m[1, 2] + s * y0]], dtype=np.float64)
+    return cv2.warpAffine(np.ascontiguousarray(src), cv2_affine(warp), (size, size),
+                          flags=cv2.INTER_LINEAR, borderMode=border)

@@ -59,6 +59,7 @@ class _Face:
     rgb: np.ndarray
     pts: np.ndarray
     scale: float  # resampled pixels per source pixel
+    origin: tuple[int, int] = (0, 0)  # source pixel at the resampled image's top-left corner
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -75,7 +76,7 @@ class _Face:
         return m.astype(bool)
 
 
-def _normalised_face(frame_rgb: np.ndarray, lm: np.ndarray) -> _Face:
+def _normalised_face(frame_rgb: np.ndarray, lm: np.ndarray, side: float = FACE_SIDE) -> _Face:
     lo, hi = lm[:468].min(0), lm[:468].max(0)
     size = max(float(np.max(hi - lo)), 1.0)
     # Integer source box around the landmark box (replicated where it leaves the frame).
@@ -86,12 +87,13 @@ def _normalised_face(frame_rgb: np.ndarray, lm: np.ndarray) -> _Face:
     pad = max(0, -ix0, -iy0, ix0 + n - w, iy0 + n - h)
     src = frame_rgb if pad == 0 else cv2.copyMakeBorder(frame_rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     box = src[iy0 + pad: iy0 + pad + n, ix0 + pad: ix0 + pad + n]
-    s = FACE_SIDE / size
+    s = side / size
     out = max(8, int(round(n * s)))
-    # Area averaging when shrinking (no aliasing), linear when enlarging a small face.
-    rgb = cv2.resize(box, (out, out), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    # Area averaging when shrinking (no aliasing), bicubic when enlarging a small face (as a
+    # training crop enlarges it).
+    rgb = cv2.resize(box, (out, out), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
     s = out / n
-    return _Face(rgb=np.ascontiguousarray(rgb), pts=(lm - [ix0, iy0]) * s, scale=s)
+    return _Face(rgb=np.ascontiguousarray(rgb), pts=(lm - [ix0, iy0]) * s, scale=s, origin=(ix0, iy0))
 
 
 def _disc(radius: int) -> np.ndarray:
@@ -105,7 +107,7 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------- occlusion
 
-def occlusion_score(frame_rgb: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
+def occlusion_score(frame_rgb: np.ndarray, landmarks: np.ndarray, hands: list | None = None) -> dict[str, float]:
     """How covered the mouth and the eyes are: ``{"mouth": 0..1, "eyes": 0..1}``, 1 = covered.
 
     FaceMesh places the mouth and eyes even where something covers them, so the question is
@@ -124,7 +126,60 @@ def occlusion_score(frame_rgb: np.ndarray, landmarks: np.ndarray) -> dict[str, f
     Each cue is a soft ramp to [0, 1]; a region is visible when all its cues are, and the score
     is 1 - visibility. ``eyes`` is the worse of the two eyes (one covered eye counts).
     """
-    return _occlusion(_normalised_face(frame_rgb, _check(frame_rgb, landmarks)))
+    return occlusion_of(_normalised_face(frame_rgb, _check(frame_rgb, landmarks)), hands or [])
+
+
+def occlusion_of(face: _Face, hands: list) -> dict[str, float]:
+    """Occlusion of the mouth and of the eyes on a normalised face, the worst of three views:
+
+    - the pixels where the mesh puts the mouth and eyes no longer look like them
+      (``_occlusion``: detail, mouth line or teeth, lip colour, eye darkness);
+    - skin that must be visible next to them is not skin: the nose (covered with the mouth by
+      a hand, a microphone, a phone, a mask) and the bridge between the eyes (covered by a bar
+      or glasses-sized patch over both eyes), compared with the face's own skin colour read
+      far from each (forehead and upper cheeks for the nose; forehead top and lower cheeks for
+      the bridge), so a textured or coloured patch counts even where it has lip-like colours
+      or eye-like detail;
+    - a hand (mediapipe Hands, from the face stage) covers the lips or an eye.
+    """
+    occ = _occlusion(face)
+    lab = _lab(face.rgb)
+    oval = face.polygon(FACE_OVAL)
+    nose = _skin_share(face, lab, oval, NOSE, FOREHEAD + UPPER_CHEEKS)
+    bridge = _skin_share(face, lab, oval, BRIDGE, FOREHEAD_TOP + LOWER_CHEEKS)
+    lips = cv2.dilate(face.polygon(LIPS_OUTER).astype(np.uint8), _disc(2)).astype(bool)
+    hand_eyes = max(_hand_cover(face, hands, _eye_ellipse(face, o, i, 0.6, 0.3)) for o, i in EYE_CORNERS)
+    occ["mouth"] = max(occ["mouth"], 1.0 - _ramp(nose, 0.1, 0.4), _ramp(_hand_cover(face, hands, lips), 0.15, 0.4))
+    occ["eyes"] = max(occ["eyes"], 1.0 - _ramp(bridge, 0.15, 0.45), _ramp(hand_eyes, 0.15, 0.4))
+    return occ
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """L* 0..100, a*, b* centred on 0 (float32)."""
+    lab8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    return np.stack([lab8[..., 0] * (100.0 / 255.0), lab8[..., 1] - 128.0, lab8[..., 2] - 128.0], -1)
+
+
+def _skin_share(face: _Face, lab: np.ndarray, oval: np.ndarray, region: list[int], reference: list[int]) -> float:
+    """Share of the pixels around ``region`` landmarks that look like the skin around
+    ``reference`` landmarks (1 when either is too small to judge: no evidence)."""
+    r = max(2, int(round(FACE_SIDE * 0.025)))
+    ref = _samples(face, reference, r) & oval
+    reg = _samples(face, region, r) & oval
+    if ref.sum() < 10 or reg.sum() < 5:
+        return 1.0
+    return float(_skin_like(lab, ref)[reg].mean())
+
+
+def _eye_ellipse(face: _Face, outer: int, inner: int, rx: float, ry: float) -> np.ndarray:
+    p0, p1 = face.pts[outer], face.pts[inner]
+    width = float(np.linalg.norm(p1 - p0))
+    centre = (p0 + p1) / 2
+    angle = math.degrees(math.atan2(p1[1] - p0[1], p1[0] - p0[0]))
+    m = np.zeros(face.shape, np.uint8)
+    cv2.ellipse(m, (int(round(centre[0])), int(round(centre[1]))),
+                (max(int(round(rx * width)), 2), max(int(round(ry * width)), 1)), angle, 0, 360, 1, -1)
+    return m.astype(bool)
 
 
 def _occlusion(face: _Face) -> dict[str, float]:
@@ -177,21 +232,27 @@ def _mouth_visibility(face, lum, smooth, a, b, grad, spread, grad_ref, skin_chro
     # or two, and pressed lips leave only a thin line.
     darkest = cv2.erode(smooth, np.ones((5, 1), np.uint8))
     line_l = float(np.median(darkest[xy[:, 1], xy[:, 0]]))
-    line = _ramp((float(np.median(lum[band])) - line_l) / spread, 0.05, 0.3)
+    band_l = float(np.median(lum[band]))
+    line = _ramp((band_l - line_l) / spread, 0.05, 0.3)
+    # An open mouth showing teeth has a bright, not a dark, midline: either contrast with the
+    # lips is a mouth; a patch or a hand has neither.
+    brightest = cv2.dilate(smooth, np.ones((5, 1), np.uint8))
+    teeth_l = float(np.median(brightest[xy[:, 1], xy[:, 0]]))
+    line = max(line, _ramp((teeth_l - band_l) / spread, 0.3, 0.6))
     colour = redness = 1.0
     if skin_chroma > 6.0:  # a colour face (greyscale photos skip the colour cues)
         # Lips are at least about as saturated as the cheeks: dark, metallic or neutral objects are not.
         lip_chroma = float(np.median(np.hypot(a[band], b[band])))
         colour = _ramp(lip_chroma / skin_chroma, 0.2, 0.6)
         # Lips are redder than the skin right around them; a hand over the mouth is not. Only a
-        # partial cue (paintings, statues, pale lips): it lowers visibility, never zeroes it.
+        # partial cue (paintings, statues, pale lips): alone it never makes a mouth occluded.
         core = cv2.erode(band.astype(np.uint8), _disc(1)).astype(bool)
         core = core if core.sum() >= 5 else band
         mouth_w = float(np.linalg.norm(face.pts[61] - face.pts[291]))
         lips_u8 = lips.astype(np.uint8)
         ring = cv2.dilate(lips_u8, _disc(max(3, int(0.2 * mouth_w)))).astype(bool) & ~cv2.dilate(lips_u8, _disc(2)).astype(bool)
         if ring.sum() >= 10:
-            redness = 0.4 + 0.6 * _ramp(float(np.median(a[core]) - np.median(a[ring])), 1.0, 4.0)
+            redness = 0.55 + 0.45 * _ramp(float(np.median(a[core]) - np.median(a[ring])), 1.0, 4.0)
     return detail * line * colour * redness
 
 
@@ -239,37 +300,115 @@ def _lighting(face: _Face) -> dict[str, float]:
     }
 
 
-# ---------------------------------------------------------------------------------------- blur
+# ----------------------------------------------------------------------- sharpness, resolution
 
-def blur_score(frame_rgb: np.ndarray, landmarks: np.ndarray) -> float:
-    """Variance of the Laplacian over the face (mesh hull), with the face resampled to
-    FACE_SIDE pixels: sharp faces score high whatever the source resolution; a small face
-    enlarged to that size scores low, as it should (it has no detail to give)."""
-    return _blur(_normalised_face(frame_rgb, _check(frame_rgb, landmarks)))
+TRAINING_FACE_SIDE = 160  # the face side in a 512 crop at the default crop scale (512 / 3.2)
+_SHARP_SIGMA = 0.6  # finest DoG band: sigma 0.6-1.2 px
 
 
-def _blur(face: _Face) -> float:
-    lap = cv2.Laplacian(_luma(face.rgb), cv2.CV_32F, ksize=1)
+def _dog_energy(gray: np.ndarray, sigma: float, mask: np.ndarray) -> float:
+    band = cv2.GaussianBlur(gray, (0, 0), sigma) - cv2.GaussianBlur(gray, (0, 0), 2 * sigma)
+    return float(np.mean(band[mask] ** 2)) if mask.any() else float("nan")
+
+
+def sharpness_score(frame_rgb: np.ndarray, landmarks: np.ndarray, face_side: float = TRAINING_FACE_SIDE) -> float:
+    """Detail of the face as it appears in the training crop: the face is resampled so its
+    landmark box side is ``face_side`` (enlarged when the source face is smaller: a small or
+    upscaled face has no detail to give), and the score is the RMS of the finest band-pass
+    (DoG, sigma 0.6-1.2 px) inside the face hull over the face's own luma spread there.
+    Contrast, exposure and skin tone cancel (the variance of the Laplacian scales with
+    contrast squared, so dark faces read as blurry); a blurred face keeps its spread (shading,
+    hair, eyes) but loses the fine band."""
+    lm = _check(frame_rgb, landmarks)
+    return _sharpness(_normalised_face(frame_rgb, lm, side=face_side))
+
+
+def _sharpness(face: _Face) -> float:
     region = face.hull()
+    k = max(1, int(round(0.03 * face.shape[0])))
+    region = cv2.erode(region.astype(np.uint8), _disc(k)).astype(bool)  # no face/background border
     if region.sum() < 20:
         return float("nan")
-    return float(lap[region].var())
+    g = _luma(face.rgb)
+    fine = _dog_energy(g, _SHARP_SIGMA, region)
+    return float(math.sqrt(fine) / (float(g[region].std()) + 1.0))
 
 
-def face_quality(frame_rgb: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
-    """All face scores of one frame at once (the face is resampled once):
-    ``occlusion_mouth``, ``occlusion_eyes``, ``lighting_mean``, ``lighting_std``,
-    ``lighting_clipped``, ``blur``."""
-    face = _normalised_face(frame_rgb, _check(frame_rgb, landmarks))
-    occ, light = _occlusion(face), _lighting(face)
-    return {
+def picture_sharpness(frame_rgb: np.ndarray, side: int = 256) -> dict[str, float]:
+    """For a picture where no face was found: ``sharpness`` (the face score's formula over the
+    whole picture reduced to ``side`` px; the same threshold separates blur on the development
+    set) and ``blown``, the share of pixels at 240 grey or more."""
+    h, w = frame_rgb.shape[:2]
+    s = side / max(h, w)
+    small = cv2.resize(frame_rgb, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+    g = _luma(small)
+    m = np.zeros(g.shape, bool)
+    m[4:-4, 4:-4] = True
+    fine = _dog_energy(g, _SHARP_SIGMA, m)
+    return {"sharpness": float(math.sqrt(fine) / (float(g[m].std()) + 1.0)), "blown": float(np.mean(g[m] >= 240))}
+
+
+_SPECTRUM_SIDE = 256  # the native-pixel face patch analysed (centre of the face)
+
+
+def detail_4x_score(frame_rgb: np.ndarray, landmarks: np.ndarray) -> float:
+    """Spectral energy a 4x-smaller source could not hold, at the source's own pixel grid.
+
+    The centre of the face (landmark box, native pixels, at most 256 px) is windowed and its
+    power spectrum whitened (times f^2, which flattens natural images' 1/f^2 fall-off); the
+    score is the mean whitened energy just above a 4x source's limit (0.14-0.22 cycles/px) over
+    that just below it (0.06-0.11 cycles/px). Content enlarged 4x from a smaller source has
+    nothing above 0.125 cycles/px but interpolation leakage and codec noise; real detail falls
+    off smoothly. Bands next to the cut-off, not the highest frequencies: those hold mostly
+    compression noise in real video. Strong blur empties both bands (``sharpness`` sees it).
+    NaN for faces under 48 px (too few samples; ``min_face_px`` judges those)."""
+    lm = _check(frame_rgb, landmarks)
+    lo, hi = lm[:468].min(0), lm[:468].max(0)
+    h, w = frame_rgb.shape[:2]
+    x0, y0 = int(max(0, math.floor(lo[0]))), int(max(0, math.floor(lo[1])))
+    x1, y1 = int(min(w, math.ceil(hi[0]))), int(min(h, math.ceil(hi[1])))
+    n = min(x1 - x0, y1 - y0, _SPECTRUM_SIDE)
+    if n < 48:
+        return float("nan")
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    patch = cv2.cvtColor(np.ascontiguousarray(frame_rgb[cy - n // 2: cy - n // 2 + n, cx - n // 2: cx - n // 2 + n]),
+                         cv2.COLOR_RGB2GRAY).astype(np.float64)
+    return _detail_4x(patch)
+
+
+def _detail_4x(patch: np.ndarray) -> float:
+    n = patch.shape[0]
+    win = np.hanning(n)
+    p = (patch - patch.mean()) * win[:, None] * win[None, :]
+    power = np.abs(np.fft.fft2(p)) ** 2
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
+    white = power * f ** 2
+    high = white[(f >= 0.14) & (f < 0.22)].mean()
+    low = white[(f >= 0.06) & (f < 0.11)].mean()
+    return float(high / low) if low > 1e-9 else float("nan")
+
+
+def face_quality(frame_rgb: np.ndarray, landmarks: np.ndarray, hands: list | None = None,
+                 training_face_side: float = TRAINING_FACE_SIDE, spectrum: bool = True) -> dict[str, float]:
+    """All face scores of one frame at once: ``occlusion`` (and its ``occlusion_mouth``,
+    ``occlusion_eyes`` parts), ``lighting_mean``, ``lighting_std``, ``lighting_clipped``,
+    ``sharpness`` and, with ``spectrum``, ``detail_4x``. ``hands``: hand landmarks near the
+    face (frame pixels), from the face stage."""
+    lm = _check(frame_rgb, landmarks)
+    face = _normalised_face(frame_rgb, lm)
+    occ, light = occlusion_of(face, hands or []), _lighting(face)
+    out = {
+        "occlusion": max(occ["mouth"], occ["eyes"]),
         "occlusion_mouth": occ["mouth"],
         "occlusion_eyes": occ["eyes"],
         "lighting_mean": light["mean"],
         "lighting_std": light["std"],
         "lighting_clipped": light["clipped"],
-        "blur": _blur(face),
+        "sharpness": _sharpness(_normalised_face(frame_rgb, lm, side=training_face_side)),
     }
+    if spectrum:
+        out["detail_4x"] = detail_4x_score(frame_rgb, lm)
+    return out
 
 
 # ---------------------------------------------------------------------------- background motion
@@ -291,7 +430,7 @@ class BackgroundMotion:
     name = "background_motion"
 
     def __init__(self, analysis_side: int = 256, mask_threshold: float = 0.5, mask_dilate: float = 0.04,
-                 min_background: float = 0.05, preset: str = "fast"):
+                 min_background: float = 0.1, preset: str = "fast"):
         if analysis_side < 32:
             raise QualityInputError(f"analysis_side must be at least 32, got {analysis_side}")
         presets = {"ultrafast": 0, "fast": 1, "medium": 2}
@@ -353,10 +492,9 @@ class BackgroundMotion:
             return None
         return self._motion(prev[0], gray, prev[1] | mask, dt)
 
-    def _motion(self, g0: np.ndarray, g1: np.ndarray, person: np.ndarray, dt: float) -> float:
+    def _motion(self, g0: np.ndarray, g1: np.ndarray, person: np.ndarray, dt: float) -> float | None:
         h, w = g0.shape
         diag = math.hypot(h, w)
-        flow = self._flow.calc(g0, g1, None)
         r = max(1, int(round(self.mask_dilate * diag)))
         background = cv2.dilate(person.astype(np.uint8), _disc(r)) == 0
         # Flow at the frame border is extrapolated by DIS: leave a thin margin out.
@@ -364,7 +502,12 @@ class BackgroundMotion:
         background[:e, :] = background[-e:, :] = False
         background[:, :e] = background[:, -e:] = False
         if background.mean() < self.min_background:
-            return 0.0  # the person fills the frame: no background to see moving
+            return None  # the person fills the frame: no background to judge (not "still")
+        # Exposure changes (auto-exposure, a light switched on) move every grey level; optical
+        # flow reads that as motion. Match the first frame's background brightness and
+        # contrast to the second's before the flow.
+        g0 = _match_exposure(g0, g1, background)
+        flow = self._flow.calc(g0, g1, None)
         # Weight by texture: motion is only observable where the image has edges; flat walls,
         # green screens and their compression noise carry none.
         dx, dy = cv2.spatialGradient(cv2.GaussianBlur(g0, (3, 3), 0))
@@ -382,8 +525,123 @@ _MIN_TEXTURE = 24.0  # |d/dx| + |d/dy| of the 3x3 Sobel (8x a grey level per pix
 _FLOW_NOISE_PX = 0.15  # flow of static, noisy frames at analysis resolution, pixels per pair
 
 
+def _match_exposure(g0: np.ndarray, g1: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """``g0`` with the mean and spread of ``g1`` over ``region`` (a global gain and offset)."""
+    a, b = g0[region].astype(np.float32), g1[region].astype(np.float32)
+    sa, sb = float(a.std()), float(b.std())
+    if sa < 1e-3:
+        return g0
+    out = (g0.astype(np.float32) - float(a.mean())) * (sb / sa) + float(b.mean())
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 def _weighted_median(values: np.ndarray, weights: np.ndarray, step: float = 0.02) -> float:
     """Median of ``values`` weighted by ``weights``, to ``step`` (histogram: linear time)."""
     bins = np.minimum((values / step).astype(np.int64), 100000)
     cum = np.cumsum(np.bincount(bins, weights=weights))
     return float((np.searchsorted(cum, 0.5 * cum[-1]) + 0.5) * step)
+
+
+# ------------------------------------------------------------------- occluder cues (analysis)
+
+# Regions whose skin must be visible around the mouth and eyes, and where the face's own skin
+# colour is read from (far from each region: an occluder over one does not bias its reference).
+FOREHEAD = [151, 9, 108, 337, 69, 299, 10, 109, 338]
+FOREHEAD_TOP = [10, 151, 109, 338]
+BRIDGE = [168, 6, 197, 122, 351]  # between the eyes
+UPPER_CHEEKS = [118, 347, 116, 345, 117, 346]
+LOWER_CHEEKS = [205, 425, 187, 411, 207, 427]
+NOSE = [1, 4, 5, 195, 197, 45, 275, 44, 274]
+
+
+def _samples(face: _Face, idx: list[int], r: int) -> np.ndarray:
+    h, w = face.shape
+    m = np.zeros((h, w), bool)
+    for x, y in np.round(face.pts[idx]).astype(int):
+        if 0 <= x < w and 0 <= y < h:
+            m[max(y - r, 0): y + r + 1, max(x - r, 0): x + r + 1] = True
+    return m
+
+
+def _hand_cover(face: _Face, hands: list[np.ndarray], region: np.ndarray) -> float:
+    """Share of ``region`` under the convex hull of any hand's landmarks (dilated a little: the
+    landmarks sit on the joints, the fingers are wider)."""
+    if not hands or region.sum() == 0:
+        return 0.0
+    m = np.zeros(face.shape, np.uint8)
+    oval = np.round(face.pts[FACE_OVAL]).astype(np.float32)
+    for hand in hands:
+        pts = (np.asarray(hand) - face.origin) * face.scale
+        # A hand over a face comes from outside it: Hands also "finds" hands drawn by the
+        # shading of a bare face, and those lie wholly inside the face oval, wrist included.
+        if cv2.pointPolygonTest(oval, (float(pts[0, 0]), float(pts[0, 1])), False) > 0:
+            continue
+        cv2.fillConvexPoly(m, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
+    m = cv2.dilate(m, _disc(max(2, int(0.04 * FACE_SIDE))))
+    return float(m.astype(bool)[region].mean())
+
+
+def occlusion_cues(frame_rgb: np.ndarray, landmarks: np.ndarray, hands: list | None = None) -> dict[str, float]:
+    face = _normalised_face(frame_rgb, _check(frame_rgb, landmarks))
+    return _cues(face, hands or [])
+
+
+def _skin_like(lab: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per-pixel skin likeness (bool) against the reference pixels' chroma (robust centre and
+    spread; shading changes L* across a face, so lightness only needs to be plausible)."""
+    a, b = lab[..., 1], lab[..., 2]
+    ra, rb = a[ref], b[ref]
+    ma, mb = np.median(ra), np.median(rb)
+    sa = max(1.4826 * np.median(np.abs(ra - ma)), 2.5)
+    sb = max(1.4826 * np.median(np.abs(rb - mb)), 2.5)
+    d = np.hypot((a - ma) / sa, (b - mb) / sb)
+    L = lab[..., 0]
+    lo, hi = np.percentile(L[ref], [5, 95])
+    span = max(hi - lo, 8.0)
+    return (d < 3.0) & (L > lo - 0.8 * span) & (L < hi + 0.8 * span)
+
+
+def _cues(face: _Face, hands: list) -> dict[str, float]:
+    lab8 = cv2.cvtColor(face.rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab = np.stack([lab8[..., 0] * (100.0 / 255.0), lab8[..., 1] - 128.0, lab8[..., 2] - 128.0], -1)
+    oval = face.polygon(FACE_OVAL)
+    if oval.sum() < 50:
+        oval = face.hull()
+    r = max(2, int(round(FACE_SIDE * 0.03)))
+    lips = face.polygon(LIPS_OUTER)
+    mouth_w = float(np.linalg.norm(face.pts[61] - face.pts[291]))
+    lips_u8 = lips.astype(np.uint8)
+    ring = cv2.dilate(lips_u8, _disc(max(3, int(0.35 * mouth_w)))).astype(bool) & ~cv2.dilate(lips_u8, _disc(2)).astype(bool) & oval
+    ref_m = (_samples(face, FOREHEAD + UPPER_CHEEKS, r) & oval)
+    ref_m = ref_m if ref_m.sum() >= 10 else oval
+    skin_m = _skin_like(lab, ref_m)
+    out = {}
+    old = _occlusion(face)
+    out["old_mouth"], out["old_eyes"] = old["mouth"], old["eyes"]
+    out["m_ring_skin"] = float(skin_m[ring].mean()) if ring.sum() >= 10 else float("nan")
+    out["m_lips_skin"] = float(skin_m[lips].mean()) if lips.sum() >= 10 else float("nan")
+    out["m_hand"] = _hand_cover(face, hands, cv2.dilate(lips_u8, _disc(2)).astype(bool))
+    nose = _samples(face, NOSE, r) & oval
+    out["m_nose_skin"] = float(skin_m[nose].mean()) if nose.sum() >= 5 else float("nan")
+    ref_e = (_samples(face, FOREHEAD[:4] + LOWER_CHEEKS, r) & oval)
+    ref_e = ref_e if ref_e.sum() >= 10 else oval
+    skin_e = _skin_like(lab, ref_e)
+    eye_ring, eye_hand = [], []
+    for outer, inner in EYE_CORNERS:
+        p0, p1 = face.pts[outer], face.pts[inner]
+        width = float(np.linalg.norm(p1 - p0))
+        centre = (p0 + p1) / 2
+        angle = math.degrees(math.atan2(p1[1] - p0[1], p1[0] - p0[0]))
+        c = (int(round(centre[0])), int(round(centre[1])))
+        inner_m = np.zeros(face.shape, np.uint8)
+        cv2.ellipse(inner_m, c, (max(int(round(0.6 * width)), 2), max(int(round(0.3 * width)), 1)), angle, 0, 360, 1, -1)
+        outer_m = np.zeros(face.shape, np.uint8)
+        # lower half-ring: under-eye skin (the upper half holds brows and lashes)
+        cv2.ellipse(outer_m, c, (max(int(round(0.8 * width)), 3), max(int(round(0.75 * width)), 2)), angle, 20, 160, 1, -1)
+        ringe = outer_m.astype(bool) & ~cv2.dilate(inner_m, _disc(1)).astype(bool) & oval
+        eye_ring.append(float(skin_e[ringe].mean()) if ringe.sum() >= 8 else float("nan"))
+        eye_hand.append(_hand_cover(face, hands, inner_m.astype(bool)))
+    out["e_ring_skin"] = float(np.nanmin(eye_ring)) if not np.all(np.isnan(eye_ring)) else float("nan")
+    out["e_hand"] = float(max(eye_hand))
+    out["face_chroma"] = float(np.hypot(np.median(lab[..., 1][oval]), np.median(lab[..., 2][oval])))
+    return out

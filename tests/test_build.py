@@ -111,7 +111,7 @@ def test_rethreshold_query_reproduces_the_build(fixture_build):
     with Catalog(out, read_only=True) as cat:
         built = {r["clip_id"]: (r["verdict"], r["reasons"]) for r in table(cat, "SELECT clip_id, verdict, reasons FROM clips")}
         again = {r["clip_id"]: (r["verdict"], r["reasons"]) for r in cat.named("rethreshold").to_pylist()}
-        looser = cat.named("rethreshold", {"max_pad_frac": 1.0, "min_clip_s": 0.0, "max_occlusion": 1.0,
+        looser = cat.named("rethreshold", {"max_pad_frac": 1.0, "min_clip_s": 0.0, "max_occluded_share": 1.0,
                                            "min_face_frac": 0.0}).to_pylist()
     assert again == built
     kept_before = sum(v == "kept" for v, _ in built.values())

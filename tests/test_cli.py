@@ -38,7 +38,7 @@ def test_bad_sql_is_one_line(feature_build, capsys):
 def test_query_writes_csv_and_named_queries_take_parameters(feature_build, tmp_path, capsys):
     csv = tmp_path / "clips.csv"
     assert portrait(["query", "--catalog", str(feature_build), "--named", "rethreshold",
-                     "--param", "max_occlusion=1.0", "--csv", str(csv)]) == 0
+                     "--param", "max_occluded_share=1.0", "--csv", str(csv)]) == 0
     lines = csv.read_text().splitlines()
     assert lines[0].startswith('"clip_id"') and len(lines) > 1
 

@@ -254,3 +254,27 @@ def test_fan_weights_errors_are_one_line_naming_the_setting(tmp_path, fan_state)
             FaceAlignmentLandmarks(str(path)).setup()
         msg = str(e.value)
         assert msg.startswith("faces.landmarks_path") and words in msg and "\n" not in msg
+
+
+# -- wired into the face stage and the build config ----------------------------------------------
+
+def test_face_stage_detects_with_scrfd_when_configured(det_path):
+    from stages.faces import FaceAnalyzer
+
+    fa = FaceAnalyzer(detector="scrfd", detector_path=str(det_path), check_hands=False)
+    fa.setup()
+    try:
+        boxes, scores = fa.detect(frame_with_squares((152, 104)))
+        np.testing.assert_allclose(boxes, [expected_box(152, 104)], atol=1e-3)
+        assert fa.describe()["detector"]["backend"] == ScrfdDetector(str(det_path)).describe()["backend"]
+    finally:
+        fa.close()
+
+
+def test_build_with_scrfd_and_no_weights_is_one_line(tmp_path, capsys):
+    from pipeline.cli import main as portrait
+
+    (tmp_path / "in").mkdir()
+    code = portrait(["build", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--set", "faces.detector=scrfd"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "faces.detector_path" in err[0], err
