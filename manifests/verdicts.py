@@ -5,10 +5,10 @@ users re-tune thresholds in SQL without recomputing. A null score means "not app
 (for example background motion of an image) and never rejects.
 
 The rules come in two tiers. First: is the face seen well enough to judge it (resolution,
-blur, lighting)? Only a face seen well is then judged for what it shows: whether it is a
+blur, exposure)? Only a face seen well is then judged for what it shows: whether it is a
 human face the detector is sure of (``no_face``: an animal, a statue of a dog) and whether
-it is covered (``occlusion``). A blown-out, blurred or tiny face fails those finer checks for
-the wrong reason, so they are not reported for it. A face that is not human is rejected
+it is covered (``occlusion``). A blown-out, dark, blurred or tiny face fails those finer checks
+for the wrong reason, so they are not reported for it. A face that is not human is rejected
 ``no_face`` alone: its other scores describe something else. A source with no face found at
 all is rejected ``no_face`` too (or ``blur``/``lighting`` when the picture itself is blurred or
 blown out: see stages/curate.py).
@@ -68,12 +68,20 @@ _CONTENT = [
 REASONS = ["no_face"] + [name for name, _ in _VISIBILITY + _CONTENT]
 
 
+def _seen_well(c, t) -> bool:
+    """Resolution, blur and exposure let the finer checks judge. Clipped pixels and a flat
+    spread do not stop them: an opaque patch over the eyes brings its own black or white."""
+    return not (_VISIBILITY[0][1](c, t) or _VISIBILITY[2][1](c, t)
+                or _lt(c["lighting_mean"], t["min_lighting_mean"]) or _gt(c["lighting_mean"], t["max_lighting_mean"]))
+
+
 def judge(clip: Mapping, thresholds: Mapping[str, float]) -> tuple[str, list[str]]:
     """(verdict, reasons) for one clip row holding the CLIP_SCORES columns."""
     unclear = [name for name, rule in _VISIBILITY if rule(clip, thresholds)]
     if not unclear and _NOT_A_FACE[1](clip, thresholds):
         return REJECTED, ["no_face"]
+    seen_well = _seen_well(clip, thresholds)
     reasons = unclear + [name for name, rule in _CONTENT
-                         if rule(clip, thresholds) and not (unclear and name == "occlusion")]
+                         if rule(clip, thresholds) and (seen_well or name != "occlusion")]
     reasons.sort(key=REASONS.index)
     return (REJECTED if reasons else KEPT), reasons

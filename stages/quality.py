@@ -168,7 +168,7 @@ def _skin_share(face: _Face, lab: np.ndarray, oval: np.ndarray, region: list[int
     reg = _samples(face, region, r) & oval
     if ref.sum() < 10 or reg.sum() < 5:
         return 1.0
-    return float(_skin_like(lab, ref)[reg].mean())
+    return float(_skin_like(lab, ref, reg).mean())
 
 
 def _eye_ellipse(face: _Face, outer: int, inner: int, rx: float, ry: float) -> np.ndarray:
@@ -542,7 +542,7 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray, step: float = 0.02
     return float((np.searchsorted(cum, 0.5 * cum[-1]) + 0.5) * step)
 
 
-# ------------------------------------------------------------------- occluder cues (analysis)
+# ------------------------------------------------------------------- occluder cues: skin, hands
 
 # Regions whose skin must be visible around the mouth and eyes, and where the face's own skin
 # colour is read from (far from each region: an occluder over one does not bias its reference).
@@ -581,67 +581,18 @@ def _hand_cover(face: _Face, hands: list[np.ndarray], region: np.ndarray) -> flo
     return float(m.astype(bool)[region].mean())
 
 
-def occlusion_cues(frame_rgb: np.ndarray, landmarks: np.ndarray, hands: list | None = None) -> dict[str, float]:
-    face = _normalised_face(frame_rgb, _check(frame_rgb, landmarks))
-    return _cues(face, hands or [])
-
-
-def _skin_like(lab: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per-pixel skin likeness (bool) against the reference pixels' chroma (robust centre and
-    spread; shading changes L* across a face, so lightness only needs to be plausible)."""
-    a, b = lab[..., 1], lab[..., 2]
-    ra, rb = a[ref], b[ref]
+def _skin_like(lab: np.ndarray, ref: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    """Skin likeness (bool) of the pixels ``where`` (all if None) against the reference pixels'
+    chroma (robust centre and spread; shading changes L* across a face, so lightness only
+    needs to be plausible)."""
+    ra, rb = lab[..., 1][ref], lab[..., 2][ref]
+    px = lab if where is None else lab[where]
+    a, b = px[..., 1], px[..., 2]
     ma, mb = np.median(ra), np.median(rb)
     sa = max(1.4826 * np.median(np.abs(ra - ma)), 2.5)
     sb = max(1.4826 * np.median(np.abs(rb - mb)), 2.5)
     d = np.hypot((a - ma) / sa, (b - mb) / sb)
-    L = lab[..., 0]
-    lo, hi = np.percentile(L[ref], [5, 95])
+    L = px[..., 0]
+    lo, hi = np.percentile(lab[..., 0][ref], [5, 95])
     span = max(hi - lo, 8.0)
     return (d < 3.0) & (L > lo - 0.8 * span) & (L < hi + 0.8 * span)
-
-
-def _cues(face: _Face, hands: list) -> dict[str, float]:
-    lab8 = cv2.cvtColor(face.rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
-    lab = np.stack([lab8[..., 0] * (100.0 / 255.0), lab8[..., 1] - 128.0, lab8[..., 2] - 128.0], -1)
-    oval = face.polygon(FACE_OVAL)
-    if oval.sum() < 50:
-        oval = face.hull()
-    r = max(2, int(round(FACE_SIDE * 0.03)))
-    lips = face.polygon(LIPS_OUTER)
-    mouth_w = float(np.linalg.norm(face.pts[61] - face.pts[291]))
-    lips_u8 = lips.astype(np.uint8)
-    ring = cv2.dilate(lips_u8, _disc(max(3, int(0.35 * mouth_w)))).astype(bool) & ~cv2.dilate(lips_u8, _disc(2)).astype(bool) & oval
-    ref_m = (_samples(face, FOREHEAD + UPPER_CHEEKS, r) & oval)
-    ref_m = ref_m if ref_m.sum() >= 10 else oval
-    skin_m = _skin_like(lab, ref_m)
-    out = {}
-    old = _occlusion(face)
-    out["old_mouth"], out["old_eyes"] = old["mouth"], old["eyes"]
-    out["m_ring_skin"] = float(skin_m[ring].mean()) if ring.sum() >= 10 else float("nan")
-    out["m_lips_skin"] = float(skin_m[lips].mean()) if lips.sum() >= 10 else float("nan")
-    out["m_hand"] = _hand_cover(face, hands, cv2.dilate(lips_u8, _disc(2)).astype(bool))
-    nose = _samples(face, NOSE, r) & oval
-    out["m_nose_skin"] = float(skin_m[nose].mean()) if nose.sum() >= 5 else float("nan")
-    ref_e = (_samples(face, FOREHEAD[:4] + LOWER_CHEEKS, r) & oval)
-    ref_e = ref_e if ref_e.sum() >= 10 else oval
-    skin_e = _skin_like(lab, ref_e)
-    eye_ring, eye_hand = [], []
-    for outer, inner in EYE_CORNERS:
-        p0, p1 = face.pts[outer], face.pts[inner]
-        width = float(np.linalg.norm(p1 - p0))
-        centre = (p0 + p1) / 2
-        angle = math.degrees(math.atan2(p1[1] - p0[1], p1[0] - p0[0]))
-        c = (int(round(centre[0])), int(round(centre[1])))
-        inner_m = np.zeros(face.shape, np.uint8)
-        cv2.ellipse(inner_m, c, (max(int(round(0.6 * width)), 2), max(int(round(0.3 * width)), 1)), angle, 0, 360, 1, -1)
-        outer_m = np.zeros(face.shape, np.uint8)
-        # lower half-ring: under-eye skin (the upper half holds brows and lashes)
-        cv2.ellipse(outer_m, c, (max(int(round(0.8 * width)), 3), max(int(round(0.75 * width)), 2)), angle, 20, 160, 1, -1)
-        ringe = outer_m.astype(bool) & ~cv2.dilate(inner_m, _disc(1)).astype(bool) & oval
-        eye_ring.append(float(skin_e[ringe].mean()) if ringe.sum() >= 8 else float("nan"))
-        eye_hand.append(_hand_cover(face, hands, inner_m.astype(bool)))
-    out["e_ring_skin"] = float(np.nanmin(eye_ring)) if not np.all(np.isnan(eye_ring)) else float("nan")
-    out["e_hand"] = float(max(eye_hand))
-    out["face_chroma"] = float(np.hypot(np.median(lab[..., 1][oval]), np.median(lab[..., 2][oval])))
-    return out

@@ -2,7 +2,8 @@
 -- Parameters ($name) default to the thresholds of the latest build (runs.config_json);
 -- override any with `portrait query --named rethreshold --param max_occluded_share=0.5`.
 -- Must agree with manifests/verdicts.py (tests check that it reproduces the build's verdicts):
--- a face not seen well (resolution, lighting, blur) is not judged for no_face or occlusion;
+-- a face not seen well (resolution, lighting, blur) is not judged for no_face, nor, when its
+-- resolution, blur or exposure (mean) fails, for occlusion (a patch brings clipped pixels);
 -- blur is not reported where the face has too few source pixels (resolution says it);
 -- a face seen well that is not human (or not surely a face) is rejected no_face alone.
 SELECT
@@ -23,7 +24,7 @@ FROM (
             CASE WHEN face_frac < $min_face_frac THEN 'face_size' END,
             CASE WHEN pad_frac > $max_pad_frac OR face_cut > $max_face_cut THEN 'padding' END,
             CASE WHEN n_faces > $max_faces THEN 'multiple_faces' END,
-            CASE WHEN NOT (r_resolution OR r_lighting OR r_blur) AND len(occlusion_frames) > 0
+            CASE WHEN NOT (r_resolution OR r_exposure OR r_blur) AND len(occlusion_frames) > 0
                    AND len(list_filter(occlusion_frames, lambda x: x > $max_frame_occlusion)) / len(occlusion_frames)
                        > $max_occluded_share THEN 'occlusion' END,
             CASE WHEN bg_motion > $max_bg_motion THEN 'background_motion' END,
@@ -35,6 +36,7 @@ FROM (
             coalesce(crop_source_px < $min_crop_source_px, false) OR coalesce(face_px < $min_face_px, false)
                 OR coalesce(detail_4x < $min_detail_4x, false) AS r_resolution,
             coalesce(crop_source_px < $min_crop_source_px, false) OR coalesce(face_px < $min_face_px, false) AS r_few_pixels,
+            coalesce(lighting_mean < $min_lighting_mean, false) OR coalesce(lighting_mean > $max_lighting_mean, false) AS r_exposure,
             coalesce(lighting_mean < $min_lighting_mean, false) OR coalesce(lighting_mean > $max_lighting_mean, false)
                 OR coalesce(lighting_std < $min_lighting_std, false)
                 OR coalesce(lighting_clipped > $max_lighting_clipped, false) AS r_lighting,
