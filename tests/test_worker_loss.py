@@ -53,9 +53,14 @@ def many_inputs(media_dir, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.timeout(900)  # a hang must fail the suite, not stall it
 def test_four_worker_kills_then_a_rerun_match_the_reference(many_inputs, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     import sys
+
+    # A Ray instance left by earlier tests in this process has its own settings and actors:
+    # the kills must hit workers of a fresh local instance started by this build.
+    ray.shutdown()
 
     # Workers cannot import this test module: its class travels by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
