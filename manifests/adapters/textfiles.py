@@ -257,13 +257,19 @@ def read_name_table(path: Path, dataset: str, n_values: int | None = None,
         want = n_values if n_values is not None else (len(table.header) or None)
         if not is_row:
             table.errors.append(line.error(dataset, f"expected an image name first, got {fields[0]!r}"))
-        elif want is not None and len(fields) - 1 != want:
-            table.errors.append(line.error(dataset, f"expected {want} values after the name, got {len(fields) - 1}"))
-        elif fields[0] in table.rows:
-            table.errors.append(line.error(dataset, f"{fields[0]} is listed twice"))
         else:
-            table.rows[fields[0]] = (line, fields[1:])
+            _add_row(table, line, fields, want, dataset)
     return table
+
+
+def _add_row(table: NameTable, line, fields: list[str], want: int | None, dataset: str) -> None:
+    """One ``name v1 v2 ...`` row into ``table``, or an error row when its width or name is wrong."""
+    if want is not None and len(fields) - 1 != want:
+        table.errors.append(line.error(dataset, f"expected {want} values after the name, got {len(fields) - 1}"))
+    elif fields[0] in table.rows:
+        table.errors.append(line.error(dataset, f"{fields[0]} is listed twice"))
+    else:
+        table.rows[fields[0]] = (line, fields[1:])
 
 
 def read_name_csv(path: Path, dataset: str, n_values: int | None = None) -> NameTable:
@@ -276,11 +282,5 @@ def read_name_csv(path: Path, dataset: str, n_values: int | None = None) -> Name
         if not table.header and not table.rows and not fields[0].lower().endswith((".jpg", ".png", ".jpeg")):
             table.header = fields[1:]
             continue
-        want = n_values if n_values is not None else (len(table.header) or None)
-        if want is not None and len(fields) - 1 != want:
-            table.errors.append(line.error(dataset, f"expected {want} values after the name, got {len(fields) - 1}"))
-        elif fields[0] in table.rows:
-            table.errors.append(line.error(dataset, f"{fields[0]} is listed twice"))
-        else:
-            table.rows[fields[0]] = (line, fields[1:])
+        _add_row(table, line, fields, n_values if n_values is not None else (len(table.header) or None), dataset)
     return table
