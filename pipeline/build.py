@@ -65,8 +65,15 @@ def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0)
     """The Ray operators for this config: curate, then (optionally) features and latents.
 
     A stage that can use a GPU (the VAE; LivePortrait maps) runs on GPU actors, one per GPU,
-    when the cluster has GPUs and its device setting is not 'cpu'. Consecutive stages on the
-    same kind of device share one operator (see ray_runner.StagePlan).
+    whenever the cluster has GPUs; its ``device`` setting only picks the torch device inside
+    that actor ('auto': CUDA when the actor sees one; 'cpu' is supported too, e.g. on a node
+    that declares a logical GPU). Consecutive stages on the same kind of device share one
+    operator (see ray_runner.StagePlan).
+
+    GPU actors ask for no CPU: Ray Data spreads the CPU pool (one actor per CPU) over every
+    node, GPU nodes included, so any CPU a GPU actor asks for may already be taken on the only
+    nodes that have its GPU, and the GPU pool would then wait forever. Their own CPU work
+    (decoding the crops) shares the node's CPUs with the CPU actors.
     """
     curate = dict(
         fps=config.sampling.fps, max_image_side=config.sampling.max_image_side,
@@ -87,17 +94,17 @@ def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0)
         if not gpus:
             for kwargs in (features["position_map"], latents):
                 kwargs["device"] = "cpu" if kwargs["device"] == "auto" else kwargs["device"]
-        lp_gpu = bool(gpus) and f.position_map.backend == "liveportrait" and features["position_map"]["device"] != "cpu"
+        lp_gpu = bool(gpus) and f.position_map.backend == "liveportrait"
         steps.append(("features", ClipFeatureStage, features, lp_gpu))
         if LatentFeatureStage(**latents).stage.backend != "none":
-            steps.append(("latents", LatentFeatureStage, latents, bool(gpus) and latents["device"] != "cpu"))
+            steps.append(("latents", LatentFeatureStage, latents, bool(gpus)))
     plans: list[ray_runner.StagePlan] = []
     for name, factory, kwargs, on_gpu in steps:
         if plans and (plans[-1].num_gpus > 0) == on_gpu:
             plans[-1].steps.append((name, factory, kwargs))
             plans[-1].name += "+" + name
             continue
-        plans.append(ray_runner.StagePlan(name, [(name, factory, kwargs)], num_cpus=1.0,
+        plans.append(ray_runner.StagePlan(name, [(name, factory, kwargs)], num_cpus=0.0 if on_gpu else 1.0,
                                           num_gpus=1.0 if on_gpu else 0.0,
                                           max_workers=max(1, int(gpus)) if on_gpu else workers))
     return plans
