@@ -13,7 +13,7 @@ from pathlib import Path
 
 def _project_python() -> str | None:
     for candidate in (os.environ.get("PORTRAIT_PYTHON"), Path.home() / "portrait-data" / ".venv" / "bin" / "python"):
-        if candidate and Path(candidate).is_file() and Path(candidate).resolve() != Path(sys.executable).resolve():
+        if candidate and Path(candidate).is_file():
             return str(candidate)
     return None
 
@@ -22,9 +22,10 @@ if __name__ == "__main__":
     try:
         from pipeline.cli import main
     except ImportError:
-        python = _project_python()
+        python = None if os.environ.get("PORTRAIT_ENTRY_RERUN") else _project_python()
         if python is None:
             sys.exit("pipeline is not installed for this python: install the project (pip install -e .) "
                      "or set PORTRAIT_PYTHON to its environment's python")
+        os.environ["PORTRAIT_ENTRY_RERUN"] = "1"  # once: that python must have the package
         os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
     sys.exit(main())
