@@ -7,7 +7,7 @@ Frames come from a fixture video (512x512 talking head). Latents use a small ran
 architecture with random weights (about 6 s a frame on a 2-core CPU, so it encodes only 2
 frames). Random-weight latents compress differently from real ones: treat their size as a
 rough figure. Sizes are measured in a Parquet file of all frames, zstd-compressed, from the
-column chunk sizes of each TENSOR column. Prints only; no thresholds.
+column chunk sizes of each array column. Prints only; no thresholds.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from manifests import tensors  # noqa: E402
-from manifests.schemas import TENSOR  # noqa: E402
 from stages import intensity  # noqa: E402
 from stages.latents import SD15_VAE_CONFIG, LatentStage  # noqa: E402
 from stages.pose import PoseStage  # noqa: E402
@@ -80,7 +79,8 @@ def parquet_bytes_per_frame(columns: dict[str, list[np.ndarray]], path: str) -> 
     import pyarrow.parquet as pq
 
     n = len(next(iter(columns.values())))
-    table = pa.table({k: pa.array([tensors.encode(a) for a in v], type=TENSOR) for k, v in columns.items()})
+    # The shards' encoding: nested fixed_size_list columns of each array's own shape and dtype.
+    table = pa.table({k: tensors.to_arrow(v, tensors.array_type(v[0].shape, v[0].dtype.name)) for k, v in columns.items()})
     pq.write_table(table, path, compression="zstd")
     meta = pq.ParquetFile(path).metadata
     sizes = dict.fromkeys(columns, 0)

@@ -18,16 +18,26 @@ Tables in ``OUT/catalog.duckdb``
 
 Array columns
 -------------
-Arrays (latents, position maps, poses, landmarks, embeddings) are stored as a TENSOR struct
-``{data: binary, shape: list<int32>, dtype: string}``: C-order bytes, NumPy dtype name, shape.
-DuckDB sees ``x.shape`` and ``x.dtype`` directly; ``manifests.tensors.decode`` gives the array.
-Per-frame array shapes (defaults):
+Fixed-shape arrays are nested ``fixed_size_list`` columns of their dtype: a (4, 64, 64) float16
+latent is ``fixed_size_list<fixed_size_list<fixed_size_list<halffloat, 64>, 64>, 4>``, so
+DuckDB (``FLOAT[][][]``, ``latent[1][1][1]``), Hugging Face ``datasets``
+(``with_format("torch")`` gives (N, 4, 64, 64) tensors), Ray Data and PyArrow (zero-copy
+``flatten``) read them with no code of ours; a null row is a frame without that feature.
+``manifests.tensors`` converts both ways (``rows``, ``to_numpy``, ``stack``).
+Every shard's Parquet key-value metadata records the contract: ``portrait.schema_version`` and
+``portrait.arrays`` (JSON: per array column its ``shape``, ``dtype`` and, for ``latent``, the
+VAE's ``scaling_factor`` and ``shift_factor``). DuckDB has no float16: it widens to FLOAT; the
+stored dtype is the one in the metadata (and in ``ARRAYS`` below).
+Per-frame array shapes (defaults; the sizes follow ``crop.out_size`` and
+``features.position_map.map_size`` of the build, recorded in the metadata):
 - ``landmarks``     (478, 2) float32, crop pixels of the stored crop (x right, y down).
 - ``latent``        (4, H/8, W/8) float16, VAE posterior mean times the recorded scaling factor.
 - ``position_map``  (3, P, P) float16: x, y normalised to [0, 1] over the reference crop,
                     validity (1 inside the face, 0 elsewhere); P = ``position_map_size``.
-- ``pose``          (133, 3) float32: COCO-WholeBody x, y in crop pixels and score (0 = absent).
-- ``identity``      (512,) float32 in ``clips``: L2-normalised ArcFace embedding, or null.
+- ``pose``          (133, 3) float32: COCO-WholeBody x, y in crop pixels and score (0 = absent);
+                    image views carry their own pose like every other frame.
+- ``identity``      (512,) float32 in ``clips.identity_embedding``: L2-normalised ArcFace
+                    embedding, or null.
 
 Changelog
 ---------
@@ -38,20 +48,72 @@ Changelog
    (verdicts use the share of occluded frames); ``thumbnails`` of rejected clips;
    ``split_reason`` may be ``occlusion``. Catalog tables: ``errors.kind``, ``shards.source_ids``,
    ``runs.status`` values ``interrupted`` and ``failed``.
+3: portable array columns: ``landmarks``, ``latent``, ``position_map``, ``pose`` and
+   ``clips.identity_embedding`` are nested ``fixed_size_list`` columns (were ``{data, shape,
+   dtype}`` structs); shards carry ``portrait.schema_version`` and ``portrait.arrays`` in their
+   Parquet metadata; image view rows carry ``pose``.
 """
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+from . import tensors
 
-TENSOR = pa.struct(
-    [
-        pa.field("data", pa.large_binary()),
-        pa.field("shape", pa.list_(pa.int32())),
-        pa.field("dtype", pa.string()),
-    ]
-)
+SCHEMA_VERSION = 3
+
+# Array columns: name -> (default shape, NumPy dtype). The shape of a column follows the
+# build's settings (crop size, map size): tables built by `table_from_rows` take it from the
+# arrays themselves and record it in the schema metadata.
+ARRAYS: dict[str, tuple[tuple[int, ...], str]] = {
+    "landmarks": ((478, 2), "float32"),
+    "latent": ((4, 64, 64), "float16"),
+    "position_map": ((3, 64, 64), "float16"),
+    "pose": ((133, 3), "float32"),
+    "identity_embedding": ((512,), "float32"),
+}
+ARRAY_DTYPES = {name: dtype for name, (_, dtype) in ARRAYS.items()}
+META_VERSION = b"portrait.schema_version"
+META_ARRAYS = b"portrait.arrays"
+
+
+def array_field(name: str, shape: tuple[int, ...] | None = None, stored: bool = True) -> pa.Field:
+    """An array column as shards store it; ``stored=False``: as DuckDB shows it (DuckDB has
+    no float16, neither in Parquet, where it widens it to FLOAT, nor from Arrow)."""
+    default, dtype = ARRAYS[name]
+    if not stored and dtype == "float16":
+        dtype = "float32"
+    return pa.field(name, tensors.array_type(shape or default, dtype))
+
+
+def array_metadata(schema: pa.Schema) -> dict[str, dict]:
+    """``portrait.arrays`` of a schema: per array column its shape, dtype and attributes."""
+    raw = (schema.metadata or {}).get(META_ARRAYS)
+    return json.loads(raw) if raw else {}
+
+
+def with_contract(schema: pa.Schema, attrs: dict[str, dict] | None = None) -> pa.Schema:
+    """``schema`` with the contract in its metadata: the schema version and, per array column,
+    shape and dtype (from the field types) plus ``attrs`` (e.g. the latent's scaling factor)
+    merged over those already recorded."""
+    arrays = array_metadata(schema)
+    for name, extra in (attrs or {}).items():
+        arrays.setdefault(name, {}).update(extra)
+    for f in schema:
+        if f.name in ARRAYS:
+            # The stored dtype: the FRAMES template widens float16 for DuckDB.
+            arrays.setdefault(f.name, {}).update(shape=list(tensors.shape_of(f.type)[0]), dtype=ARRAYS[f.name][1])
+    meta = dict(schema.metadata or {})
+    meta[META_VERSION] = str(SCHEMA_VERSION).encode()
+    meta[META_ARRAYS] = json.dumps(arrays, sort_keys=True).encode()
+    return schema.with_metadata(meta)
+
+
+def with_array_attrs(table: pa.Table, name: str, **attrs) -> pa.Table:
+    """Record attributes of an array column (e.g. ``scaling_factor``) in the table's metadata."""
+    return table.replace_schema_metadata(with_contract(table.schema, {name: attrs}).metadata)
+
 
 LABELS = pa.map_(pa.string(), pa.string())
 
@@ -120,7 +182,7 @@ FRAME_SCORES = [
     "sharpness_frames",
 ]
 
-CLIPS = pa.schema(
+CLIPS = with_contract(pa.schema(
     [
         pa.field("clip_id", pa.string(), nullable=False),
         pa.field("source_id", pa.string(), nullable=False),
@@ -148,7 +210,7 @@ CLIPS = pa.schema(
         pa.field("thumbnails", pa.list_(pa.binary())),
         # Features per clip (issue: feature precompute). Null until computed.
         pa.field("reference_frames", pa.list_(pa.int32())),  # frame_index of references
-        pa.field("identity_embedding", TENSOR),
+        array_field("identity_embedding"),
         pa.field("intensity_exp", pa.float64()),  # I_e, ratio of the first frame's face scale
         pa.field("intensity_head", pa.float64()),  # I_h
         pa.field("intensity_exp_windows", pa.list_(pa.float32())),  # per training window
@@ -159,9 +221,9 @@ CLIPS = pa.schema(
         pa.field("intensity_head_level", pa.int32()),
         pa.field("run_id", pa.string(), nullable=False),
     ]
-)
+))
 
-FRAMES = pa.schema(
+FRAMES = with_contract(pa.schema(
     [
         pa.field("clip_id", pa.string(), nullable=False),
         pa.field("source_id", pa.string(), nullable=False),
@@ -172,14 +234,15 @@ FRAMES = pa.schema(
         pa.field("jpeg", pa.large_binary(), nullable=False),  # crop, out_size x out_size RGB
         pa.field("face_box", pa.list_(pa.float32(), 4)),  # x0, y0, x1, y1 in crop pixels
         pa.field("face_conf", pa.float32()),
-        pa.field("landmarks", TENSOR),
-        # Features (null until computed).
-        pa.field("latent", TENSOR),
-        pa.field("position_map", TENSOR),
-        pa.field("pose", TENSOR),
+        array_field("landmarks"),
+        # Features (null until computed). Float16 as FLOAT here: this template is also the
+        # empty `frames` view of DuckDB; `table_from_rows` writes the stored dtypes (ARRAYS).
+        array_field("latent", stored=False),
+        array_field("position_map", stored=False),
+        array_field("pose"),
         pa.field("view_params", pa.string()),  # JSON of the augmentation of a view
     ]
-)
+))
 
 RUNS = pa.schema(
     [
@@ -253,6 +316,33 @@ def empty_table(schema: pa.Schema) -> pa.Table:
 
 
 def table_from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    """Rows (dicts) to a table of exactly ``schema``; missing keys become nulls."""
-    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
-    return pa.table(cols, schema=schema)
+    """Rows (dicts) to a table of exactly ``schema``; missing keys become nulls.
+
+    Array columns get their stored dtype (ARRAYS) and the shape of the first non-null value
+    (the build's crop and map sizes), so they may differ from the template ``schema``; the
+    schema metadata records both (see ``with_contract``)."""
+    fields, cols = [], []
+    for f in schema:
+        values = [r.get(f.name) for r in rows]
+        if f.name in ARRAYS:
+            first = next((v for v in values if v is not None), None)
+            shape = tensors.shape_of(f.type)[0] if first is None else _shape(first)
+            f = array_field(f.name, shape)
+            cols.append(tensors.to_arrow(values, f.type))
+        else:
+            cols.append(pa.array(values, type=f.type))
+        fields.append(f)
+    out = pa.schema(fields, metadata=schema.metadata)
+    if any(f.name in ARRAYS for f in out):
+        out = with_contract(out)
+    return pa.Table.from_arrays(cols, schema=out)
+
+
+def _shape(value) -> tuple[int, ...]:
+    if hasattr(value, "shape"):
+        return tuple(value.shape)
+    shape = []
+    while isinstance(value, (list, tuple)):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return tuple(shape)

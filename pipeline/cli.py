@@ -145,18 +145,24 @@ def cmd_preview(args) -> int:
 
 
 def add_report_parser(sub) -> None:
-    p = sub.add_parser("report", help="storage report: bytes per stored frame by feature")
+    p = sub.add_parser("report", help="what a build holds: counts, discovery, storage per feature; --html for the full page")
     p.add_argument("--catalog", required=True, help="OUT/catalog.duckdb (or OUT)")
+    p.add_argument("--html", metavar="DIR", help="write DIR/index.html: counts, score histograms, contact sheets, "
+                   "storage, runs and models (one self-contained file)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
-    import pyarrow as pa
+    from .summary import print_report
 
-    from .preview import storage_report
-    from .summary import print_table
+    out = _out_dir(args.catalog)
+    if args.html:
+        from .report_html import write_report
 
-    print_table(pa.Table.from_pylist(storage_report(_out_dir(args.catalog))), limit=100)
+        path = write_report(out, args.html)
+        print(f"wrote {path}", file=sys.stderr)
+        return 0
+    print_report(out)
     return 0
 
 

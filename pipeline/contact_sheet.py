@@ -29,26 +29,31 @@ def _tile(row: dict, caption: str) -> np.ndarray:
     return tile
 
 
+def kept_sheet(cat: Catalog, frames_per_clip: int = 4, max_clips: int = 12) -> np.ndarray | None:
+    """One row per kept clip (evenly spaced frames, captioned with the file and frame); None
+    when nothing was kept."""
+    clips = cat.query(
+        "SELECT c.clip_id, s.rel_path, c.n_frames FROM clips c JOIN sources s USING (source_id) "
+        "WHERE c.verdict = 'kept' ORDER BY s.rel_path, c.clip_index LIMIT ?", [max_clips]
+    ).to_pylist()
+    rows = []
+    for c in clips:
+        n = c["n_frames"]
+        picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(frames_per_clip, n))})
+        frames = tensors.rows(cat.query(
+            "SELECT frame_index, jpeg, landmarks, face_box FROM frames WHERE clip_id = ? AND view = 0 "
+            "AND list_contains(?, frame_index) ORDER BY frame_index", [c["clip_id"], picks]))
+        tiles = [_tile(f, f"{Path(c['rel_path']).name} #{f['frame_index']}") for f in frames]
+        tiles += [np.zeros((TILE, TILE, 3), np.uint8)] * (frames_per_clip - len(tiles))
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0) if rows else None
+
+
 def write_contact_sheet(out_dir: str | Path, png_path: str | Path, frames_per_clip: int = 4, max_clips: int = 12) -> int:
     """One row per kept clip (evenly spaced frames); returns the number of clips shown."""
     with Catalog(out_dir, read_only=True) as cat:
-        clips = cat.query(
-            "SELECT c.clip_id, s.rel_path, c.n_frames FROM clips c JOIN sources s USING (source_id) "
-            "WHERE c.verdict = 'kept' ORDER BY s.rel_path, c.clip_index LIMIT ?", [max_clips]
-        ).to_pylist()
-        rows = []
-        for c in clips:
-            n = c["n_frames"]
-            picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(frames_per_clip, n))})
-            frames = cat.query(
-                "SELECT frame_index, jpeg, landmarks, face_box FROM frames WHERE clip_id = ? AND view = 0 "
-                "AND list_contains(?, frame_index) ORDER BY frame_index", [c["clip_id"], picks]
-            ).to_pylist()
-            tiles = [_tile(f, f"{Path(c['rel_path']).name} #{f['frame_index']}") for f in frames]
-            tiles += [np.zeros((TILE, TILE, 3), np.uint8)] * (frames_per_clip - len(tiles))
-            rows.append(np.concatenate(tiles, axis=1))
-    if not rows:
+        sheet = kept_sheet(cat, frames_per_clip, max_clips)
+    if sheet is None:
         return 0
-    sheet = np.concatenate(rows, axis=0)
     cv2.imwrite(str(png_path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    return len(rows)
+    return sheet.shape[0] // TILE

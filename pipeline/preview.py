@@ -1,8 +1,9 @@
 """`portrait preview` (one clip as a PNG sheet) and `portrait report` (storage per feature).
 
-Preview rows, one column per chosen frame: the crop with landmarks; the position map,
-colour-coded (x to red, y to green, blue where valid) at crop size; the whole-body pose
-skeleton; and, when a VAE is given, the latent decoded back.
+Preview rows, labelled on the left, one column per chosen frame: the crop with landmarks; the
+position map, colour-coded (x to red, y to green, blue where valid) at tile size; the whole-body
+pose skeleton; and, when a VAE is given, the latent decoded back. A banner above says the clip
+id, its verdict (and reasons) and its scores.
 """
 from __future__ import annotations
 
@@ -74,18 +75,19 @@ def preview_clip(out_dir: str | Path, clip_id: str | None, png: str | Path, n_fr
             if not rows:
                 raise ConfigError("the build has no kept clip to preview")
             clip_id = rows[0]["clip_id"]
-        clip = cat.query("SELECT verdict, reasons, thumbnails FROM clips WHERE clip_id = ?", [clip_id]).to_pylist()
+        clip = cat.query("SELECT * FROM clips WHERE clip_id = ?", [clip_id]).to_pylist()
         if clip and clip[0]["verdict"] != "kept":
             return _rejected_sheet(clip_id, clip[0], png)
-        frames = cat.query(
+        frames = tensors.rows(cat.query(
             "SELECT frame_index, view, jpeg, landmarks, position_map, pose, latent FROM frames "
-            "WHERE clip_id = ? ORDER BY view, frame_index", [clip_id]).to_pylist()
+            "WHERE clip_id = ? ORDER BY view, frame_index", [clip_id]))
     if not frames:
         raise ConfigError(f"no stored frames for clip {clip_id!r} (unknown, or not kept)")
     picks = np.unique(np.linspace(0, len(frames) - 1, min(n_frames, len(frames))).round().astype(int))
     chosen = [frames[i] for i in picks]
     decoded = _decode_latents([f["latent"] for f in chosen], vae) if vae else None
-    columns = []
+    names = ["crop + landmarks", "position map", "pose"] + (["decoded latent"] if decoded is not None else [])
+    columns = [_row_labels(names)]
     for k, f in enumerate(chosen):
         crop = decode_jpeg(f["jpeg"])
         s = TILE / crop.shape[1]
@@ -103,11 +105,39 @@ def preview_clip(out_dir: str | Path, clip_id: str | None, png: str | Path, n_fr
         if decoded is not None:
             cells.append(cv2.resize(decoded[k], (TILE, TILE)) if decoded[k] is not None else np.zeros_like(tile))
         label = f"view {f['view']}" if f["view"] else f"frame {f['frame_index']}"
+        cv2.rectangle(cells[0], (0, 0), (70, 16), (0, 0, 0), -1)  # readable on any crop
         cv2.putText(cells[0], label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         columns.append(np.concatenate(cells, axis=0))
     sheet = np.concatenate(columns, axis=1)
+    sheet = np.concatenate([_banner(clip_id, clip[0] if clip else {}, sheet.shape[1]), sheet], axis=0)
     cv2.imwrite(str(png), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     return clip_id
+
+
+_LABEL_W = 110
+_BANNER_SCORES = ("sharpness", "lighting_mean", "occluded_share", "face_px", "face_frac", "bg_motion", "detail_4x")
+
+
+def _row_labels(names: list[str]) -> np.ndarray:
+    """The left column: what each row of the sheet shows."""
+    cells = []
+    for name in names:
+        cell = np.full((TILE, _LABEL_W, 3), 32, np.uint8)
+        for i, word in enumerate(name.split(" + ") if "+" in name else [name]):
+            cv2.putText(cell, word + (" +" if i == 0 and "+" in name else ""), (4, TILE // 2 + 14 * i),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+        cells.append(cell)
+    return np.concatenate(cells, axis=0)
+
+
+def _banner(clip_id: str, clip: dict, width: int) -> np.ndarray:
+    """Clip id, verdict (with reasons) and the clip's scores above the sheet."""
+    verdict = clip.get("verdict", "?") + (f" ({', '.join(clip['reasons'])})" if clip.get("reasons") else "")
+    scores = "  ".join(f"{k}={clip[k]:.3g}" for k in _BANNER_SCORES if clip.get(k) is not None)
+    band = np.zeros((44, width, 3), np.uint8)
+    cv2.putText(band, f"{clip_id}  {verdict}", (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(band, scores, (4, 37), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (200, 220, 255), 1, cv2.LINE_AA)
+    return band
 
 
 def _decode_latents(latents: list, vae: str) -> list:

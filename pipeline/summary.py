@@ -29,3 +29,27 @@ def print_summary(out_dir: Path) -> None:
         if errors.num_rows:
             print("Errors by stage (see the `errors` table for messages):")
             print_table(errors)
+
+
+def discovery_table(out_dir: Path) -> pa.Table:
+    """Per dataset, what the latest run's discovery found (``runs.notes_json['discovery']``)."""
+    import json
+
+    with Catalog(out_dir, read_only=True) as cat:
+        run = cat.latest_run()
+    counts = (json.loads(run["notes_json"]) if run and run.get("notes_json") else {}).get("discovery") or {}
+    rows = [{"dataset": name, **{k: v for k, v in c.items() if isinstance(v, (int, float))},
+             "skipped": ", ".join(f"{k}: {v}" for k, v in (c.get("skipped") or {}).items())}
+            for name, c in counts.items()]
+    return pa.Table.from_pylist(rows)
+
+
+def print_report(out_dir: Path) -> None:
+    """`portrait report` as text: discovery per dataset, outcomes, then bytes per frame by feature."""
+    from .preview import storage_report
+
+    print("Discovery (latest run), per dataset:")
+    print_table(discovery_table(out_dir))
+    print_summary(out_dir)
+    print("Storage per stored frame, by feature:")
+    print_table(pa.Table.from_pylist(storage_report(out_dir)), limit=100)

@@ -323,16 +323,17 @@ class ShardReader(IterableDataset):
         for (shard, rg), rows in wanted.items():
             order = sorted(rows)
             table = self._file(shard).read_row_group(rg, columns=["latent", "position_map"]).take(order)
-            lat, pos = table.column("latent").to_pylist(), table.column("position_map").to_pylist()
+            # Straight from the fixed_size_list buffers: no Python lists of 16k floats per frame.
+            lat, pos = tensors.to_numpy(table.column("latent")), tensors.to_numpy(table.column("position_map"))
             for j, row in enumerate(order):
                 ci, key = rows[row]
-                latent = tensors.decode(lat[j])
+                latent = lat[j]
                 if latent is None:
                     raise ReaderError(
                         f"clip {self.clips[ci].clip_id} has no latents: the build ran without a VAE "
                         "(features.latents.backend: none); rebuild with latents to train"
                     )
-                loaded[(ci, key)] = (latent, tensors.decode(pos[j]))
+                loaded[(ci, key)] = (latent, pos[j])
         return loaded
 
     def _collate(self, samples: list[Sample], loaded: dict) -> dict:

@@ -28,7 +28,7 @@ from .position_maps import PositionMapStage, choose_references
 
 def _grouped_frames(frames: pa.Table) -> dict[str, list[dict]]:
     by_clip: dict[str, list[dict]] = defaultdict(list)
-    for row in frames.to_pylist():
+    for row in tensors.rows(frames):  # array columns as NumPy arrays, not Python lists
         by_clip[row["clip_id"]].append(row)
     for rows in by_clip.values():
         rows.sort(key=lambda r: (r["view"], r["frame_index"]))
@@ -123,7 +123,11 @@ class ClipFeatureStage:
             clip["identity_embedding"] = tensors.encode(emb, "float32")
             out_frames.extend(rows)
             if clip["media_type"] == "image" and self.image_views.get("k", 0) > 0:
-                out_frames.extend(self._views(clip, rows[0], crops[0], lms[0]))
+                views = self._views(clip, rows[0], crops[0], lms[0])
+                if self.pose is not None and views:  # views are training frames too: same columns
+                    for v, p in zip(views, self.pose.estimate([decode_jpeg(v["jpeg"]) for v in views])):
+                        v["pose"] = tensors.encode(p, "float32")
+                out_frames.extend(views)
         return {
             "sources": tables["sources"],
             "clips": schemas.table_from_rows(clips, schemas.CLIPS),
@@ -187,7 +191,7 @@ class LatentFeatureStage:
         frames = tables["frames"]
         if frames.num_rows == 0 or self.stage.backend == "none":
             return tables
-        rows = frames.to_pylist()
+        rows = tensors.rows(frames)
         step = self.stage.batch_size
         try:
             # Decoded crops are held one batch at a time: a long video must not fill memory.
@@ -197,4 +201,8 @@ class LatentFeatureStage:
                     r["latent"] = tensors.encode(z, "float16")
         except (StageError, ValueError) as e:
             return with_error(tables, "latents", str(e).splitlines()[0])
-        return {**tables, "frames": schemas.table_from_rows(rows, schemas.FRAMES)}
+        table = schemas.table_from_rows(rows, schemas.FRAMES)
+        # What a reader needs to decode them (z / scaling_factor + shift_factor) travels with them.
+        table = schemas.with_array_attrs(table, "latent", scaling_factor=self.stage.scaling_factor,
+                                         shift_factor=self.stage.shift_factor, stored="posterior_mean")
+        return {**tables, "frames": table}

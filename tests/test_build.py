@@ -69,7 +69,7 @@ def test_frames_are_stored_for_kept_clips_only(fixture_build):
     with Catalog(out, read_only=True) as cat:
         kept = table(cat, "SELECT clip_id, n_frames, out_size FROM clips WHERE verdict = 'kept'")
         counts = {r["clip_id"]: r["n"] for r in table(cat, "SELECT clip_id, count(*) AS n FROM frames WHERE view = 0 GROUP BY clip_id")}
-        sample = table(cat, "SELECT jpeg, landmarks.shape AS shape, face_box FROM frames LIMIT 3")
+        sample = table(cat, "SELECT jpeg, [len(landmarks), len(landmarks[1])] AS shape, face_box FROM frames LIMIT 3")
         rejected_frames = table(cat, "SELECT count(*) AS n FROM frames f JOIN clips c USING (clip_id) WHERE c.verdict = 'rejected'")
     assert counts == {r["clip_id"]: r["n_frames"] for r in kept}
     assert rejected_frames[0]["n"] == 0
@@ -127,7 +127,7 @@ def _content(out: Path) -> dict:
     with Catalog(out, read_only=True) as cat:
         sources = cat.query("SELECT * EXCLUDE (run_id) FROM sources ORDER BY source_id").to_pylist()
         clips = cat.query("SELECT * EXCLUDE (run_id) FROM clips ORDER BY clip_id").to_pylist()
-        frames = cat.query("SELECT clip_id, frame_index, view, md5(jpeg::BLOB) AS h, landmarks.data AS lm FROM frames ORDER BY ALL").to_pylist()
+        frames = cat.query("SELECT clip_id, frame_index, view, md5(jpeg::BLOB) AS h, landmarks AS lm FROM frames ORDER BY ALL").to_pylist()
         errors = cat.query("SELECT source_id, stage, message FROM errors ORDER BY ALL").to_pylist()
     return {"sources": sources, "clips": clips, "frames": frames, "errors": errors}
 

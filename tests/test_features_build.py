@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -15,8 +16,8 @@ from pipeline.preview import preview_clip, storage_report
 
 def test_every_kept_frame_has_its_features(feature_build):
     with Catalog(feature_build, read_only=True) as cat:
-        frames = cat.query("SELECT f.clip_id, f.view, f.latent, f.position_map, f.pose, c.media_type "
-                           "FROM frames f JOIN clips c USING (clip_id) WHERE c.verdict = 'kept'").to_pylist()
+        frames = tensors.rows(cat.query("SELECT f.clip_id, f.view, f.latent, f.position_map, f.pose, c.media_type "
+                                        "FROM frames f JOIN clips c USING (clip_id) WHERE c.verdict = 'kept'"))
         clips = cat.query("SELECT clip_id, media_type, n_frames, reference_frames, intensity_exp, intensity_head, "
                           "intensity_exp_level, intensity_head_level FROM clips WHERE verdict = 'kept'").to_pylist()
     assert frames and clips
@@ -27,9 +28,10 @@ def test_every_kept_frame_has_its_features(feature_build):
         assert pm.shape == (3, 64, 64) and pm.dtype == np.float16
         assert 0.05 < pm[2].mean() < 0.9  # a face region, not all or nothing
         assert np.all(pm[:2][:, pm[2] == 0] == 0)  # zero outside the face
+        pose = tensors.decode(f["pose"])  # image views carry pose like every other frame
+        assert pose.shape == (133, 3) and pose.dtype == np.float32
         if f["view"] == 0:
-            pose = tensors.decode(f["pose"])
-            assert pose.shape == (133, 3) and (pose[23:91, 2] > 0).sum() >= 60  # the face points are there
+            assert (pose[23:91, 2] > 0).sum() >= 60  # the face points are there
     videos = [c for c in clips if c["media_type"] == "video"]
     assert videos
     for c in videos:
@@ -85,3 +87,7 @@ def test_storage_report_and_preview(feature_build, small_vae_dir, tmp_path):
     png = tmp_path / "preview.png"
     clip = preview_clip(feature_build, None, png, n_frames=3, vae=str(small_vae_dir))
     assert png.stat().st_size > 10_000 and clip
+    sheet = cv2.imread(str(png))
+    # A banner (clip id, verdict, scores) over 4 labelled rows: crop, map, pose, decoded latent.
+    assert sheet.shape[0] == 44 + 4 * 192 and sheet.shape[1] == 110 + 3 * 192
+    assert sheet[:44].std() > 5 and sheet[44:, :110].std() > 5  # text drawn in both

@@ -36,7 +36,7 @@ def content(out: Path) -> dict:
         return {
             "sources": cat.query("SELECT * EXCLUDE (run_id) FROM sources ORDER BY source_id").to_pylist(),
             "clips": cat.query("SELECT * EXCLUDE (run_id) FROM clips ORDER BY clip_id").to_pylist(),
-            "frames": cat.query("SELECT clip_id, frame_index, view, md5(jpeg::BLOB) AS h, landmarks.data AS lm "
+            "frames": cat.query("SELECT clip_id, frame_index, view, md5(jpeg::BLOB) AS h, landmarks AS lm "
                                 "FROM frames ORDER BY ALL").to_pylist(),
             "errors": cat.query("SELECT source_id, stage, message, kind FROM errors ORDER BY ALL").to_pylist(),
         }

@@ -24,8 +24,8 @@ def build(fixtures_dir, tmp_path_factory):
 
 def stored(build, clip_id, frame_index, view, column):
     with Catalog(build, read_only=True) as cat:
-        row = cat.query(f"SELECT {column} FROM frames WHERE clip_id = '{clip_id}' "
-                        f"AND frame_index = {frame_index} AND view = {view}").to_pylist()[0]
+        row = tensors.rows(cat.query(f"SELECT {column} FROM frames WHERE clip_id = '{clip_id}' "
+                        f"AND frame_index = {frame_index} AND view = {view}"))[0]
     return tensors.decode(row[column])
 
 
