@@ -10,9 +10,10 @@ fps) so that the whole module stays within a few minutes on two cores.
 - placement: curation runs on at least two nodes, the latents (GPU) pool only on the GPU node
   (its stage runs with ``features.latents.device=cpu`` on the logical GPU), and every node's
   sources land in the shards with their latents;
-- determinism: the 3-node build, a 1-node cluster's build and the inline path give
-  the same sources, clips (verdicts, every score), frames (JPEG bytes, landmarks, position maps,
-  pose, image-view maps) and latents; latents are compared to float16 rounding (see below);
+- determinism: the 3-node build and the inline path give the same sources, clips (verdicts,
+  every score), frames (JPEG bytes, landmarks, position maps, pose, image-view maps) and
+  latents (to float16 rounding, see the test); a 1-node cluster's curation-only build and the
+  inline one are identical too;
 - job submission: ``ray job submit --working-dir . -- python -m pipeline.cli build ...`` against
   the head's dashboard runs the build and its logs show the progress;
 - node loss (last: it leaves the cluster one node short): a worker node's raylet is killed
@@ -211,6 +212,13 @@ def inline_features(inputs, vae_settings, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def inline_curation(inputs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("inline_curation") / "out"
+    assert build_cli(inputs, out, [*NO_FEATURES, "ray.executor=inline"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
 def cluster_features(cluster, inputs, vae_settings, tmp_path_factory):
     """The 3-node build with every feature and the VAE: (OUT, record folder)."""
     root = tmp_path_factory.mktemp("cluster_features")
@@ -256,29 +264,34 @@ def test_curation_spreads_and_latents_stay_on_the_gpu_node(cluster, cluster_feat
     assert gpu_actors and {a.node_id for a in gpu_actors} == {ids["gpu"]}
 
 
-def test_same_results_on_three_nodes_one_node_and_inline(cluster_features, inline_features, inputs, vae_settings,
-                                                          tmp_path):
-    """Everything but the latents is bit-identical. Latents come from float32 convolutions whose
+def test_same_results_on_three_nodes_one_node_and_inline(cluster_features, inline_features, inline_curation,
+                                                          inputs, tmp_path):
+    """3 nodes (curation on two of them, latents on the GPU node) against inline, every feature
+    on; 1 node (two CPUs, no GPU: one fused pool) against inline, curation only (the features
+    are the 3-node case's; one more feature build would double this test's time).
+
+    Everything but the latents is bit-identical. Latents come from float32 convolutions whose
     summation order follows the torch thread count (one thread in a Ray worker, all cores
     inline) and are stored as float16: they may differ by float16 rounding, so they are
     compared to 1e-2 relative + 1e-3 absolute (a float16 step is ~1e-3 of the value)."""
     out3, _ = cluster_features
+    ref = content(inline_features)
+    # The comparison covers real features: crops, poses and position maps are there.
+    assert ref["frames"] and all(f["jpeg"] for f in ref["frames"])
+    assert any(f["pose"] is not None for f in ref["frames"]) and any(f["position_map"] is not None for f in ref["frames"])
+    assert content(out3) == ref
+    z_ref, z = latents(inline_features), latents(out3)
+    assert z.keys() == z_ref.keys()
+    for k, a in z_ref.items():
+        assert a is not None and z[k] is not None and a.shape == z[k].shape
+        np.testing.assert_allclose(z[k], a, rtol=1e-2, atol=1e-3)
+
     out1 = tmp_path / "one_node"
-    # One node, two CPUs, no GPU: one fused curate+features+latents pool.
     with LocalCluster(tmp_path / "one_node_cluster", dashboard=False) as single:
         single.start(head_cpus=2)
-        assert build_cli(inputs, out1, vae_settings, single.address) == 0
-    ref = content(inline_features)
-    assert ref["frames"] and all(f["jpeg"] for f in ref["frames"])
-    assert content(out3) == ref
-    assert content(out1) == ref
-    z_ref = latents(inline_features)
-    for other in (out3, out1):
-        z = latents(other)
-        assert z.keys() == z_ref.keys()
-        for k, a in z_ref.items():
-            assert a is not None and z[k] is not None and a.shape == z[k].shape
-            np.testing.assert_allclose(z[k], a, rtol=1e-2, atol=1e-3)
+        assert build_cli(inputs, out1, NO_FEATURES, single.address) == 0
+    ref1 = content(inline_curation)
+    assert ref1["frames"] and content(out1) == ref1
 
 
 def test_job_submission_runs_the_build_and_logs_progress(cluster, inputs, tmp_path):
@@ -299,12 +312,10 @@ def test_job_submission_runs_the_build_and_logs_progress(cluster, inputs, tmp_pa
         assert cat.query("SELECT count(*) AS n FROM sources WHERE status = 'kept'").to_pylist() == [{"n": 2}]
 
 
-def test_node_loss_mid_build_then_resume_matches_an_undisturbed_build(cluster, inputs, tmp_path):
+def test_node_loss_mid_build_then_resume_matches_an_undisturbed_build(cluster, inputs, inline_curation, tmp_path):
     """Kill the raylet of the first worker node that takes a source (the record is written as it
     starts on it). Ray restarts the lost actors on the nodes left (or the build
     accounts the source as lost to the infrastructure); the same command then finishes it."""
-    reference = tmp_path / "reference"
-    assert build_cli(inputs, reference, [*NO_FEATURES, "ray.executor=inline"]) == 0
     rec = tmp_path / "records"
     rec.mkdir()
     out = tmp_path / "out"
@@ -341,4 +352,4 @@ def test_node_loss_mid_build_then_resume_matches_an_undisturbed_build(cluster, i
     assert_no_duplicates(out)
     assert build_cli(inputs, out, NO_FEATURES, cluster.address) == 0  # resume on the nodes left
     assert_no_duplicates(out)
-    assert content(out) == content(reference)
+    assert content(out) == content(inline_curation)
