@@ -44,8 +44,21 @@ def add_build_parser(sub) -> None:
     p.set_defaults(func=cmd_build)
 
 
+def _check_inputs(inputs: list[str]) -> None:
+    """--input takes folders: a file or a missing path would otherwise build nothing and exit 0."""
+    for d in inputs:
+        p = Path(d)
+        if "://" in d:
+            continue  # a URI: its adapter says what is wrong with it
+        if p.is_file():
+            raise ConfigError(f"--input expects a folder, {d} is a file: give the folder that holds it")
+        if not p.is_dir():
+            raise ConfigError(f"--input {d}: no such folder")
+
+
 def cmd_build(args) -> int:
     from .build import build
+    from .quiet import local_ray_auth
     from .config import load_config
     from .sources import dataset_entries, discover
     from .summary import print_summary
@@ -56,8 +69,10 @@ def cmd_build(args) -> int:
         overrides["ray.address"] = args.address
     if args.num_cpus:
         overrides["ray.num_cpus"] = args.num_cpus
+    _check_inputs(args.input)
     config = load_config(args.config, overrides)
     check_weights(config)  # before the (possibly long) dataset discovery
+    local_ray_auth(config.ray.address)
     entries = dataset_entries(config, args.input, args.dataset)
     discovery = discover(entries)
     print(f"found {len(discovery.specs)} sources in {len(entries)} dataset(s)"
@@ -94,8 +109,12 @@ def cmd_query(args) -> int:
 
     if bool(args.sql) == bool(args.named):
         raise ConfigError("give either SQL or --named NAME")
+    if args.csv and args.parquet:
+        raise ConfigError("give one of --csv and --parquet, not both")
+    params = _key_values(args.param, "--param")
+    _check_params(args.named, params)
     with Catalog.open_file(args.catalog, read_only=True) as cat:
-        table = cat.named(args.named, _key_values(args.param, "--param")) if args.named else cat.query(args.sql)
+        table = cat.named(args.named, params) if args.named else cat.query(args.sql)
     if args.csv:
         import pyarrow.csv as pcsv
 
@@ -109,6 +128,21 @@ def cmd_query(args) -> int:
     else:
         print_table(table, limit=args.limit)
     return 0
+
+
+def _check_params(named: str | None, params: dict) -> None:
+    """A mistyped --param would silently leave the threshold at its default: refuse it."""
+    if not params:
+        return
+    if not named:
+        raise ConfigError("--param is for --named queries (write the value into the SQL)")
+    from manifests.catalog import _parameters_in, named_query_sql
+
+    known = _parameters_in(named_query_sql(named))
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"unknown --param {', '.join(unknown)} for --named {named} "
+                          f"(its parameters: {', '.join(sorted(known)) or 'none'})")
 
 
 def _printable(table):
@@ -232,8 +266,12 @@ def _out_dir(catalog: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .quiet import quiet
+
+    # Before the subcommands' imports (mediapipe and Ray read their log settings once).
+    quiet(any(a in ("-v", "--verbose") for a in (sys.argv[1:] if argv is None else argv)))
     parser = argparse.ArgumentParser(prog="portrait", description="Portrait animation data platform")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library warnings and log lines")
     sub = parser.add_subparsers(dest="command", required=True)
     add_build_parser(sub)
     add_query_parser(sub)

@@ -29,9 +29,10 @@ def _tile(row: dict, caption: str) -> np.ndarray:
     return tile
 
 
-def kept_sheet(cat: Catalog, frames_per_clip: int = 4, max_clips: int = 12) -> np.ndarray | None:
+def kept_sheet(cat: Catalog, frames_per_clip: int = 4, max_clips: int = 12, flow: int = 0) -> np.ndarray | None:
     """One row per kept clip (evenly spaced frames, captioned with the file and frame); None
-    when nothing was kept."""
+    when nothing was kept. ``flow=N``: the tiles flow in rows of N instead (one-frame image
+    clips then fill the rows instead of leaving them mostly black)."""
     clips = cat.query(
         "SELECT c.clip_id, s.rel_path, c.n_frames FROM clips c JOIN sources s USING (source_id) "
         "WHERE c.verdict = 'kept' ORDER BY s.rel_path, c.clip_index LIMIT ?", [max_clips]
@@ -44,8 +45,14 @@ def kept_sheet(cat: Catalog, frames_per_clip: int = 4, max_clips: int = 12) -> n
             "SELECT frame_index, jpeg, landmarks, face_box FROM frames WHERE clip_id = ? AND view = 0 "
             "AND list_contains(?, frame_index) ORDER BY frame_index", [c["clip_id"], picks]))
         tiles = [_tile(f, f"{Path(c['rel_path']).name} #{f['frame_index']}") for f in frames]
+        if flow:
+            rows.extend(tiles)
+            continue
         tiles += [np.zeros((TILE, TILE, 3), np.uint8)] * (frames_per_clip - len(tiles))
         rows.append(np.concatenate(tiles, axis=1))
+    if flow and rows:
+        rows += [np.zeros((TILE, TILE, 3), np.uint8)] * (-len(rows) % flow)
+        rows = [np.concatenate(rows[i : i + flow], axis=1) for i in range(0, len(rows), flow)]
     return np.concatenate(rows, axis=0) if rows else None
 
 

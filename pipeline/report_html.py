@@ -120,7 +120,9 @@ def histogram_svg(name: str, kept: np.ndarray, rejected: np.ndarray, thresholds:
     for k, (param, side, t) in enumerate(thresholds):
         xt = x(t)
         parts.append(f'<line x1="{xt:.1f}" y1="{mt}" x2="{xt:.1f}" y2="{mt + ph}" stroke="#1f4e99" stroke-width="1.5" stroke-dasharray="4 3"/>')
-        parts.append(f'<text x="{xt:.1f}" y="{height - 4}" text-anchor="middle" fill="#1f4e99">'
+        # Labels stay inside the plot: a threshold at an edge is anchored on that edge.
+        anchor = "end" if xt > ml + 0.8 * pw else "start" if xt < ml + 0.2 * pw else "middle"
+        parts.append(f'<text x="{xt:.1f}" y="{height - 4}" text-anchor="{anchor}" fill="#1f4e99">'
                      f'{html.escape(side)} {t:.3g}</text>')
     parts.append("</svg>")
     return _data_uri("image/svg+xml", "".join(parts).encode())
@@ -181,7 +183,7 @@ def collect(out_dir: Path) -> dict:
             "runs": _rows(cat, "SELECT run_id, started_at, finished_at, status, n_sources, schema_version, models_json, "
                                "notes_json FROM runs ORDER BY started_at"),
         }
-        d["kept_sheet"] = kept_sheet(cat, frames_per_clip=4, max_clips=SHEET_CLIPS)
+        d["kept_sheet"] = kept_sheet(cat, frames_per_clip=4, max_clips=2 * SHEET_CLIPS, flow=8)
     d["storage"] = storage_report(out_dir)
     return d
 
@@ -200,9 +202,10 @@ def model_rows(models_json: str | None) -> list[dict]:
         rnd = m.get("random_weights")
         out.append({"stage": stage, "backend": m.get("backend"), "weights": m.get("weights") or m.get("reason"),
                     "sha256": sha, "random_weights": '<b class=bad>RANDOM</b>' if rnd else "no"})
-    for path, sha in shas.items():
-        out.append({"stage": "weights file", "backend": None, "weights": path, "sha256": str(sha)[:16],
-                    "random_weights": None})
+    for setting, files in shas.items():  # {setting: {file: sha256}} of every configured weights path
+        files = files if isinstance(files, dict) else {setting: files}
+        out.append({"stage": "weights", "backend": setting, "weights": ", ".join(files),
+                    "sha256": ", ".join(str(v)[:16] for v in files.values()), "random_weights": None})
     return out
 
 

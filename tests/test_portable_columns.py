@@ -46,11 +46,11 @@ def test_parquet_metadata_records_the_contract(feature_build):
             assert a.shape == (table.num_rows, *shape) and a.dtype == np.dtype(DTYPES[name])
 
 
-def test_huggingface_datasets_gives_torch_tensors(feature_build):
+def test_huggingface_datasets_gives_torch_tensors(feature_build, tmp_path):
     datasets = pytest.importorskip("datasets")
     import torch
 
-    ds = datasets.load_dataset("parquet", data_files=shard_files(feature_build), split="train")
+    ds = datasets.load_dataset("parquet", data_files=shard_files(feature_build), split="train", cache_dir=str(tmp_path))
     n = ds.num_rows
     assert n > 0
     batch = ds.with_format("torch", columns=list(SHAPES) + ["view"])[:n]

@@ -1,0 +1,47 @@
+"""Quiet by default: what a CLI user did not ask for (Ray's startup notices, glog/TFLite lines of
+mediapipe, C++ log lines of Ray's core worker, deprecation warnings of libraries) is shown only
+with ``--verbose``. Errors still print: a failing build says why in one line.
+
+Environment variables are set only where the user has not set them, before Ray or mediapipe
+is imported (they read them once, at import or process start).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+# glog (mediapipe's C++), TensorFlow Lite, Ray's C++ core worker in the driver, diffusers.
+# (Not RAY_BACKEND_LOG_LEVEL: setting it makes Ray print a line saying so.)
+QUIET_ENV = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3", "DIFFUSERS_VERBOSITY": "error",
+             "TRANSFORMERS_VERBOSITY": "error"}
+_NOISY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "absl", "filelock", "urllib3")
+
+
+def quiet(verbose: bool) -> None:
+    if verbose:
+        return
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    # Ray Data configures its logger from this file when it is imported (its console at ERROR).
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
+    # Library deprecations are for the people who upgrade the pins, not for a build's user. A
+    # filter is not enough: Ray inserts its own ("module") in front when it is imported.
+    shown = warnings.showwarning
+
+    def showwarning(message, category, *args, **kwargs):
+        if not issubclass(category, (DeprecationWarning, FutureWarning)):
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = showwarning
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def local_ray_auth(address: str | None) -> None:
+    """A local Ray instance turns token auth on by itself and warns that it did; asking for it
+    explicitly keeps it on without the warning. Not for a cluster (--address / RAY_ADDRESS):
+    there, the cluster's own setting and token apply."""
+    if not address and not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
