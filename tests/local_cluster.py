@@ -165,14 +165,21 @@ class LocalCluster:
 
     def start(self, head_cpus: int = 1, workers: dict | None = None, timeout: float = 180) -> "LocalCluster":
         """Start the head, then the workers ({name: dict(num_cpus=, num_gpus=, resources=)})."""
-        self.port, self.dashboard_port, client_port = free_ports(3)
-        dash = ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port)] \
-            if self.dashboard else ["--include-dashboard", "false"]
         try:
-            self._spawn("head", ["--head", "--port", str(self.port), "--ray-client-server-port", str(client_port), *dash],
-                        head_cpus, 0, {}, {**self.env, **HEAD_ENV})
-            self._wait_port(self.port, timeout)
-            self.wait_nodes(timeout)
+            for attempt in range(3):
+                self.port, self.dashboard_port, client_port = free_ports(3)
+                dash = ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                        "--dashboard-port", str(self.dashboard_port)] if self.dashboard else ["--include-dashboard", "false"]
+                head = self._spawn("head", ["--head", "--port", str(self.port), "--ray-client-server-port", str(client_port),
+                                            *dash], head_cpus, 0, {}, {**self.env, **HEAD_ENV})
+                try:
+                    self._wait_port(self.port, timeout)
+                    self.wait_nodes(timeout)
+                    break
+                except RuntimeError:  # `ray start`'s own 30 s registration window, on a loaded machine
+                    if attempt == 2 or "timed out during startup" not in head.log.read_text():
+                        raise
+                    self._kill_node(head)
             # One at a time: on a loaded machine a raylet can miss `ray start`'s fixed 30 s
             # registration window when several start together.
             for name, spec in (workers or {}).items():
