@@ -10,10 +10,10 @@ fps) so that the whole module stays within a few minutes on two cores.
 - placement: curation runs on at least two nodes, the latents (GPU) pool only on the GPU node
   (its stage runs with ``features.latents.device=cpu`` on the logical GPU), and every node's
   sources land in the shards with their latents;
-- determinism: the 3-node build and the inline path give the same sources, clips (verdicts,
-  every score), frames (JPEG bytes, landmarks, position maps, pose, image-view maps) and
-  latents (to float16 rounding, see the test); a 1-node cluster's curation-only build and the
-  inline one are identical too;
+- determinism: the 3-node build and the inline path give the same sources, clips (verdicts;
+  scores to 1e-4), frames (JPEG bytes, landmarks, position maps, pose, image-view maps: exact)
+  and latents (to float16 rounding; see the test for why); a 1-node cluster's curation-only
+  build and the inline one agree the same way;
 - job submission: ``ray job submit --working-dir . -- python -m pipeline.cli build ...`` against
   the head's dashboard runs the build and its logs show the progress;
 - node loss (last: it leaves the cluster one node short): a worker node's raylet is killed
@@ -120,6 +120,33 @@ def content(out: Path) -> dict:
             "frames": cat.query("SELECT * EXCLUDE (latent) FROM frames ORDER BY clip_id, frame_index, view").to_pylist(),
             "errors": cat.query("SELECT source_id, stage, message, kind FROM errors ORDER BY ALL").to_pylist(),
         }
+
+
+SCORE_TOL = 1e-4  # absolute, on float scores of sources and clips only (see the determinism test)
+
+
+def assert_same(got, want, path="", tol=0.0):
+    """Equal, floats to ``tol``: bytes, strings, ints, verdicts and list lengths exactly."""
+    if isinstance(want, float) and isinstance(got, float):
+        assert abs(got - want) <= tol, f"{path}: {got!r} != {want!r}"
+    elif isinstance(want, dict) and isinstance(got, dict):
+        assert got.keys() == want.keys(), path
+        for k in want:
+            assert_same(got[k], want[k], f"{path}.{k}", tol)
+    elif isinstance(want, (list, tuple)) and isinstance(got, (list, tuple)):
+        assert len(got) == len(want), f"{path}: {len(got)} != {len(want)} items"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same(g, w, f"{path}[{i}]", tol)
+    else:
+        assert got == want, f"{path}: {got!r} != {want!r}"
+
+
+def assert_same_build(got: dict, want: dict) -> None:
+    """Frames and errors bit-identical; sources and clips identical but for float scores."""
+    assert_same(got["frames"], want["frames"], "frames")
+    assert_same(got["errors"], want["errors"], "errors")
+    assert_same(got["sources"], want["sources"], "sources", SCORE_TOL)
+    assert_same(got["clips"], want["clips"], "clips", SCORE_TOL)
 
 
 def _array(v):
@@ -270,16 +297,20 @@ def test_same_results_on_three_nodes_one_node_and_inline(cluster_features, inlin
     on; 1 node (two CPUs, no GPU: one fused pool) against inline, curation only (the features
     are the 3-node case's; one more feature build would double this test's time).
 
-    Everything but the latents is bit-identical. Latents come from float32 convolutions whose
-    summation order follows the torch thread count (one thread in a Ray worker, all cores
-    inline) and are stored as float16: they may differ by float16 rounding, so they are
+    Frames (JPEG bytes, landmarks, position maps, pose, view maps), clip boundaries, verdicts
+    and reasons are bit-identical. Float scores of clips and sources are compared to 1e-4
+    (absolute; thresholds sit at 0.05 and more): mediapipe's models give slightly different
+    probabilities depending on what the same actor ran before (seen: ``face_human`` of d0
+    0.9999921 on a fresh actor, 1.0 after s1.jpg), and which actor gets which source is Ray's
+    choice. Latents come from float32 convolutions whose summation order follows the torch
+    thread count (one thread in a Ray worker, all cores inline) and are stored as float16:
     compared to 1e-2 relative + 1e-3 absolute (a float16 step is ~1e-3 of the value)."""
     out3, _ = cluster_features
     ref = content(inline_features)
     # The comparison covers real features: crops, poses and position maps are there.
     assert ref["frames"] and all(f["jpeg"] for f in ref["frames"])
     assert any(f["pose"] is not None for f in ref["frames"]) and any(f["position_map"] is not None for f in ref["frames"])
-    assert content(out3) == ref
+    assert_same_build(content(out3), ref)
     z_ref, z = latents(inline_features), latents(out3)
     assert z.keys() == z_ref.keys()
     for k, a in z_ref.items():
@@ -291,7 +322,8 @@ def test_same_results_on_three_nodes_one_node_and_inline(cluster_features, inlin
         single.start(head_cpus=2)
         assert build_cli(inputs, out1, NO_FEATURES, single.address) == 0
     ref1 = content(inline_curation)
-    assert ref1["frames"] and content(out1) == ref1
+    assert ref1["frames"]
+    assert_same_build(content(out1), ref1)
 
 
 def test_job_submission_runs_the_build_and_logs_progress(cluster, inputs, tmp_path):
@@ -352,4 +384,4 @@ def test_node_loss_mid_build_then_resume_matches_an_undisturbed_build(cluster, i
     assert_no_duplicates(out)
     assert build_cli(inputs, out, NO_FEATURES, cluster.address) == 0  # resume on the nodes left
     assert_no_duplicates(out)
-    assert content(out) == content(inline_curation)
+    assert_same_build(content(out), content(inline_curation))
