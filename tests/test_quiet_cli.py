@@ -40,7 +40,7 @@ def test_one_image_build_prints_only_progress_and_summary(media_dir, tmp_path):
     (["query", "--catalog", "{out}", "SELECT 1", "--csv", "{tmp}/a.csv", "--parquet", "{tmp}/a.parquet"],
      "one of --csv and --parquet"),
     (["build", "--input", "{image}", "--out", "{tmp}/o"], "expects a folder"),
-    (["build", "--input", "{tmp}/nowhere", "--out", "{tmp}/o"], "no such folder"),
+    (["build", "--input", "{tmp}/nowhere", "--out", "{tmp}/o"], "dataset root not found"),
 ])
 def test_mistakes_are_one_line_errors(argv, says, media_dir, tmp_path, capsys):
     # Checked before any catalog is opened or Ray started: no build is needed to see them.
