@@ -4,6 +4,18 @@ One process writes the catalog (the build's driver); readers open it read-only. 
 committed together with the shard holding its frames, in one transaction, so a build stopped at
 any point leaves a catalog that names only complete sources and complete shards.
 
+A build writes a *working copy* on local disk (:meth:`Catalog.for_build`) and publishes it to
+``OUT/catalog.duckdb`` atomically (:meth:`Catalog.publish`: a renamed local file, or one
+object-store upload) after commits and at the end, so readers (`portrait query`, `report`)
+never wait for the build's lock and see a consistent snapshot, and OUT may be an object store.
+Shard markers are settled only once a published catalog names their shards: a build killed
+before a publish leaves the shards of its last commits pending, and the next cleanup removes
+them. Builds of one local OUT never overlap (a lock file, ``OUT/.build.lock``); on object stores
+nothing enforces that: run one build per OUT at a time.
+
+A remote catalog (``s3://.../catalog.duckdb``) is read from a local copy; its ``frames`` view
+reads the shards from the object store through an fsspec filesystem registered with DuckDB.
+
 The catalog opens whatever happened to the shards since: ``frames`` covers the shards that are
 there and readable, and the others are named in one warning line together with the sources
 whose frames they held (``portrait verify OUT --repair`` un-commits those for the next build).
@@ -12,6 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -21,6 +36,7 @@ import pyarrow as pa
 
 from . import schemas
 from .shards import SHARD_DIR, ShardInfo, check_shard, settle
+from .storage import Location, StorageUnavailable, duckdb_filesystem, resolve
 
 CATALOG_FILE = "catalog.duckdb"
 log = logging.getLogger(__name__)
@@ -57,42 +73,140 @@ def named_query_sql(name: str) -> str:
     return path.read_text()
 
 
+def catalog_location(where: "str | Path | Location") -> Location:
+    """OUT from ``OUT`` or ``OUT/catalog.duckdb`` (a path or a URI)."""
+    if isinstance(where, Location):
+        return where
+    text = os.fspath(where).rstrip("/")
+    if text.endswith(".duckdb"):
+        text = text.rsplit("/", 1)[0] if "/" in text else "."
+    return resolve(text)
+
+
 class Catalog:
-    def __init__(self, out_dir: str | Path, read_only: bool = False):
-        self.out_dir = Path(out_dir).resolve()
-        self.path = self.out_dir / CATALOG_FILE
+    def __init__(self, out_dir: "str | Path | Location", read_only: bool = False, working_copy: bool = False):
+        """Open OUT's catalog. Locally it is opened in place (``working_copy``: a copy is worked
+        on and published); a remote one is always read from, or worked on in, a local copy."""
+        try:
+            self.out = catalog_location(out_dir)
+        except StorageUnavailable as e:
+            raise CatalogError(str(e)) from None
+        self.out_dir = self.out.local_path.resolve() if self.out.is_local else self.out.uri
+        self.published = self.out.url(CATALOG_FILE)
         self.read_only = read_only
-        if read_only and not self.path.is_file():
-            raise CatalogError(f"no catalog at {self.path}")
+        self.working_copy = working_copy or not self.out.is_local
+        self._tmp: str | None = None
+        self._lock = None
+        self._unsettled: list[str] = []  # shards committed here, not yet in a published catalog
+        try:
+            exists = self.out.is_file(CATALOG_FILE)
+        except OSError as e:
+            raise CatalogError(f"cannot reach {self.published}: {_first_line(e)}") from None
+        if read_only and not exists:
+            raise CatalogError(f"no catalog at {self.published}")
         if not read_only:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.out.makedirs()
+            self._take_lock()
+        if self.working_copy:
+            self._tmp = tempfile.mkdtemp(prefix="portrait-catalog-")
+            self.path = Path(self._tmp) / CATALOG_FILE
+            if exists:
+                try:
+                    self.out.download(CATALOG_FILE, self.path)
+                except OSError as e:
+                    self._cleanup()
+                    raise CatalogError(f"cannot read {self.published}: {_first_line(e)}") from None
+        else:
+            self.path = self.out.local_path.resolve() / CATALOG_FILE
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as e:
-            raise CatalogError(f"cannot open catalog {self.path}: {str(e).splitlines()[0]}") from None
+            self._cleanup()
+            raise CatalogError(f"cannot open catalog {self.published}: {str(e).splitlines()[0]}") from None
+        self.unavailable: dict[str, str] = {}
+        try:
+            self._prepare(read_only, working_copy)
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self, read_only: bool, working_copy: bool) -> None:
+        if not self.out.is_local:
+            self.con.register_filesystem(duckdb_filesystem(self.out))
         self._check_version()
         if not read_only:
             try:
                 self._ensure_tables()
             except duckdb.Error as e:
-                raise StorageError(f"cannot write the catalog {self.path}: {_first_line(e)}") from None
-        self.refresh_frames_view()
-        if self.unavailable:  # once per open: every command that opens the catalog says it
-            log.warning(self.unavailable_message())
+                raise StorageError(f"cannot write the catalog {self.published}: {_first_line(e)}") from None
+        if read_only or not working_copy:  # a build's copy gets its view when it is published
+            self.refresh_frames_view()
+            if self.unavailable:  # once per open: every command that opens the catalog says it
+                log.warning(self.unavailable_message())
+
+    @classmethod
+    def for_build(cls, out_dir: "str | Path | Location") -> "Catalog":
+        return cls(out_dir, working_copy=True)
+
+    def _take_lock(self) -> None:
+        """One writer per local OUT (the working copy no longer holds DuckDB's file lock there)."""
+        if not self.out.is_local:
+            return
+        import fcntl
+
+        self._lock = open(self.out.path(".build.lock"), "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise CatalogError(f"another build (or `verify --repair`) is writing {self.out.uri}: "
+                               "wait for it to finish") from None
 
     @classmethod
     def open_file(cls, catalog_path: str | Path, read_only: bool = True) -> "Catalog":
-        p = Path(catalog_path)
-        return cls(p.parent if p.suffix == ".duckdb" else p, read_only=read_only)
+        return cls(catalog_path, read_only=read_only)
+
+    def _cleanup(self) -> None:
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def close(self) -> None:
-        self.con.close()
+        try:
+            self.con.close()
+        finally:
+            self._cleanup()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+    def publish(self, final: bool = False) -> None:
+        """Copy the working catalog to OUT atomically; then the shards it names are settled.
+        ``final``: also refresh the stored ``frames`` view (binding it reads every shard footer,
+        so intermediate snapshots keep the previous one: `portrait query` builds its own)."""
+        if not self.working_copy:
+            for shard_id in self._unsettled:
+                settle(self.out, shard_id)
+            self._unsettled = []
+            return
+        if final:
+            self._create_frames_view([r["path"] for r in self.shards()])
+        self.checkpoint()
+        try:
+            self.out.upload(self.path, CATALOG_FILE)
+        except OSError as e:
+            raise StorageError(f"cannot publish the catalog to {self.published}: "
+                               f"{getattr(e, 'strerror', None) or _first_line(e)}") from None
+        for shard_id in self._unsettled:
+            settle(self.out, shard_id)
+        self._unsettled = []
 
     # -- schema ---------------------------------------------------------------------------
     def _check_version(self) -> None:
@@ -143,31 +257,36 @@ class Catalog:
 
         A shard that is missing, has another size than recorded, or whose footer cannot be
         read is left out and named (``unavailable``; one warning line), so one lost file never
-        makes the catalog unusable. The stored view names absolute paths (for plain
+        makes the catalog unusable. The stored view names absolute paths or URIs (for plain
         `duckdb OUT/catalog.duckdb`); a read-only open shadows it with a temporary view of the
         paths where OUT is now, so a moved or re-mounted output folder still reads."""
-        self.unavailable: dict[str, str] = {}
+        self.unavailable = {}
         if self.read_only and not self._has_table("shards"):
             return
         rows = self.shards()
-        # A stat per shard here; footers are read by DuckDB when it binds the view, and checked
-        # one by one only when that fails.
+        # One listing of OUT/shards for the sizes (a stat per shard is a request per shard on an
+        # object store); footers are read by DuckDB when it binds the view, and checked one by
+        # one only when that fails.
+        try:
+            sizes = self.out.files(SHARD_DIR) if rows else {}
+        except OSError as e:
+            raise CatalogError(f"cannot list {self.out.url(SHARD_DIR)}: {_first_line(e)}") from None
         for r in rows:
-            if problem := check_shard(self.out_dir, r, upto="size"):
+            if problem := check_shard(self.out, r, upto="size", size=sizes.get(r["path"])):
                 self.unavailable[r["path"]] = problem
         try:
             self._create_frames_view([r["path"] for r in rows if r["path"] not in self.unavailable])
         except duckdb.Error:
             for r in rows:
-                if r["path"] not in self.unavailable and (problem := check_shard(self.out_dir, r, upto="rows")):
+                if r["path"] not in self.unavailable and (problem := check_shard(self.out, r, upto="rows")):
                     self.unavailable[r["path"]] = problem
             try:
                 self._create_frames_view([r["path"] for r in rows if r["path"] not in self.unavailable])
             except duckdb.Error as e:
-                raise CatalogError(f"cannot read the shards of {self.out_dir}: {_first_line(e)}") from None
+                raise CatalogError(f"cannot read the shards of {self.out.uri}: {_first_line(e)}") from None
 
     def _create_frames_view(self, rel_paths: list[str]) -> None:
-        paths = [str(self.out_dir / p) for p in rel_paths]
+        paths = [self.out.url(p) for p in rel_paths]
         if paths:
             listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
             body = f"SELECT * FROM read_parquet([{listing}], union_by_name = true)"
@@ -191,7 +310,7 @@ class Catalog:
         shards = _listing([f"{p} ({self.unavailable[p]})" for p in paths])
         return (f"{len(paths)} shard file(s) missing or unreadable, left out of `frames`: {shards}; "
                 f"frames of {len(sources)} source(s) affected: {_listing(sources) or '-'}; "
-                f"run `portrait verify {self.out_dir} --repair`, then the build again, to redo them")
+                f"run `portrait verify {self.out.uri} --repair`, then the build again, to redo them")
 
     def _has_table(self, name: str) -> bool:
         return bool(self.con.execute(
@@ -213,16 +332,19 @@ class Catalog:
         errors: pa.Table,
         shards: Iterable[ShardInfo] = (),
         run_id: str = "",
+        replace: Iterable[str] | None = None,
     ) -> None:
         """Record finished sources (and the shards holding their frames) atomically; then the
-        shards are no longer pending (their markers go). A failed write raises StorageError
-        and leaves the catalog as it was: the shard files stay pending, for the next cleanup."""
+        shards are no longer pending (their markers go, at once, or for a working copy once it
+        is published). A failed write raises StorageError and leaves the catalog as it was: the
+        shard files stay pending, for the next cleanup. ``replace``: the sources that may have
+        earlier rows (None: any of them); the others are inserted without a search."""
         shards = list(shards)
         shard_rows = [dict(s.__dict__, source_ids=list(s.source_ids), run_id=run_id) for s in shards]
         try:
             self.con.execute("BEGIN TRANSACTION")
             try:
-                ids = sources.column("source_id").to_pylist()
+                ids = sources.column("source_id").to_pylist() if replace is None else list(replace)
                 if ids:
                     # A re-run of a source replaces its earlier rows (idempotent commits).
                     self.con.execute("DELETE FROM clips WHERE list_contains(?, source_id)", [ids])
@@ -237,11 +359,12 @@ class Catalog:
                 self._rollback()
                 raise
         except duckdb.Error as e:
-            raise StorageError(f"cannot write the catalog {self.path}: {_first_line(e)}") from None
-        for s in shards:
-            settle(self.out_dir, s.shard_id)
-        if shard_rows:
-            self.refresh_frames_view()
+            raise StorageError(f"cannot write the catalog {self.published}: {_first_line(e)}") from None
+        self._unsettled.extend(s.shard_id for s in shards)
+        if not self.working_copy:
+            self.publish()
+            if shard_rows:
+                self.refresh_frames_view()
 
     def _rollback(self) -> None:
         try:
@@ -259,12 +382,12 @@ class Catalog:
             self.con.execute("COMMIT")
         except duckdb.Error as e:
             self._rollback()
-            raise StorageError(f"cannot write the catalog {self.path}: {_first_line(e)}") from None
+            raise StorageError(f"cannot write the catalog {self.published}: {_first_line(e)}") from None
         self.refresh_frames_view()
 
     def mark_dead_runs(self) -> int:
         """Runs still `running` when a build starts died (builds of one OUT never overlap:
-        DuckDB locks the file): they become `interrupted`. Returns how many."""
+        the build lock): they become `interrupted`. Returns how many."""
         n = self.con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchall()[0][0]
         if n:
             self.con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
@@ -276,7 +399,7 @@ class Catalog:
         try:
             self.con.execute("CHECKPOINT")
         except duckdb.Error as e:
-            raise StorageError(f"cannot write the catalog {self.path}: {_first_line(e)}") from None
+            raise StorageError(f"cannot write the catalog {self.published}: {_first_line(e)}") from None
 
     def record_errors(self, errors: pa.Table) -> None:
         self.insert("errors", errors)

@@ -7,6 +7,10 @@ Writing a shard takes three steps, so that an interrupted build leaves nothing a
 2. the shard is written under a temporary name, flushed to disk, and renamed;
 3. after the catalog commit that names the shard, the marker is removed (:func:`settle`).
 
+The same protocol holds on object stores (``manifests.storage``), with one difference: an
+upload appears whole when it completes, so the shard is written locally to a temporary file
+(hashed there) and uploaded under its final name; there is no rename.
+
 Cleanup (:func:`clean_uncommitted`) removes only files a marker announces and the catalog does
 not name: a file the build did not write (a user's notes, a shard copied from elsewhere) is
 never deleted, only reported. :func:`check_shard` compares a shard on disk with its catalog row
@@ -18,19 +22,24 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from .storage import Location, fsync_dir, resolve
 
 SHARD_DIR = "shards"
 PARTIAL_SUFFIX = ".partial"
 PENDING_SUFFIX = ".pending.json"
 MARKER_FORMAT = "portrait-pending-shard/1"
-# A build's shard ids are "<run id>-<sequence>", run ids "<UTC time>-<6 hex>" (pipeline/build.py):
-# a marker with such a name is the build's even if a crash truncated its content.
-_SHARD_ID = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{6}-[0-9]{5}$")
+# A build's shard ids are "<run id>-<unit>-<6 hex>" (written by workers, pipeline/writer.py; older
+# builds: "<run id>-<sequence>"), run ids "<UTC time>-<6 hex>" (pipeline/build.py): a marker
+# with such a name is the build's even if a crash truncated its content.
+_SHARD_ID = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{6}-[0-9]{5,}(-[0-9a-f]{6})?$")
 
 
 @dataclass(frozen=True)
@@ -57,40 +66,42 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _marker(folder: Path, shard_id: str) -> Path:
-    return folder / f"{shard_id}{PENDING_SUFFIX}"
+def sha256_at(out: Location, rel: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with out.fs.open_input_stream(out.path(rel)) as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
-    """A rename is durable only once its folder is flushed."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _marker(shard_id: str) -> str:
+    return f"{SHARD_DIR}/{shard_id}{PENDING_SUFFIX}"
 
 
 def write_shard(
     table: pa.Table,
-    out_dir: str | Path,
+    out_dir: "str | Path | Location",
     shard_id: str,
     row_group_rows: int = 1024,
     compression: str = "zstd",
     run_id: str = "",
     source_ids: tuple[str, ...] = (),
 ) -> ShardInfo:
-    """Announce, write, flush and rename one shard. On an error (a full disk) nothing under the
-    final name exists and the partial file is removed; the marker stays for the next cleanup."""
-    out_dir = Path(out_dir)
-    folder = out_dir / SHARD_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{shard_id}.parquet"
-    partial = folder / f"{shard_id}.parquet{PARTIAL_SUFFIX}"
-    if final.exists():
-        raise FileExistsError(f"shard {final} exists already: shard ids must be unique")
-    marker = _marker(folder, shard_id)
-    marker.write_text(json.dumps({"format": MARKER_FORMAT, "shard_id": shard_id, "run_id": run_id,
-                                  "source_ids": list(source_ids)}))
+    """Announce, write, flush and rename (or upload) one shard. On an error (a full disk)
+    nothing under the final name exists and the partial file is removed; the marker stays for
+    the next cleanup."""
+    out = resolve(out_dir)
+    rel = f"{SHARD_DIR}/{shard_id}.parquet"
+    out.makedirs(SHARD_DIR)
+    if out.exists(rel):
+        raise FileExistsError(f"shard {out.url(rel)} exists already: shard ids must be unique")
+    out.write_bytes(_marker(shard_id), json.dumps({"format": MARKER_FORMAT, "shard_id": shard_id, "run_id": run_id,
+                                                   "source_ids": list(source_ids)}).encode())
+    if out.is_local:
+        partial = out.path(rel) + PARTIAL_SUFFIX
+    else:
+        fd, partial = tempfile.mkstemp(prefix=f"{shard_id}-", suffix=".parquet")
+        os.close(fd)
     try:
         pq.write_table(
             table,
@@ -103,66 +114,77 @@ def write_shard(
         )
         with open(partial, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(partial, final)
-        _fsync_dir(folder)
+        size, digest = os.path.getsize(partial), sha256_of(Path(partial))
+        if out.is_local:
+            os.replace(partial, out.path(rel))
+            fsync_dir(out.path(SHARD_DIR))
+        else:
+            out.upload(partial, rel)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        Path(partial).unlink(missing_ok=True)
         raise
-    return ShardInfo(
-        shard_id=shard_id,
-        path=final.relative_to(out_dir).as_posix(),
-        rows=table.num_rows,
-        bytes=final.stat().st_size,
-        sha256=sha256_of(final),
-        source_ids=tuple(source_ids),
-    )
+    finally:
+        if not out.is_local:
+            Path(partial).unlink(missing_ok=True)
+    return ShardInfo(shard_id=shard_id, path=rel, rows=table.num_rows, bytes=size, sha256=digest,
+                     source_ids=tuple(source_ids))
 
 
-def settle(out_dir: str | Path, shard_id: str) -> None:
+def settle(out_dir: "str | Path | Location", shard_id: str) -> None:
     """The shard is committed: it is no longer pending."""
-    _marker(Path(out_dir) / SHARD_DIR, shard_id).unlink(missing_ok=True)
+    resolve(out_dir).delete(_marker(shard_id))
 
 
-def build_files(out_dir: str | Path) -> list[str]:
+def _is_build_file(name: str) -> bool:
+    return name.endswith((".parquet", PARTIAL_SUFFIX, PENDING_SUFFIX))
+
+
+def build_files(out_dir: "str | Path | Location") -> list[str]:
     """Shard files, partial files and markers in OUT/shards (what a build writes there)."""
-    folder = Path(out_dir) / SHARD_DIR
-    if not folder.is_dir():
-        return []
-    return sorted(f.name for f in folder.iterdir()
-                  if f.name.endswith((".parquet", PARTIAL_SUFFIX, PENDING_SUFFIX)))
+    out = resolve(out_dir)
+    return sorted(rel.split("/", 1)[1] for rel in out.files(SHARD_DIR)
+                  if "/" in rel and _is_build_file(rel))
 
 
-def clean_uncommitted(out_dir: str | Path, committed: set[str]) -> Cleanup:
+def clean_uncommitted(out_dir: "str | Path | Location", committed: set[str], run_id: str | None = None) -> Cleanup:
     """Remove what an interrupted build left: the files a pending marker announces that the
-    catalog does not name (``committed``: paths relative to OUT). Everything else stays."""
-    out_dir = Path(out_dir)
-    folder = out_dir / SHARD_DIR
+    catalog does not name (``committed``: paths relative to OUT). Everything else stays.
+    ``run_id``: only that run's markers (a build cleaning up after its own retried work)."""
+    out = resolve(out_dir)
     result = Cleanup()
-    if not folder.is_dir():
+    listed = out.files(SHARD_DIR)
+    if not listed:
         return result
+    names = {rel[len(SHARD_DIR) + 1:] for rel in listed}
     owned: set[str] = set()
-    for marker in sorted(folder.glob(f"*{PENDING_SUFFIX}")):
-        shard_id = marker.name[: -len(PENDING_SUFFIX)]
-        if not marker.is_file() or not (_SHARD_ID.match(shard_id) or _is_marker(marker, shard_id)):
+    for name in sorted(n for n in names if n.endswith(PENDING_SUFFIX)):
+        shard_id = name[: -len(PENDING_SUFFIX)]
+        marker = f"{SHARD_DIR}/{name}"
+        if run_id is not None and not shard_id.startswith(run_id + "-"):
+            owned.add(name)
             continue
-        owned.add(marker.name)
-        for f in (folder / f"{shard_id}.parquet", folder / f"{shard_id}.parquet{PARTIAL_SUFFIX}"):
-            owned.add(f.name)
-            rel = f.relative_to(out_dir).as_posix()
-            if rel not in committed and f.is_file():
-                f.unlink()
+        if not (_SHARD_ID.match(shard_id) or _is_marker(out, marker, shard_id)):
+            continue
+        owned.add(name)
+        for f in (f"{shard_id}.parquet", f"{shard_id}.parquet{PARTIAL_SUFFIX}"):
+            owned.add(f)
+            rel = f"{SHARD_DIR}/{f}"
+            if rel not in committed and f in names:
+                out.delete(rel)
                 result.removed.append(rel)
-        marker.unlink()  # committed (the crash came before settle) or now cleaned
-    for f in sorted(folder.iterdir()):
-        rel = f.relative_to(out_dir).as_posix()
-        if f.name not in owned and rel not in committed:
+        out.delete(marker)  # committed (the crash came before settle) or now cleaned
+    if run_id is not None:
+        return result
+    for name in sorted(names):
+        rel = f"{SHARD_DIR}/{name}"
+        if name not in owned and rel not in committed:
             result.foreign.append(rel)
     return result
 
 
-def _is_marker(path: Path, shard_id: str) -> bool:
+def _is_marker(out: Location, marker: str, shard_id: str) -> bool:
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(out.read_bytes(marker))
     except (OSError, ValueError):
         return False
     return isinstance(d, dict) and d.get("format") == MARKER_FORMAT and d.get("shard_id") == shard_id
@@ -171,25 +193,30 @@ def _is_marker(path: Path, shard_id: str) -> bool:
 CHECKS = ("size", "rows", "sha256")  # each costs more than the one before
 
 
-def check_shard(out_dir: str | Path, row: dict, upto: str = "sha256") -> str | None:
+def check_shard(out_dir: "str | Path | Location", row: dict, upto: str = "sha256", size: int | None = -1) -> str | None:
     """What is wrong with a committed shard (``row`` from the catalog's ``shards``), or None.
 
-    Checks in order, stopping after ``upto``: the size (a stat), the footer's row count, the
-    sha256 of the whole file (a flipped byte inside a page changes only that)."""
+    Checks in order, stopping after ``upto``: the size (a stat; or ``size`` when the caller
+    listed the folder already, None for a file not listed), the footer's row count, the sha256
+    of the whole file (a flipped byte inside a page changes only that)."""
     depth = CHECKS.index(upto)
-    path = Path(out_dir) / row["path"]
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+    out = resolve(out_dir)
+    rel = row["path"]
+    if size == -1:
+        try:
+            info = out.info(rel)
+        except OSError as e:
+            return f"unreadable ({getattr(e, 'strerror', None) or e})"
+        size = info.size if info.type != pafs.FileType.NotFound else None
+    if size is None:
         return "missing"
-    except OSError as e:
-        return f"unreadable ({e.strerror})"
     if size != row["bytes"]:
         return f"size {size} bytes, the catalog says {row['bytes']}"
     if depth < 1:
         return None
     try:
-        rows = pq.read_metadata(path).num_rows
+        with out.open_input(rel) as f:
+            rows = pq.read_metadata(f).num_rows
     except (OSError, pa.ArrowException) as e:
         return f"unreadable footer ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
     if rows != row["rows"]:
@@ -197,9 +224,9 @@ def check_shard(out_dir: str | Path, row: dict, upto: str = "sha256") -> str | N
     if depth < 2:
         return None
     try:
-        digest = sha256_of(path)
+        digest = sha256_at(out, rel)
     except OSError as e:
-        return f"unreadable ({e.strerror})"
+        return f"unreadable ({getattr(e, 'strerror', None) or e})"
     if digest != row["sha256"]:
         return "sha256 differs from the catalog's (the file changed after it was written)"
     return None

@@ -1,19 +1,25 @@
 """`portrait build`: sources -> Ray stages -> Parquet shards + DuckDB catalog, resumable.
 
-The driver is the only writer. It buffers the frames of finished sources and writes a shard when
-the buffer reaches the target size; the sources in it are committed to the catalog in the same
-step. Sources without frames (rejected, errored) are committed at once. Re-running the same
-build skips committed sources, except those lost to the infrastructure (a worker or node lost,
-out of memory), which are retried (every errored one with ``retry_errors``). Cleanup at the
-start removes only what an interrupted build announced and never committed (see
-manifests/shards.py); a write that fails (a full disk) ends the build with one line.
+Workers write the shards; the driver only commits. Sources go out in *units* (a video, or a
+group of images: :func:`plan_units`); the last Ray operator writes each unit's frames as shards
+on OUT (pipeline/writer.py) and sends back its sources, clips, errors and shard info, which the
+driver commits in one transaction per unit, so a source is visible only with its shard. The
+catalog is a local working copy published to OUT after commits (every
+``storage.publish_every_s``) and at the end (manifests/catalog.py), so `portrait query` works
+during a build and OUT may be an object store. Re-running the same build skips committed
+sources, except those lost to the infrastructure (a worker or node lost, out of memory), which
+are retried (every errored one with ``retry_errors``). Cleanup at the start removes only what an
+interrupted build announced and never committed (see manifests/shards.py); a write that fails
+(a full disk) ends the build with one line.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import sys
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,15 +31,18 @@ import duckdb
 import pyarrow as pa
 
 from manifests import schemas
+from manifests.adapters.base import SourceSpec
 from manifests.catalog import CATALOG_FILE, Catalog, CatalogError, StorageError
-from manifests.shards import SHARD_DIR, build_files, clean_uncommitted, write_shard
+from manifests.shards import SHARD_DIR, build_files, clean_uncommitted
+from manifests.storage import Location, StorageUnavailable, resolve
 from stages.curate import CurateStage
 
 from . import ray_runner
 from .config import BuildConfig
-from .results import INFRA, classify_errors, spec_to_json, unpack
+from .results import INFRA, UnitResult, classify_errors, units_to_json
 from .sources import Discovery
 from .weights import check_weights, fingerprints
+from .writer import WriterSettings
 
 log = logging.getLogger(__name__)
 
@@ -127,82 +136,136 @@ def describe_stages(config: BuildConfig, plans: list[ray_runner.StagePlan]) -> d
     return out
 
 
-class ShardBuffer:
-    """Frames of finished sources, waiting for a shard; committed with it."""
-
-    def __init__(self, catalog: Catalog, config: BuildConfig, run_id: str):
-        self.catalog, self.config, self.run_id = catalog, config, run_id
-        self.pending: list[dict[str, pa.Table]] = []
-        self.bytes = 0
-        self.seq = 0
-
-    def add(self, tables: dict[str, pa.Table]) -> int:
-        """Queue a finished source; returns the number of shards written."""
-        if tables["frames"].num_rows == 0:
-            self.catalog.commit_sources(tables["sources"], tables["clips"], tables["errors"], run_id=self.run_id)
-            return 0
-        self.pending.append(tables)
-        self.bytes += tables["frames"].nbytes
-        if self.bytes >= self.config.storage.shard_target_mb * 1e6:
-            return self.flush()
-        return 0
-
-    def flush(self) -> int:
-        if not self.pending:
-            return 0
-        cat = lambda k: pa.concat_tables([t[k] for t in self.pending])  # noqa: E731
-        frames = cat("frames").sort_by([("source_id", "ascending"), ("clip_id", "ascending"), ("frame_index", "ascending"), ("view", "ascending")])
-        sources = cat("sources")
-        # Run ids are unique, so a resumed build never overwrites an earlier run's shard.
-        shard_id = f"{self.run_id}-{self.seq:05d}"
-        try:
-            info = write_shard(frames, self.catalog.out_dir, shard_id, self.config.storage.row_group_rows,
-                               self.config.storage.compression, run_id=self.run_id,
-                               source_ids=tuple(sources.column("source_id").to_pylist()))
-        except OSError as e:
-            raise StorageError(f"cannot write shard {self.catalog.out_dir / SHARD_DIR / shard_id}.parquet: "
-                               f"{e.strerror or e}; free space and run the same command again to resume") from None
-        self.catalog.commit_sources(sources, cat("clips"), cat("errors"), [info], run_id=self.run_id)
-        self.seq += 1
-        self.pending, self.bytes = [], 0
-        return 1
+# Bytes of one image's stored rows (the image and its views, JPEG crops and features): how many
+# images fill a shard. An estimate: the writer flushes on the real size.
+_IMAGE_BYTES = 200e3
+_UNITS_PER_WORKER = 4  # enough units that every worker stays busy to the end
 
 
-def refuse_lost_catalog(out: Path) -> None:
+def plan_units(specs: list[SourceSpec], workers: int, shard_target_mb: float) -> list[list[SourceSpec]]:
+    """Group sources into units, one actor call each (pipeline/writer.py): a video alone; images
+    in groups as large as one shard holds, but small enough that every worker gets several
+    (a small build spreads over the pool; a large one writes full shards). Order is kept."""
+    images = [s for s in specs if s.media_type == "image"]
+    per_shard = max(1, int(shard_target_mb * 1e6 / _IMAGE_BYTES))
+    group = max(1, min(per_shard, math.ceil(len(images) / (_UNITS_PER_WORKER * max(1, workers)))))
+    units: list[list[SourceSpec]] = []
+    batch: list[SourceSpec] = []
+    for s in specs:
+        if s.media_type != "image":
+            units.append([s])
+            continue
+        batch.append(s)
+        if len(batch) == group:
+            units.append(batch)
+            batch = []
+    if batch:
+        units.append(batch)
+    return units
+
+
+_MAX_PENDING = 512  # units in one commit at most (one transaction costs ~20 ms, whatever its size)
+
+
+class Committer:
+    """The driver's one job: commit the units' results, publish the catalog now and then.
+
+    Results received within ``commit_every_s`` of the last commit are committed together, in
+    one transaction (a DuckDB transaction costs the same for one unit or hundreds), so the
+    driver keeps up with thousands of units a second; each unit's sources still become visible
+    only together with its shards. What is received but not committed when the build stops
+    (an interrupt, a failure elsewhere) is committed by :meth:`commit` on the way out; after a
+    kill its shards stay pending and the next build redoes those sources."""
+
+    def __init__(self, catalog: Catalog, run_id: str, stats: "BuildStats", committed: set[str],
+                 publish_every_s: float, commit_every_s: float = 1.0):
+        self.catalog, self.run_id, self.stats = catalog, run_id, stats
+        self.committed = committed  # sources with rows from earlier runs (replaced, not added)
+        self.publish_every_s, self.commit_every_s = publish_every_s, commit_every_s
+        self.last_publish = self.last_commit = time.monotonic()
+        self.pending: list[UnitResult] = []
+        self.seen: set[str] = set()
+
+    def add(self, row: dict) -> int:
+        """Take one unit's result row; returns its number of sources."""
+        res = UnitResult.from_row(row)
+        if res.storage_error:
+            raise StorageError(res.storage_error)
+        self.pending.append(res)
+        self.seen.update(res.sources.column("source_id").to_pylist())
+        if len(self.pending) >= _MAX_PENDING or time.monotonic() - self.last_commit >= self.commit_every_s:
+            self.commit()
+        return res.sources.num_rows
+
+    def commit(self) -> None:
+        if self.pending:
+            batch = self.pending
+            cat = lambda k: pa.concat_tables([getattr(r, k) for r in batch]).combine_chunks()  # noqa: E731
+            sources, clips = cat("sources"), cat("clips")
+            shards = [s for r in batch for s in r.shards]
+            ids = sources.column("source_id").to_pylist()
+            self.catalog.commit_sources(sources, clips, classify_errors(cat("errors")), shards, run_id=self.run_id,
+                                        replace=[i for i in ids if i in self.committed])
+            self.pending = []
+            st = self.stats
+            st.sources.update(sources.column("status").to_pylist())
+            st.clips.update(clips.column("verdict").to_pylist())
+            st.frames += sum(s.rows for s in shards)
+            st.shards += len(shards)
+        self.last_commit = time.monotonic()
+        if self.last_commit - self.last_publish >= self.publish_every_s:
+            self.publish()
+
+    def publish(self) -> None:
+        self.catalog.publish()
+        self.last_publish = time.monotonic()
+
+
+def refuse_lost_catalog(out: Location) -> None:
     """Shards without their catalog are neither deleted nor built over: they may be all that
     is left of a long build, and only the catalog says which are complete."""
-    if (out / CATALOG_FILE).exists():
+    if out.exists(CATALOG_FILE):
         return
     files = build_files(out)
     if files:
-        raise CatalogError(f"{out / SHARD_DIR} holds {len(files)} shard file(s) but {out / CATALOG_FILE} is missing: "
-                           "restore the catalog, or move the shards away, or build into a new folder")
+        raise CatalogError(f"{out.url(SHARD_DIR)} holds {len(files)} shard file(s) but {out.url(CATALOG_FILE)} is "
+                           "missing: restore the catalog, or move the shards away, or build into a new folder")
 
 
 def clean_up(catalog: Catalog) -> None:
     """Remove what an interrupted build left; report (never delete) anything else."""
-    done = clean_uncommitted(catalog.out_dir, {r["path"] for r in catalog.shards()})
+    done = clean_uncommitted(catalog.out, {r["path"] for r in catalog.shards()})
     if done.removed:
         log.warning("removed %d uncommitted shard file(s) of an interrupted build", len(done.removed))
     if done.foreign:
         log.warning("left %d file(s) in %s that no build wrote: %s", len(done.foreign),
-                    catalog.out_dir / SHARD_DIR, ", ".join(done.foreign))
+                    catalog.out.url(SHARD_DIR), ", ".join(done.foreign))
     dead = catalog.mark_dead_runs()
     if dead:
         log.warning("%d earlier run(s) died without finishing: marked interrupted", dead)
+
+
+def open_out(out_dir: "str | Path") -> Location:
+    """OUT as a location that answers, or one line (before anything is created anywhere)."""
+    try:
+        out = resolve(out_dir)
+        out.check()
+    except StorageUnavailable as e:
+        raise StorageError(str(e)) from None
+    return out
 
 
 def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progress: bool = True,
           retry_errors: bool = False) -> BuildStats:
     check_weights(config)
     models = describe_stages(config, stage_plans(config, "check", 1))
-    out = Path(out_dir)
+    out = open_out(out_dir)
     refuse_lost_catalog(out)
-    catalog = Catalog(out)
+    catalog = Catalog.for_build(out)
     try:
         return _build(catalog, config, discovery, models, progress, retry_errors)
     except duckdb.Error as e:  # e.g. the catalog's disk filled up in a finalize step
-        raise StorageError(f"cannot write the catalog {catalog.path}: {str(e).strip().splitlines()[0]}") from None
+        raise StorageError(f"cannot write the catalog {catalog.published}: {str(e).strip().splitlines()[0]}") from None
     finally:
         catalog.close()
 
@@ -251,25 +314,22 @@ def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: 
     else:
         workers, runner = 1, ray_runner.run_inline
     plans = stage_plans(config, run_id, workers, gpus)
-    buffer = ShardBuffer(catalog, config, run_id)
+    st = config.storage
+    plans[-1].writer = WriterSettings(out=catalog.out.uri, run_id=run_id, shard_target_mb=st.shard_target_mb,
+                                      row_group_rows=st.row_group_rows, compression=st.compression)
+    units = plan_units(todo, workers, st.shard_target_mb)
+    committer = Committer(catalog, run_id, stats, committed, st.publish_every_s, st.commit_every_s)
+    committer.publish()  # readers see the running run from the start
     bar = tqdm(total=len(todo), unit="source", desc="build", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     status = "interrupted"
-    seen: set[str] = set()
     try:
-        for row in runner([spec_to_json(s) for s in todo], plans):
-            tables = unpack(row)
-            tables["errors"] = classify_errors(tables["errors"])
-            seen.add(row["source_id"])
-            src = tables["sources"].to_pylist()[0]
-            stats.sources[src["status"]] += 1
-            for v in tables["clips"].column("verdict").to_pylist():
-                stats.clips[v] += 1
-            stats.frames += tables["frames"].num_rows
-            stats.shards += buffer.add(tables)
-            bar.update(1)
-            bar.set_postfix(clips_kept=stats.clips["kept"], rejected=stats.clips["rejected"], errors=stats.sources["error"])
-        stats.shards += buffer.flush()
-        commit_lost(catalog, [s for s in todo if s.source_id not in seen], run_id, stats)
+        try:
+            for row in runner(units_to_json(units), plans):
+                bar.update(committer.add(row))
+                bar.set_postfix(clips_kept=stats.clips["kept"], rejected=stats.clips["rejected"], errors=stats.sources["error"])
+        finally:
+            _commit_received(committer)
+        commit_lost(catalog, [s for s in todo if s.source_id not in committer.seen], run_id, stats)
         from .finalize import eval_split, intensity_levels
 
         intensity_levels(catalog, config.features.intensity.levels, run_id)
@@ -282,7 +342,24 @@ def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: 
     finally:
         bar.close()
         end_run(catalog, run_id, status)
+    # Units Ray retried after their worker died may have left shards no commit names.
+    leftovers = clean_uncommitted(catalog.out, {r["path"] for r in catalog.shards()}, run_id=run_id)
+    if leftovers.removed:
+        log.info("removed %d shard file(s) of retried work", len(leftovers.removed))
     return stats
+
+
+def _commit_received(committer: Committer) -> None:
+    """Whatever the build received is complete (its shards are written): commit it, also on
+    the way out of an interrupt or a failure. If that fails too, the first error is the one
+    reported, and the shards stay pending for the next cleanup."""
+    failing = sys.exc_info()[1] is not None
+    try:
+        committer.commit()
+    except (StorageError, duckdb.Error):
+        if not failing:
+            raise
+        log.debug("could not commit the received results on the way out", exc_info=True)
 
 
 def commit_lost(catalog: Catalog, lost: list, run_id: str, stats: BuildStats) -> None:
@@ -306,10 +383,11 @@ def end_run(catalog: Catalog, run_id: str, status: str) -> None:
         try:
             catalog.update_run(run_id, finished_at=datetime.now(timezone.utc), status=status)
         except duckdb.Error as e:
-            raise StorageError(f"cannot write the catalog {catalog.path}: {str(e).strip().splitlines()[0]}") from None
-        catalog.checkpoint()
+            raise StorageError(f"cannot write the catalog {catalog.published}: {str(e).strip().splitlines()[0]}") from None
+        catalog.publish(final=True)
         return
     try:
         catalog.update_run(run_id, finished_at=datetime.now(timezone.utc), status=status)
-    except duckdb.Error:
+        catalog.publish(final=True)
+    except (duckdb.Error, CatalogError):
         log.debug("could not record the end of run %s", run_id, exc_info=True)

@@ -33,7 +33,7 @@ def add_build_parser(sub) -> None:
     p = sub.add_parser("build", help="curate media into Parquet shards and a DuckDB catalog")
     p.add_argument("--input", action="append", default=[], metavar="DIR", help="a plain folder of images and videos (repeatable)")
     p.add_argument("--dataset", action="append", default=[], metavar="NAME=ROOT", help="a dataset in its official layout (repeatable)")
-    p.add_argument("--out", required=True, metavar="OUT", help="output folder (catalog.duckdb, shards/)")
+    p.add_argument("--out", required=True, metavar="OUT", help="output folder or URI, e.g. s3://bucket/prefix (catalog.duckdb, shards/)")
     p.add_argument("--config", metavar="YAML", help="build config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. sampling.fps=10")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
@@ -80,7 +80,7 @@ def cmd_build(args) -> int:
         print(f"redid {stats.retried} source(s) that ended in error before", file=sys.stderr)
     if stats.lost:
         print(f"{stats.lost} source(s) lost with their worker: run the same command again to retry them", file=sys.stderr)
-    print_summary(Path(args.out))
+    print_summary(_out_dir(args.out))
     return 0
 
 
@@ -90,7 +90,7 @@ def add_query_parser(sub) -> None:
 
     p = sub.add_parser("query", help="run SQL (or a named query) against a build's catalog")
     p.add_argument("sql", nargs="?", help="SQL over sources, clips, frames, runs, shards, errors")
-    p.add_argument("--catalog", required=True, help="OUT/catalog.duckdb (or OUT)")
+    p.add_argument("--catalog", required=True, help="OUT/catalog.duckdb (or OUT; a path or a URI such as s3://...)")
     p.add_argument("--named", metavar="NAME", help=f"a named query: {', '.join(named_query_names())}")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="parameter of a named query")
     p.add_argument("--csv", metavar="FILE", help="write the result as CSV")
@@ -256,7 +256,13 @@ def cmd_verify(args) -> int:
     return 1 if verdict.bad and not verdict.repaired else 0
 
 
-def _out_dir(catalog: str) -> Path:
+def _out_dir(catalog: str) -> "Path | str":
+    """OUT from OUT or OUT/catalog.duckdb: a Path, or the URI as text (s3://...)."""
+    from manifests.storage import is_uri
+
+    if is_uri(catalog):
+        text = catalog.rstrip("/")
+        return text.rsplit("/", 1)[0] if text.endswith(".duckdb") else text
     p = Path(catalog)
     return p.parent if p.suffix == ".duckdb" else p
 

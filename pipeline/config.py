@@ -95,6 +95,10 @@ class StorageConfig(_Section):
     shard_target_mb: float = Field(256, gt=0, description="a shard is written when its frames reach this size")
     row_group_rows: int = Field(1024, ge=16)
     compression: Literal["zstd", "snappy", "none"] = "zstd"
+    commit_every_s: float = Field(1.0, ge=0, description="results arriving within this time are committed in one "
+                                  "transaction (a unit's sources are visible only with its shards either way)")
+    publish_every_s: float = Field(10.0, ge=0, description="the catalog is published to OUT (for readers, and "
+                                   "what a resume starts from) at most this often during a build, and at its end")
 
 
 class LatentsConfig(_Section):

@@ -1,18 +1,24 @@
-"""What travels between Ray operators: source specs as JSON, per-source results as Arrow IPC.
+"""What travels: units of source specs (JSON) in, per-source tables (Arrow IPC) between
+operators, and small per-unit result rows (:class:`UnitResult`) out to the driver.
 
 Rows of different sources have different shapes (a video has hundreds of frames, an image one),
-so each source's result travels as one row holding its tables serialised with Arrow IPC; the
-driver unpacks them. Frames travel as JPEG crops, never as decoded full-resolution pixels.
+so each source's tables travel serialised with Arrow IPC, a unit's sources as a list in one row.
+Frames travel between operators as JPEG crops, never as decoded full-resolution pixels, and
+never to the driver: the last operator writes them (pipeline/writer.py) and sends back the
+unit's sources, clips, errors and shard info only.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from manifests import schemas
 from manifests.adapters.base import Box, ClipSpec, SourceSpec
+from manifests.shards import ShardInfo
 
 # errors.kind: whether the input is at fault or the machine it ran on.
 DATA, INFRA = "data", "infra"
@@ -40,6 +46,9 @@ def spec_from_json(text: str) -> SourceSpec:
 
 
 def _to_ipc(table: pa.Table) -> bytes:
+    # One record batch: each batch of a chunked table costs a header and padded buffers for
+    # every column (kilobytes for the clips table), which would dominate a unit of many images.
+    table = table.combine_chunks()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
@@ -66,6 +75,57 @@ def pack_tables(source_id: str, tables: dict[str, pa.Table]) -> dict:
 
 def unpack(row: dict) -> dict[str, pa.Table]:
     return {k: _from_ipc(row[k]) for k in PARTS}
+
+
+def units_to_json(units: list[list[SourceSpec]]) -> list[str]:
+    """One JSON text per unit: the list of its sources' spec JSONs."""
+    return [json.dumps([spec_to_json(s) for s in unit]) for unit in units]
+
+
+def unit_specs(unit_json: str) -> list[str]:
+    return json.loads(unit_json)
+
+
+def pack_sources(items: list[tuple[str, dict[str, pa.Table]]]) -> bytes:
+    """A unit's per-source tables, for the next operator (actor to actor, never the driver)."""
+    return pickle.dumps([pack_tables(sid, t) for sid, t in items], protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack_sources(payload: bytes) -> list[tuple[str, dict[str, pa.Table]]]:
+    return [(row["source_id"], unpack(row)) for row in pickle.loads(payload)]
+
+
+@dataclass
+class UnitResult:
+    """What the driver receives for one unit: no frames, only what it commits."""
+
+    sources: pa.Table
+    clips: pa.Table
+    errors: pa.Table
+    shards: list[ShardInfo] = field(default_factory=list)
+    storage_error: str = ""  # a shard write failed: the build stops with this line
+
+    @classmethod
+    def of(cls, items: list[tuple[str, dict[str, pa.Table]]], shards: list[ShardInfo], storage_error: str = ""):
+        cat = lambda k, schema: pa.concat_tables([t[k] for _, t in items]) if items else schema.empty_table()  # noqa: E731
+        return cls(cat("sources", schemas.SOURCES), cat("clips", schemas.CLIPS), cat("errors", schemas.ERRORS),
+                   shards, storage_error)
+
+    def to_row(self) -> dict:
+        return {"sources": _to_ipc(self.sources), "clips": _to_ipc(self.clips), "errors": _to_ipc(self.errors),
+                "shards": json.dumps([dataclasses.asdict(s) for s in self.shards]),
+                "storage_error": self.storage_error}
+
+    @classmethod
+    def from_row(cls, row: dict) -> "UnitResult":
+        shards = [ShardInfo(**dict(d, source_ids=tuple(d["source_ids"]))) for d in json.loads(row["shards"])]
+        return cls(_from_ipc(row["sources"]), _from_ipc(row["clips"]), _from_ipc(row["errors"]), shards,
+                   str(row["storage_error"] or ""))
+
+
+def row_bytes(row: dict) -> int:
+    """Bytes of a result row as the driver receives it (for bench/bench_driver.py)."""
+    return sum(len(v) for v in row.values() if isinstance(v, (bytes, str)))
 
 
 def classify_errors(errors: pa.Table) -> pa.Table:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from manifests.adapters import MetadataError, SourceSpec, make_adapter
+from manifests.storage import is_uri
 from manifests.adapters.base import MISSING_FILE, NO_METADATA, OUTSIDE_ROOT, UNPARSEABLE
 
 from .config import BuildConfig, ConfigError, DatasetEntry
@@ -114,7 +115,9 @@ def dataset_entries(config: BuildConfig, inputs: list[str], datasets: list[str])
     if not entries:
         raise ConfigError("nothing to build: give --input DIR, --dataset NAME=ROOT, or datasets in the config")
     for e in entries:
-        if not Path(e.root).exists():
+        if is_uri(e.root):
+            _check_remote_root(e)
+        elif not Path(e.root).exists():
             raise ConfigError(f"dataset root not found: {e.root}")
     # Folder datasets are named after their folder: two different folders of the same name would
     # give the same source ids, and the second would be silently skipped as a duplicate.
@@ -122,12 +125,32 @@ def dataset_entries(config: BuildConfig, inputs: list[str], datasets: list[str])
     for e in entries:
         if e.name == "folder":
             # realpath, not Path.resolve: it never raises on a link loop (Python 3.11 does).
-            root = os.path.realpath(e.root)
+            root = e.root.rstrip("/") if is_uri(e.root) else os.path.realpath(e.root)
             name = e.options.get("dataset") or os.path.basename(root)
             if named.setdefault(name, root) != root:
                 raise ConfigError(f"two input folders are both named {name!r}: give one another name "
                                   f"(config datasets: options: {{dataset: NAME}})")
     return entries
+
+
+def _check_remote_root(entry: DatasetEntry) -> None:
+    """A dataset on an object store: only plain folders (`--input URI`) are read there for now
+    (the dataset adapters open metadata files and headers as local files)."""
+    from manifests.storage import StorageUnavailable, resolve
+
+    if entry.name != "folder":
+        raise ConfigError(f"dataset {entry.name}: the dataset adapters read local roots only; give {entry.root} "
+                          "with --input (a plain folder), or mount it")
+    try:
+        loc = resolve(entry.root)
+        loc.check()
+        found = loc.is_dir()
+    except StorageUnavailable as e:
+        raise ConfigError(str(e)) from None
+    except OSError as e:
+        raise ConfigError(f"cannot list {entry.root}: {str(e).splitlines()[0]}") from None
+    if not found:
+        raise ConfigError(f"dataset root not found: {entry.root}")
 
 
 def _read(entry: DatasetEntry):

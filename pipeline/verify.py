@@ -22,18 +22,20 @@ class Verdict:
 
 
 def verify(out_dir: str | Path, repair: bool = False) -> Verdict:
-    out_dir = Path(out_dir)
+    """``out_dir``: a local folder or a URI (a remote catalog is repaired in a local copy and
+    published back before the bad shards are removed)."""
     with Catalog(out_dir, read_only=not repair) as cat:
         rows = cat.shards()
         result = Verdict(checked=len(rows))
         for r in rows:
-            if problem := check_shard(cat.out_dir, r):
+            if problem := check_shard(cat.out, r):
                 result.bad[r["path"]] = problem
         result.sources = cat.sources_of_shards(sorted(result.bad))
         if repair and result.bad:
             cat.uncommit([s["source_id"] for s in result.sources], sorted(result.bad))
+            cat.publish(final=True)
             for rel in result.bad:
-                (cat.out_dir / rel).unlink(missing_ok=True)
+                cat.out.delete(rel)
             result.repaired = True
     return result
 

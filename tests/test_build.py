@@ -158,9 +158,9 @@ def test_interrupted_build_resumes_to_the_same_catalog(small_inputs, tmp_path, m
     run_build([small_inputs], reference, **{"storage.shard_target_mb": 0.001})
     out = tmp_path / "interrupted"
     calls = {"n": 0}
-    real_add = build_mod.ShardBuffer.add
+    real_add = build_mod.Committer.add
 
-    def add_then_stop(self, tables):
+    def add_then_stop(self, row):
         calls["n"] += 1
         if calls["n"] == 3:
             # Stopped mid-build: a half-written shard is left behind, as a killed process would
@@ -169,12 +169,12 @@ def test_interrupted_build_resumes_to_the_same_catalog(small_inputs, tmp_path, m
             (out / SHARD_DIR / "20260101T000000-deadbe-00009.pending.json").write_text("{}")
             (out / SHARD_DIR / "20260101T000000-deadbe-00009.parquet.partial").write_bytes(b"PAR1 partial")
             raise KeyboardInterrupt
-        return real_add(self, tables)
+        return real_add(self, row)
 
-    monkeypatch.setattr(build_mod.ShardBuffer, "add", add_then_stop)
+    monkeypatch.setattr(build_mod.Committer, "add", add_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run_build([small_inputs], out, **{"storage.shard_target_mb": 0.001})
-    monkeypatch.setattr(build_mod.ShardBuffer, "add", real_add)
+    monkeypatch.setattr(build_mod.Committer, "add", real_add)
     with Catalog(out, read_only=True) as cat:
         assert 0 < len(cat.done_source_ids()) < 5
         assert cat.latest_run()["status"] == "interrupted"

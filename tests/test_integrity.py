@@ -190,8 +190,10 @@ def test_a_run_that_died_is_marked_interrupted_by_the_next_start(inputs, copy):
 
 
 def test_a_full_disk_is_one_line_and_a_resume_matches_the_reference(inputs, reference, tmp_path, monkeypatch, capsys):
+    from pipeline import writer as writer_mod
+
     out = tmp_path / "out"
-    real = build_mod.write_shard
+    real = writer_mod.write_shard
     calls = {"n": 0}
 
     def second_fails(table, out_dir, shard_id, *args, **kwargs):
@@ -203,7 +205,7 @@ def test_a_full_disk_is_one_line_and_a_resume_matches_the_reference(inputs, refe
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(table, out_dir, shard_id, *args, **kwargs)
 
-    monkeypatch.setattr(build_mod, "write_shard", second_fails)
+    monkeypatch.setattr(writer_mod, "write_shard", second_fails)
     argv = ["build", "--input", str(inputs), "--out", str(out), "--no-progress", "--set", "ray.executor=inline",
             "--set", "storage.shard_target_mb=0.001"]
     assert main(argv) == 2
@@ -213,7 +215,7 @@ def test_a_full_disk_is_one_line_and_a_resume_matches_the_reference(inputs, refe
         assert cat.latest_run()["status"] == "failed"
         assert cat.unavailable == {}  # nothing committed that is not on disk
         assert cat.query("SELECT count(*) AS n FROM shards").to_pylist()[0]["n"] == 1
-    monkeypatch.setattr(build_mod, "write_shard", real)
+    monkeypatch.setattr(writer_mod, "write_shard", real)
     assert main(argv) == 0
     assert content(out) == reference[1]
     assert not list((out / SHARD_DIR).glob("*.partial")) and not list((out / SHARD_DIR).glob("*.pending.json"))

@@ -7,6 +7,8 @@ unreadable folders (an error row each, never a traceback), and the counts a user
 discovery: media files found, files no metadata row claimed, files skipped by reason.
 
 Only names are kept (relative path strings), so a million-image dataset costs tens of MB.
+A root may be an object-store URI (``s3://bucket/prefix``): it is listed with one recursive
+listing per folder (no links there); files are then named by their URIs.
 """
 from __future__ import annotations
 
@@ -29,8 +31,11 @@ class FileIndex:
     """Media files under some folders of a dataset root, found once, looked up many times."""
 
     def __init__(self, root: str | Path, dataset: str):
-        self.root = Path(root)
-        self.real_root = os.path.realpath(self.root)
+        from ..storage import is_uri
+
+        self.remote = is_uri(root)
+        self.root = str(root).rstrip("/") if self.remote else Path(root)
+        self.real_root = self.root if self.remote else os.path.realpath(self.root)
         self.dataset = dataset
         self.files: dict[str, str] = {}  # rel as listed (a link's own name too) -> real rel
         self.outside: set[str] = set()  # listed rels of links that leave the root
@@ -52,6 +57,10 @@ class FileIndex:
         index = cls(root, dataset)
         bar = tqdm(desc=f"listing {dataset}", unit=" files", disable=None, file=sys.stderr, leave=False)
         try:
+            if index.remote:
+                for folder in folders:
+                    index._list_remote(str(folder).strip("/"), extensions, bar)
+                return index
             for folder in folders:
                 top = os.path.join(index.root, str(folder)) if str(folder) else str(index.root)
                 if os.path.isdir(top):
@@ -104,6 +113,35 @@ class FileIndex:
                 bar.update(1)
             stack.extend(reversed(subfolders))
 
+    def _list_remote(self, folder: str, extensions: frozenset[str], bar) -> None:
+        """An object-store folder: one recursive listing, sorted, hidden names skipped."""
+        from ..storage import resolve
+
+        loc = resolve(self.root)
+        try:
+            found = loc.files(folder, recursive=True)
+        except OSError as e:
+            self._problem(UNREADABLE, loc.url(folder), f"cannot list folder: {str(e).splitlines()[0]}")
+            return
+        for rel in sorted(found):
+            if any(part.startswith(".") for part in rel.split("/")):
+                continue
+            name = posixpath.basename(rel)
+            ext = os.path.splitext(name)[1].lower()
+            metadata = ext in METADATA_EXTENSIONS and ext not in extensions
+            if ext not in extensions and not metadata:
+                if ext in UNSUPPORTED_PICTURES:
+                    self._problem(UNSUPPORTED, loc.url(rel), f"unsupported picture format {ext}: not decoded by this build")
+                else:
+                    self.skipped[UNSUPPORTED] += 1
+                continue
+            if metadata:
+                self.metadata_files.append(rel)
+            else:
+                self.files[rel] = rel
+            bar.update(1)
+        self._names = None
+
     def _file(self, entry: os.DirEntry, listed_dir: str, real_dir: str, is_link: bool,
               extensions: frozenset[str]) -> None:
         name, path = entry.name, entry.path
@@ -142,13 +180,15 @@ class FileIndex:
         """(absolute path, real rel) of a listed file, marked as claimed by metadata."""
         rel = self.files[listed]
         self.claimed.add(rel)
-        return os.path.join(self.real_root, rel), rel
+        return f"{self.real_root}/{rel}" if self.remote else os.path.join(self.real_root, rel), rel
 
     def path_of(self, listed: str) -> str | None:
         """Absolute real path of a listed file, None when not listed (not marked claimed: for
         reading headers ahead)."""
         rel = self.files.get(listed)
-        return os.path.join(self.real_root, rel) if rel is not None else None
+        if rel is None:
+            return None
+        return f"{self.real_root}/{rel}" if self.remote else os.path.join(self.real_root, rel)
 
     def find(self, rel: str) -> tuple[str, str] | None:
         """A file named by metadata, relative to the root; None when not on disk. Raises

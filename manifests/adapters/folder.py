@@ -14,12 +14,22 @@ class FolderAdapter:
     name = "folder"
 
     def __init__(self, root: str | Path, dataset: str | None = None):
-        self.root = Path(root)
+        from ..storage import is_uri
+
+        self.remote = is_uri(root)  # s3://bucket/prefix: listed on the object store
+        self.root = str(root).rstrip("/") if self.remote else Path(root)
         # Dataset name = the folder's name unless given.
-        self.dataset = dataset or os.path.basename(os.path.realpath(self.root))
+        self.dataset = dataset or (self.root.rsplit("/", 1)[-1] if self.remote else os.path.basename(os.path.realpath(self.root)))
+
+    def _is_dir(self) -> bool:
+        if not self.remote:
+            return self.root.is_dir()
+        from ..storage import resolve
+
+        return resolve(self.root).is_dir()  # a prefix with objects under it
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
-        if not self.root.is_dir():
+        if not self._is_dir():
             yield MetadataError(self.dataset, str(self.root), None, "not a folder")
             return
         self.files = FileIndex.scan(self.root, self.dataset)

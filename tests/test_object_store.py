@@ -1,0 +1,188 @@
+"""Builds from and to an object store over the real S3 wire protocol (a local moto server).
+
+A video and two photographs are uploaded to a bucket and built s3:// -> s3://: the first build
+is SIGKILLed after one unit was committed and while the next unit's shard sat written but not
+committed; the resumed build (on Ray: its workers write the shards) must end with exactly the
+sources, clips and frame bytes of a local build of the same files, nothing uncommitted left on
+the store, and the remote catalog must answer `portrait query` and `portrait verify`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from manifests import storage
+from manifests.catalog import Catalog
+from pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+BUCKET = "portrait"
+FILES = ["videos/d0.mp4", "images/s1.jpg", "images/s12.jpg"]
+SETTINGS = ["features.enabled=false", "storage.shard_target_mb=0.001", "storage.publish_every_s=0",
+            "storage.commit_every_s=0"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1 (its own port), the AWS_* environment pointing at it,
+    and one bucket; stopped, and the environment restored, at the end."""
+    exe = Path(sys.executable).with_name("moto_server")
+    if not exe.exists():
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    storage.s3_filesystem.cache_clear()
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail("moto_server exited at start")
+                time.sleep(0.1)
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield env
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        storage.s3_filesystem.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def media(media_dir, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("s3media") / "media"
+    folder.mkdir()
+    for name in FILES:
+        shutil.copy(media_dir / name, folder / Path(name).name)
+    return folder
+
+
+def upload(folder: Path, uri: str) -> None:
+    loc = storage.resolve(uri)
+    for f in sorted(folder.iterdir()):
+        loc.upload(f, f.name)
+
+
+def content(out) -> dict:
+    """What a user reads, without run ids, times, shard grouping or where the media were."""
+    with Catalog(out, read_only=True) as cat:
+        return {
+            "sources": cat.query("SELECT * EXCLUDE (run_id, path) FROM sources ORDER BY source_id").to_pylist(),
+            "clips": cat.query("SELECT * EXCLUDE (run_id) FROM clips ORDER BY clip_id").to_pylist(),
+            "frames": cat.query("SELECT clip_id, frame_index, view, md5(jpeg::BLOB) AS h, md5(landmarks::VARCHAR) AS lm "
+                                "FROM frames ORDER BY ALL").to_pylist(),
+            "errors": cat.query("SELECT source_id, stage, message, kind FROM errors ORDER BY ALL").to_pylist(),
+        }
+
+
+# Run in a subprocess: the build is SIGKILLed on its second commit, before it is made (that
+# unit's shard is on the store, announced by its marker, named by no catalog).
+_KILLED_BUILD = textwrap.dedent("""
+    import os, signal, sys
+    from pipeline import build
+    real, calls = build.Committer.add, []
+    def add(self, row):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, row)
+    build.Committer.add = add
+    from pipeline.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_s3_build_resumes_to_the_local_build(s3, media, tmp_path, capsys):
+    ray = pytest.importorskip("ray")
+    local = tmp_path / "local"
+    sets = [x for s in SETTINGS for x in ("--set", s)]
+    assert main(["build", "--input", str(media), "--out", str(local), "--no-progress",
+                 "--set", "ray.executor=inline", *sets]) == 0
+    upload(media, f"s3://{BUCKET}/media")
+    src, out = f"s3://{BUCKET}/media", f"s3://{BUCKET}/out"
+    argv = ["build", "--input", src, "--out", out, "--no-progress", *sets]
+
+    killed = subprocess.run([sys.executable, "-c", _KILLED_BUILD, *argv, "--set", "ray.executor=inline"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    remote = storage.resolve(out)
+    with Catalog(out, read_only=True) as cat:
+        committed = {r["path"] for r in cat.shards()}
+        assert cat.latest_run()["status"] == "running" and len(cat.done_source_ids()) == 1
+    left = remote.files("shards")
+    assert any(p.endswith(".pending.json") for p in left)  # the second unit's, never committed
+    assert {p for p in left if p.endswith(".parquet")} - committed  # its shard, on the store
+
+    ray.shutdown()  # the resume starts its own local Ray (its workers get this environment)
+    try:
+        assert main([*argv, "--set", "ray.executor=ray", "--set", "ray.num_cpus=2"]) == 0
+    finally:
+        ray.shutdown()
+    assert content(out) == content(local)
+    with Catalog(out, read_only=True) as cat:
+        assert [r["status"] for r in cat.query("SELECT status FROM runs ORDER BY started_at").to_pylist()] == \
+            ["interrupted", "finished"]
+        committed = {r["path"] for r in cat.shards()}
+        assert cat.query("SELECT count(DISTINCT path) AS n FROM sources WHERE path LIKE 's3://%'").to_pylist()[0]["n"] == 3
+    assert set(remote.files("shards")) == committed  # no marker, no uncommitted shard left
+    assert not Path("s3:").exists() and not (REPO / "s3:").exists()
+
+    capsys.readouterr()
+    assert main(["query", "--catalog", f"{out}/catalog.duckdb", "SELECT count(*) AS n FROM frames"]) == 0
+    n_remote = capsys.readouterr().out
+    assert main(["query", "--catalog", str(local / "catalog.duckdb"), "SELECT count(*) AS n FROM frames"]) == 0
+    assert capsys.readouterr().out == n_remote
+    assert main(["verify", out]) == 0
+    assert "ok:" in capsys.readouterr().out
+
+
+def test_an_unreachable_store_is_one_line_and_creates_nothing(media, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nobody listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    storage.s3_filesystem.cache_clear()
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    lines = []
+    try:
+        for out in ("s3://nowhere/out", "ftp://example.invalid/out"):
+            rc = main(["build", "--input", str(media), "--out", out, "--no-progress", "--set", "ray.executor=inline"])
+            err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("portrait:")]
+            assert rc == 2 and len(err) == 1, err
+            lines += err
+        assert list(work.iterdir()) == []
+        print("\n".join(lines))
+    finally:
+        storage.s3_filesystem.cache_clear()
