@@ -2,9 +2,10 @@
 
 A video and two photographs are uploaded to a bucket and built s3:// -> s3://: the first build
 is SIGKILLed after one unit was committed and while the next unit's shard sat written but not
-committed; the resumed build (on Ray: its workers write the shards) must end with exactly the
-sources, clips and frame bytes of a local build of the same files, nothing uncommitted left on
-the store, and the remote catalog must answer `portrait query` and `portrait verify`.
+committed; the resumed build (on Ray, in a process of its own: its workers write the shards)
+must end with exactly the sources, clips and frame bytes of a local build of the same files,
+nothing uncommitted left on the store, and the remote catalog must answer `portrait query` and
+`portrait verify`.
 """
 from __future__ import annotations
 
@@ -122,9 +123,17 @@ _KILLED_BUILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.timeout(600)
-def test_a_killed_s3_build_resumes_to_the_local_build(s3, media, tmp_path, capsys):
-    ray = pytest.importorskip("ray")
+def portrait(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
+    """The CLI in a process of its own (a Ray instance started inside pytest carries the state
+    of earlier tests); it gets this environment, the S3 endpoint included."""
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, RAY_ADDRESS=""))
+
+
+@pytest.mark.timeout(900)
+def test_a_killed_s3_build_resumes_to_the_local_build(s3, media, tmp_path, capsys, monkeypatch):
+    # In-process CLI calls may set Ray's auth mode in os.environ: undone after this test.
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     local = tmp_path / "local"
     sets = [x for s in SETTINGS for x in ("--set", s)]
     assert main(["build", "--input", str(media), "--out", str(local), "--no-progress",
@@ -134,7 +143,7 @@ def test_a_killed_s3_build_resumes_to_the_local_build(s3, media, tmp_path, capsy
     argv = ["build", "--input", src, "--out", out, "--no-progress", *sets]
 
     killed = subprocess.run([sys.executable, "-c", _KILLED_BUILD, *argv, "--set", "ray.executor=inline"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+                            cwd=REPO, capture_output=True, text=True, timeout=420)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     remote = storage.resolve(out)
     with Catalog(out, read_only=True) as cat:
@@ -144,11 +153,9 @@ def test_a_killed_s3_build_resumes_to_the_local_build(s3, media, tmp_path, capsy
     assert any(p.endswith(".pending.json") for p in left)  # the second unit's, never committed
     assert {p for p in left if p.endswith(".parquet")} - committed  # its shard, on the store
 
-    ray.shutdown()  # the resume starts its own local Ray (its workers get this environment)
-    try:
-        assert main([*argv, "--set", "ray.executor=ray", "--set", "ray.num_cpus=2"]) == 0
-    finally:
-        ray.shutdown()
+    # The resume runs on a local Ray of its own: its workers write the shards to the store.
+    resumed = portrait(*argv, "--set", "ray.executor=ray", "--set", "ray.num_cpus=2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert content(out) == content(local)
     with Catalog(out, read_only=True) as cat:
         assert [r["status"] for r in cat.query("SELECT status FROM runs ORDER BY started_at").to_pylist()] == \
@@ -168,6 +175,7 @@ def test_a_killed_s3_build_resumes_to_the_local_build(s3, media, tmp_path, capsy
 
 
 def test_an_unreachable_store_is_one_line_and_creates_nothing(media, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # restored after (the CLI may set it)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nobody listens there
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
