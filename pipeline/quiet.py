@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def quiet(verbose: bool) -> None:
 def local_ray_auth(address: str | None) -> None:
     """A local Ray instance turns token auth on by itself and warns that it did; asking for it
     explicitly keeps it on without the warning. Not for a cluster (--address / RAY_ADDRESS):
-    there, the cluster's own setting and token apply."""
-    if not address and not os.environ.get("RAY_ADDRESS"):
+    there, the cluster's own setting and token apply. Only before Ray is imported: Ray reads
+    the mode at import and again at ``ray.init``, and a process that saw two modes (a test
+    session, an API user calling the CLI in-process) is refused by its own instances."""
+    if not address and not os.environ.get("RAY_ADDRESS") and "ray" not in sys.modules:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
