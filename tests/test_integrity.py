@@ -30,11 +30,13 @@ def run_build(inputs: Path, out: Path, retry_errors: bool = False, **overrides):
                  retry_errors=retry_errors)
 
 
-def content(out: Path) -> dict:
-    """Everything a user reads, without run ids, times or shard grouping."""
+def content(out, source_columns_left_out: tuple[str, ...] = ("run_id",)) -> dict:
+    """Everything a user reads, without run ids, times or shard grouping (and without the
+    sources' columns named, e.g. where the media were)."""
     with Catalog(out, read_only=True) as cat:
         return {
-            "sources": cat.query("SELECT * EXCLUDE (run_id) FROM sources ORDER BY source_id").to_pylist(),
+            "sources": cat.query(f"SELECT * EXCLUDE ({', '.join(source_columns_left_out)}) FROM sources "
+                                 "ORDER BY source_id").to_pylist(),
             "clips": cat.query("SELECT * EXCLUDE (run_id) FROM clips ORDER BY clip_id").to_pylist(),
             "frames": cat.query("SELECT clip_id, frame_index, view, md5(jpeg::BLOB) AS h, landmarks AS lm "
                                 "FROM frames ORDER BY ALL").to_pylist(),

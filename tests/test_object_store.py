@@ -25,6 +25,7 @@ import pytest
 from manifests import storage
 from manifests.catalog import Catalog
 from pipeline.cli import main
+from tests.test_integrity import content as catalog_content
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "portrait"
@@ -96,14 +97,7 @@ def upload(folder: Path, uri: str) -> None:
 
 def content(out) -> dict:
     """What a user reads, without run ids, times, shard grouping or where the media were."""
-    with Catalog(out, read_only=True) as cat:
-        return {
-            "sources": cat.query("SELECT * EXCLUDE (run_id, path) FROM sources ORDER BY source_id").to_pylist(),
-            "clips": cat.query("SELECT * EXCLUDE (run_id) FROM clips ORDER BY clip_id").to_pylist(),
-            "frames": cat.query("SELECT clip_id, frame_index, view, md5(jpeg::BLOB) AS h, md5(landmarks::VARCHAR) AS lm "
-                                "FROM frames ORDER BY ALL").to_pylist(),
-            "errors": cat.query("SELECT source_id, stage, message, kind FROM errors ORDER BY ALL").to_pylist(),
-        }
+    return catalog_content(out, ("run_id", "path"))
 
 
 # Run in a subprocess: the build is SIGKILLed on its second commit, before it is made (that
