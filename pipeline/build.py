@@ -306,7 +306,7 @@ def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: 
     ], schemas.ERRORS))
 
     gpus = 0.0
-    if config.ray.executor == "ray":
+    if config.ray.executor == "ray" and todo:  # nothing left to do: no Ray to start
         resources = ray_runner.init_ray(config.ray.address, config.ray.num_cpus)
         workers = workers or max(1, int(resources.get("CPU", 1)))
         gpus = float(resources.get("GPU", 0))

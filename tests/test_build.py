@@ -142,10 +142,15 @@ def small_inputs(media_dir, tmp_path_factory):
     return folder
 
 
-def test_rerun_skips_finished_sources_and_changes_nothing(small_inputs, tmp_path):
+def test_rerun_skips_finished_sources_and_changes_nothing(small_inputs, tmp_path, monkeypatch):
     out = tmp_path / "out"
     run_build([small_inputs], out)
     before = _content(out)
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a build with nothing left to do started Ray")
+
+    monkeypatch.setattr(build_mod.ray_runner, "init_ray", no_ray)
     stats = run_build([small_inputs], out)
     assert stats.skipped == 5 and sum(stats.sources.values()) == 0
     assert _content(out) == before
