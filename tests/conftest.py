@@ -8,6 +8,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# One Ray auth mode for every Ray instance this test process starts or joins: Ray fixes the
+# mode once per process, so an instance started after the variable changed (the CLI asks for
+# token mode on a local instance; the test clusters run without tokens) fails to start. Tests
+# that check what a user sees run the CLI in a subprocess without it.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+
 
 def fixtures_root() -> Path:
     return Path(os.environ.get("PORTRAIT_FIXTURES", REPO.parent / "shared" / "fixtures"))

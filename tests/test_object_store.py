@@ -125,9 +125,7 @@ def portrait(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.timeout(900)
-def test_a_killed_s3_build_resumes_to_the_local_build(s3, media, tmp_path, capsys, monkeypatch):
-    # In-process CLI calls may set Ray's auth mode in os.environ: undone after this test.
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+def test_a_killed_s3_build_resumes_to_the_local_build(s3, media, tmp_path, capsys):
     local = tmp_path / "local"
     sets = [x for s in SETTINGS for x in ("--set", s)]
     assert main(["build", "--input", str(media), "--out", str(local), "--no-progress",
@@ -169,7 +167,6 @@ def test_a_killed_s3_build_resumes_to_the_local_build(s3, media, tmp_path, capsy
 
 
 def test_an_unreachable_store_is_one_line_and_creates_nothing(media, tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # restored after (the CLI may set it)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nobody listens there
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")

@@ -3,9 +3,9 @@
 same catalog as a build nobody disturbed.
 
 Killing from outside at random moments mostly hits workers that are starting or idle; here a
-worker is SIGKILLed whenever it takes one of two sources (poison inputs): each is tried twice
-(one retry on the restarted worker), so four kills, and both are lost for certain; sources in
-flight on the same worker may be hit too. Each build runs in a
+worker is SIGKILLed whenever it takes one of two sources (poison inputs): each is tried at most
+twice (one retry on the restarted worker), so up to four kills, and both are lost for certain;
+sources in flight on the same worker may be hit too. Each build runs in a
 process of its own (tests/killing_build.py) under a time limit: a hang fails, never stalls.
 """
 from __future__ import annotations
@@ -69,10 +69,12 @@ def test_four_worker_kills_then_a_rerun_match_the_reference(many_inputs, tmp_pat
                                                  "WHERE e.kind = 'infra' ORDER BY 1").to_pylist()]
         assert len(cat.done_source_ids()) + len(lost) == 7  # every source accounted for
     print(f"{len(kills)} worker kill(s), holding {kills}; lost: {lost}")
-    # Each victim is tried twice (one retry on a restarted worker), then given up: no endless loop.
-    assert kills == sorted(VICTIMS * 2) and set(VICTIMS) <= set(lost) and first["lost"] == len(lost)
+    # Each victim is tried at most twice (one retry on a restarted worker; Ray may also give
+    # up on the first death), then given up: no endless loop, and both are lost.
+    assert set(kills) == set(VICTIMS) and all(kills.count(v) <= 2 for v in VICTIMS)
+    assert set(VICTIMS) <= set(lost) and first["lost"] == len(lost)
 
     second = ray_build(many_inputs, out, kill_dir, victims=())
     assert second["retried"] == first["lost"] and second["lost"] == 0
-    assert len(list(kill_dir.iterdir())) == 4  # nothing killed on the re-run
+    assert len(list(kill_dir.iterdir())) == len(kills)  # nothing killed on the re-run
     assert content(out) == content(reference)
