@@ -2,7 +2,8 @@
 operators, and small per-unit result rows (:class:`UnitResult`) out to the driver.
 
 Rows of different sources have different shapes (a video has hundreds of frames, an image one),
-so each source's tables travel serialised with Arrow IPC, a unit's sources as a list in one row.
+so each source's tables travel serialised with Arrow IPC, a unit's sources as one Arrow table
+(a row a source) in one row.
 Frames travel between operators as JPEG crops, never as decoded full-resolution pixels, and
 never to the driver: the last operator writes them (pipeline/writer.py) and sends back the
 unit's sources, clips, errors and shard info only.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -69,14 +69,6 @@ def to_tables(source: dict, clips: list[dict], frames: list[dict], errors: list[
     }
 
 
-def pack_tables(source_id: str, tables: dict[str, pa.Table]) -> dict:
-    return {"source_id": source_id, **{k: _to_ipc(t) for k, t in tables.items()}}
-
-
-def unpack(row: dict) -> dict[str, pa.Table]:
-    return {k: _from_ipc(row[k]) for k in PARTS}
-
-
 def units_to_json(units: list[list[SourceSpec]]) -> list[str]:
     """One JSON text per unit: the list of its sources' spec JSONs."""
     return [json.dumps([spec_to_json(s) for s in unit]) for unit in units]
@@ -87,12 +79,15 @@ def unit_specs(unit_json: str) -> list[str]:
 
 
 def pack_sources(items: list[tuple[str, dict[str, pa.Table]]]) -> bytes:
-    """A unit's per-source tables, for the next operator (actor to actor, never the driver)."""
-    return pickle.dumps([pack_tables(sid, t) for sid, t in items], protocol=pickle.HIGHEST_PROTOCOL)
+    """A unit's per-source tables, for the next operator (actor to actor, never the driver):
+    one Arrow table, a row a source, each part as its IPC bytes (Arrow only, no pickle: the
+    bytes decode to data, never to code)."""
+    return _to_ipc(pa.table({"source_id": pa.array([sid for sid, _ in items], pa.string()),
+                             **{k: pa.array([_to_ipc(t[k]) for _, t in items], pa.binary()) for k in PARTS}}))
 
 
 def unpack_sources(payload: bytes) -> list[tuple[str, dict[str, pa.Table]]]:
-    return [(row["source_id"], unpack(row)) for row in pickle.loads(payload)]
+    return [(row["source_id"], {k: _from_ipc(row[k]) for k in PARTS}) for row in _from_ipc(payload).to_pylist()]
 
 
 @dataclass

@@ -196,9 +196,10 @@ def build_cli(inputs: Path, out: Path, settings: list[str], address: str | None 
 # -- fixtures -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_USAGE_STATS_ENABLED")}
-    os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    os.environ.pop("RAY_ADDRESS", None)
+    env_patch = pytest.MonkeyPatch()
+    env_patch.setenv("RAY_AUTH_MODE", "disabled")
+    env_patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    env_patch.delenv("RAY_ADDRESS", raising=False)
     ray.shutdown()  # this process must join the test cluster, not an instance of earlier tests
     # Workers cannot import this test module: its stage classes travel by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -210,11 +211,7 @@ def cluster(tmp_path_factory):
     finally:
         ray.shutdown()
         c.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        env_patch.undo()
 
 
 @pytest.fixture(scope="module")

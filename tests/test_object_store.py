@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ import pytest
 from manifests import storage
 from manifests.catalog import Catalog
 from pipeline.cli import main
+from tests.local_cluster import free_ports
 from tests.test_integrity import content as catalog_content
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,12 +34,6 @@ SETTINGS = ["features.enabled=false", "storage.shard_target_mb=0.001", "storage.
             "storage.commit_every_s=0"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 (its own port), the AWS_* environment pointing at it,
@@ -47,13 +41,14 @@ def s3(tmp_path_factory):
     exe = Path(sys.executable).with_name("moto_server")
     if not exe.exists():
         pytest.skip("moto_server is not installed (pip install 'moto[server]')")
-    port = _free_port()
+    port = free_ports(1)[0]
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
     proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
     env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    env_patch = pytest.MonkeyPatch()
+    for k, v in env.items():
+        env_patch.setenv(k, v)
     storage.s3_filesystem.cache_clear()
     try:
         for _ in range(300):
@@ -72,11 +67,7 @@ def s3(tmp_path_factory):
         proc.kill()
         proc.wait()
         log.close()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        env_patch.undo()
         storage.s3_filesystem.cache_clear()
 
 
@@ -167,7 +158,7 @@ def test_a_killed_s3_build_resumes_to_the_local_build(s3, media, tmp_path, capsy
 
 
 def test_an_unreachable_store_is_one_line_and_creates_nothing(media, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nobody listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_ports(1)[0]}")  # nobody listens there
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     storage.s3_filesystem.cache_clear()
