@@ -31,8 +31,9 @@ def one_core_figures(video: Path) -> dict:
     import mediapipe as mp
 
     from manifests.adapters.base import SourceSpec
-    from pipeline.build import stage_plans
+    from pipeline.build import stage_steps
     from pipeline.config import load_config
+    from stages.base import SourceWork
     from stages.curate import CurateStage
     from stages.decode import VideoReader
     from stages.probe import probe
@@ -53,13 +54,13 @@ def one_core_figures(video: Path) -> dict:
         mesh.process(f)
     t_mesh = time.perf_counter() - t
 
-    kwargs = stage_plans(config, "bench", 1)[0].steps[0][2]  # the curate stage's settings
+    kwargs = stage_steps(config)[0][2]  # the curate stage's settings
     stage = CurateStage(**kwargs)
     stage.setup()
     spec = SourceSpec(dataset="bench", path=str(video), rel_path=video.name, media_type="video")
-    stage.process(spec)  # warm-up: first-call costs of the models
+    stage.process(SourceWork.start(spec, "bench"))  # warm-up: first-call costs of the models
     t = time.perf_counter()
-    result = stage.process(spec)
+    result = stage.process(SourceWork.start(spec, "bench"))
     t_path = time.perf_counter() - t
 
     decode_fps, mesh_fps, path_fps = n / t_decode, n / t_mesh, n / t_path

@@ -119,6 +119,8 @@ LABELS = pa.map_(pa.string(), pa.string())
 
 # Verdict values and the status of a source.
 KEPT, REJECTED, ERROR = "kept", "rejected", "error"
+# errors.kind: whether the input is at fault or the machine it ran on.
+DATA, INFRA = "data", "infra"
 
 SOURCES = pa.schema(
     [

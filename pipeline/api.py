@@ -42,7 +42,7 @@ def curate(inputs: str | Path | Iterable[str | Path] = (), out: str | Path = "ou
     path, overrides = (config, {}) if isinstance(config, (str, Path)) else (None, dict(config or {}))
     cfg = load_config(path, overrides)
     entries = dataset_entries(cfg, [str(p) for p in inputs], [f"{k}={v}" for k, v in (datasets or {}).items()])
-    run_build(cfg, out, discover(entries), progress=progress, retry_errors=retry_errors)
+    run_build(cfg, out, discover(entries, progress=progress), progress=progress, retry_errors=retry_errors)
     return Build(out)
 
 

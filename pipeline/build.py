@@ -14,6 +14,7 @@ interrupted build announced and never committed (see manifests/shards.py); a wri
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,14 +33,17 @@ import pyarrow as pa
 
 from manifests import schemas
 from manifests.adapters.base import SourceSpec
+from manifests.schemas import INFRA
 from manifests.catalog import CATALOG_FILE, Catalog, CatalogError, StorageError
 from manifests.shards import SHARD_DIR, build_files, clean_uncommitted
 from manifests.storage import Location, StorageUnavailable, resolve
+from stages.base import SourceWork
 from stages.curate import CurateStage
 
 from . import ray_runner
 from .config import BuildConfig
-from .results import INFRA, UnitResult, classify_errors, units_to_json
+from .progress import BarUpdater
+from .results import UnitResult, classify_errors, units_to_json
 from .sources import Discovery
 from .weights import check_weights, fingerprints
 from .writer import WriterSettings
@@ -70,28 +74,17 @@ def library_versions() -> dict:
     return out
 
 
-def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0) -> list[ray_runner.StagePlan]:
-    """The Ray operators for this config: curate, then (optionally) features and latents.
-
-    A stage that can use a GPU (the VAE; LivePortrait maps) runs on GPU actors, one per GPU,
-    whenever the cluster has GPUs; its ``device`` setting only picks the torch device inside
-    that actor ('auto': CUDA when the actor sees one; 'cpu' is supported too, e.g. on a node
-    that declares a logical GPU). Consecutive stages on the same kind of device share one
-    operator (see ray_runner.StagePlan).
-
-    GPU actors ask for no CPU: Ray Data spreads the CPU pool (one actor per CPU) over every
-    node, GPU nodes included, so any CPU a GPU actor asks for may already be taken on the only
-    nodes that have its GPU, and the GPU pool would then wait forever. Their own CPU work
-    (decoding the crops) shares the node's CPUs with the CPU actors.
-    """
+def stage_steps(config: BuildConfig) -> list[tuple[str, type, dict]]:
+    """The stages a config runs, in order, with their settings: curate, then (with features)
+    the clip features and the latents."""
     curate = dict(
         fps=config.sampling.fps, max_image_side=config.sampling.max_image_side,
         max_image_pixels=config.sampling.max_image_pixels,
         motion_every=config.sampling.motion_every, detect_every=config.sampling.detect_every,
         clips=config.clips.model_dump(), crop=config.crop.model_dump(), faces=config.faces.model_dump(),
-        thresholds=config.thresholds.as_params(), run_id=run_id,
+        thresholds=config.thresholds.as_params(),
     )
-    steps = [("curate", CurateStage, curate, False)]
+    steps: list[tuple[str, type, dict]] = [(CurateStage.name, CurateStage, curate)]
     f = config.features
     if f.enabled:
         from stages.features import ClipFeatureStage, LatentFeatureStage
@@ -99,40 +92,51 @@ def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0)
         features = dict(position_map=f.position_map.model_dump(), pose=f.pose.model_dump(),
                         identity=f.identity.model_dump(), intensity=f.intensity.model_dump(),
                         image_views=f.image_views.model_dump(), jpeg_quality=config.crop.jpeg_quality)
-        latents = f.latents.model_dump()
-        if not gpus:
-            for kwargs in (features["position_map"], latents):
-                kwargs["device"] = "cpu" if kwargs["device"] == "auto" else kwargs["device"]
-        lp_gpu = bool(gpus) and f.position_map.backend == "liveportrait"
-        steps.append(("features", ClipFeatureStage, features, lp_gpu))
-        if LatentFeatureStage(**latents).stage.backend != "none":
-            steps.append(("latents", LatentFeatureStage, latents, bool(gpus)))
+        steps += [(ClipFeatureStage.name, ClipFeatureStage, features),
+                  (LatentFeatureStage.name, LatentFeatureStage, f.latents.model_dump())]
+    return steps
+
+
+def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0) -> list[ray_runner.StagePlan]:
+    """The Ray operators for this config, from the resources its stages declare.
+
+    Consecutive stages on the same kind of device share one operator (see
+    ray_runner.StagePlan). A stage that declares a GPU (the VAE; LivePortrait maps) runs on
+    GPU actors whenever the cluster has GPUs, as many as the GPUs hold; its ``device``
+    setting only picks the torch device inside that actor ('auto': CUDA when the actor sees
+    one; 'cpu' is honoured too, e.g. on a node that declares a logical GPU). Without GPUs
+    every stage shares the CPU pool, whose actors see no GPU.
+
+    GPU actors ask for no CPU: Ray Data spreads the CPU pool (one actor per CPU) over every
+    node, GPU nodes included, so any CPU a GPU actor asks for may already be taken on the only
+    nodes that have its GPU, and the GPU pool would then wait forever. Their own CPU work
+    (decoding the crops) shares the node's CPUs with the CPU actors.
+    """
     plans: list[ray_runner.StagePlan] = []
-    for name, factory, kwargs, on_gpu in steps:
+    for name, factory, kwargs in stage_steps(config):
+        res = factory(**kwargs).resources  # constructors only read settings
+        on_gpu = res.num_gpus > 0 and gpus > 0
         if plans and (plans[-1].num_gpus > 0) == on_gpu:
             plans[-1].steps.append((name, factory, kwargs))
             plans[-1].name += "+" + name
+            plans[-1].num_gpus = max(plans[-1].num_gpus, res.num_gpus if on_gpu else 0.0)
             continue
-        plans.append(ray_runner.StagePlan(name, [(name, factory, kwargs)], num_cpus=0.0 if on_gpu else 1.0,
-                                          num_gpus=1.0 if on_gpu else 0.0,
-                                          max_workers=max(1, int(gpus)) if on_gpu else workers))
+        plans.append(ray_runner.StagePlan(
+            name, [(name, factory, kwargs)], run_id=run_id,
+            num_cpus=0.0 if on_gpu else res.num_cpus, num_gpus=res.num_gpus if on_gpu else 0.0,
+            max_workers=max(1, int(gpus / res.num_gpus)) if on_gpu else workers))
     return plans
 
 
-def describe_stages(config: BuildConfig, plans: list[ray_runner.StagePlan]) -> dict:
-    """Backend, weights and ``random_weights`` of every model stage, flat by stage name (the
-    trainer refuses clips whose run has any random_weights). Stages are built here, in the
-    driver (constructors only read settings; describe() of a heavyweight backend loads it),
-    so missing weights fail before any worker starts."""
-    out = {}
+def describe_stages(plans: list[ray_runner.StagePlan]) -> dict:
+    """{model: backend, weights, random_weights} of every stage's models (the trainer refuses
+    clips whose run has any random_weights). Stages are built here, in the driver
+    (constructors only read settings; describe() of a heavyweight backend loads it), so
+    missing weights fail before any worker starts."""
+    out: dict = {}
     for p in plans:
-        for name, factory, kwargs in p.steps:
-            desc = factory(**kwargs).describe()
-            out.update(desc if name == "features" else {name: desc})
-    if config.features.enabled and "latents" not in out:
-        from stages.features import LatentFeatureStage
-
-        out["latents"] = LatentFeatureStage(**config.features.latents.model_dump()).describe()
+        for _, factory, kwargs in p.steps:
+            out.update(factory(**kwargs).describe())
     return out
 
 
@@ -258,7 +262,7 @@ def open_out(out_dir: "str | Path") -> Location:
 def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progress: bool = True,
           retry_errors: bool = False) -> BuildStats:
     check_weights(config)
-    models = describe_stages(config, stage_plans(config, "check", 1))
+    models = describe_stages(stage_plans(config, "check", 1))
     out = open_out(out_dir)
     refuse_lost_catalog(out)
     catalog = Catalog.for_build(out)
@@ -306,7 +310,8 @@ def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: 
     ], schemas.ERRORS))
 
     gpus = 0.0
-    if config.ray.executor == "ray" and todo:  # nothing left to do: no Ray to start
+    on_ray = config.ray.executor == "ray" and bool(todo)  # nothing left to do: no Ray to start
+    if on_ray:
         resources = ray_runner.init_ray(config.ray.address, config.ray.num_cpus)
         workers = workers or max(1, int(resources.get("CPU", 1)))
         gpus = float(resources.get("GPU", 0))
@@ -321,12 +326,23 @@ def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: 
     committer = Committer(catalog, run_id, stats, committed, st.publish_every_s, st.commit_every_s)
     committer.publish()  # readers see the running run from the start
     bar = tqdm(total=len(todo), unit="source", desc="build", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    board, snapshot = ray_runner.progress_board(on_ray) if progress and todo else (None, None)
+    for p in plans:
+        p.progress = board
+    in_flight = [""]  # what the sources in flight have got to (progress.py), shown after the counts
+
+    def show(now: str | None = None) -> None:
+        in_flight[0] = in_flight[0] if now is None else now
+        bar.set_postfix(clips_kept=stats.clips["kept"], rejected=stats.clips["rejected"], errors=stats.sources["error"],
+                        **({"now": in_flight[0]} if in_flight[0] else {}))
+
     status = "interrupted"
     try:
         try:
-            for row in runner(units_to_json(units), plans):
-                bar.update(committer.add(row))
-                bar.set_postfix(clips_kept=stats.clips["kept"], rejected=stats.clips["rejected"], errors=stats.sources["error"])
+            with BarUpdater(snapshot, show) if board is not None else contextlib.nullcontext():
+                for row in runner(units_to_json(units), plans):
+                    bar.update(committer.add(row))
+                    show()
         finally:
             _commit_received(committer)
         commit_lost(catalog, [s for s in todo if s.source_id not in committer.seen], run_id, stats)
@@ -367,12 +383,10 @@ def commit_lost(catalog: Catalog, lost: list, run_id: str, stats: BuildStats) ->
     for s in lost:
         stats.sources["error"] += 1
         stats.lost += 1
-        src, _, _, errs = ray_runner.internal_error(
-            s, "worker", RuntimeError("the worker processing it was lost (crashed, killed or out of memory); "
-                                      "the next build retries it"), run_id)
-        catalog.commit_sources(schemas.table_from_rows([src], schemas.SOURCES), schemas.CLIPS.empty_table(),
-                               schemas.table_from_rows([dict(e, kind=INFRA) for e in errs], schemas.ERRORS),
-                               run_id=run_id)
+        work = SourceWork.start(s, run_id).fail("worker", "the worker processing it was lost (crashed, killed or "
+                                                "out of memory); the next build retries it", kind=INFRA)
+        t = work.to_tables()
+        catalog.commit_sources(t["sources"], t["clips"], t["errors"], run_id=run_id)
 
 
 def end_run(catalog: Catalog, run_id: str, status: str) -> None:

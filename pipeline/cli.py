@@ -70,7 +70,7 @@ def cmd_build(args) -> int:
     check_weights(config)  # before the (possibly long) dataset discovery
     local_ray_auth(config.ray.address)
     entries = dataset_entries(config, args.input, args.dataset)
-    discovery = discover(entries)
+    discovery = discover(entries, progress=not args.no_progress)
     print(f"found {len(discovery.specs)} sources in {len(entries)} dataset(s)"
           + (f", {len(discovery.metadata_errors)} metadata error(s)" if discovery.metadata_errors else ""), file=sys.stderr)
     stats = build(config, args.out, discovery, progress=not args.no_progress, retry_errors=args.retry_errors)

@@ -1,8 +1,8 @@
 """Map plain stages onto Ray Data: each model stage becomes an actor pool sized by its resources.
 
-Stages know nothing of Ray. Here each stage is wrapped in a callable class (Ray builds one per
-actor, so models load once per worker), given the CPUs/GPUs and batch size the stage declares,
-and chained into one streaming Dataset of *units* (a video, or a group of images: one row, one
+Stages know nothing of Ray. Here the stages of each operator (grouped by the resources they
+declare: pipeline/build.py, ``stage_plans``) are wrapped in a callable class (Ray builds one
+per actor, so models load once per worker), given those CPUs/GPUs, and chained into one streaming Dataset of *units* (a video, or a group of images: one row, one
 call per operator). The last operator writes the unit's frames as shards on OUT
 (pipeline/writer.py) and yields one small result row per unit; the driver only commits those.
 An exception that escapes a stage becomes an error row for that source, never a failed build.
@@ -10,16 +10,17 @@ Media on an object store are fetched one source at a time to a local temporary f
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import traceback
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import pyarrow as pa
+from manifests.schemas import INFRA
+from stages.base import SourceWork
 
-from .results import INFRA, UnitResult, pack_sources, spec_from_json, to_tables, unit_specs, unpack_sources
+from . import progress
+from .results import UnitResult, pack_works, spec_from_json, unit_specs, unpack_works
 from .writer import ShardWriter, WriterSettings
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,10 @@ _STORE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFA
 class StagePlan:
     """One Ray operator: the stages its actors run, in order, and the resources of one actor.
 
-    Stages that need the same kind of device share an operator (one actor runs them one after
-    the other on a source), so a CPU-only build has a single pool that scales with the CPUs and
-    nothing is serialised between its stages; a GPU stage gets its own pool, one actor per GPU.
+    Consecutive stages that need the same kind of device share an operator (one actor runs
+    them one after the other on a source, holding its decoded crops), so a CPU-only build has
+    a single pool that scales with the CPUs and nothing is serialised between its stages; GPU
+    stages get their own pool, one actor per GPU.
     """
 
     name: str
@@ -43,112 +45,86 @@ class StagePlan:
     num_cpus: float
     num_gpus: float
     max_workers: int
+    run_id: str = ""
     # Set by the build on the last operator: its actors write the shards.
     writer: WriterSettings | None = None
+    # Set by the build: where its actors report progress inside long sources (progress.py).
+    progress: object = None
 
 
 class ChainUDF:
     """Per actor: builds the plan's stages once; per unit: runs them on each of its sources.
 
-    The first stage of the first operator turns a source spec (JSON) into the source's tables
-    (``process(spec)``); every other stage maps tables to tables (``process_packed``). An
-    exception escaping a stage costs that source (an error row), never the build. With a
-    ``writer`` (the last operator) the unit's frames are written here and only its metadata
-    leaves; otherwise the unit's tables go on to the next operator.
+    The first operator turns each source spec (JSON) into a :class:`SourceWork` (fetching
+    remote media to a local file for the time its stages read them); later operators unpack
+    the works the previous one sent. An exception escaping a stage costs that source (an error
+    row, ``SourceWork.fail_on``), never the build; a failed source skips the stages after.
+    With a ``writer`` (the last operator) the unit's frames are written here and only its
+    metadata leaves; otherwise the unit's works go on to the next operator.
+    ``hide_gpus``: an actor that reserved no GPU must not take one a GPU actor holds.
     """
 
-    def __init__(self, steps: list[tuple[str, Callable, dict]], writer: WriterSettings | None = None):
+    def __init__(self, steps: list[tuple[str, Callable, dict]], run_id: str, writer: WriterSettings | None = None,
+                 hide_gpus: bool = False, progress=None):
         os.environ.update(WORKER_ENV)
-        self.writer = writer
-        self.steps = [(name, factory(**kwargs)) for name, factory, kwargs in steps]
-        for _, stage in self.steps:
+        if hide_gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        self.run_id, self.writer, self.board = run_id, writer, progress
+        self.remote_board = hasattr(getattr(progress, "report", None), "remote")  # a Ray actor handle
+        self.stages = [factory(**kwargs) for _, factory, kwargs in steps]
+        for stage in self.stages:
             stage.setup()
 
     def __call__(self, batch: dict) -> dict:
         outs = []
-        first = "unit_json" in batch
         for i in range(len(batch["unit"])):
             unit = int(batch["unit"][i])
-            if first:
-                items = [self._source(s) for s in unit_specs(batch["unit_json"][i])]
-                rest = self.steps[1:]
+            if "unit_json" in batch:
+                works = [self._start(s) for s in unit_specs(batch["unit_json"][i])]
             else:
-                items, rest = unpack_sources(batch["payload"][i]), self.steps
-            items = [(sid, self._through(rest, sid, tables)) for sid, tables in items]
-            outs.append(self._write(unit, items) if self.writer else {"unit": unit, "payload": pack_sources(items)})
+                works = [self._through(w) for w in unpack_works(batch["payload"][i])]
+            outs.append(self._write(unit, works) if self.writer else {"unit": unit, "payload": pack_works(works)})
         return {k: [o[k] for o in outs] for k in outs[0]} if outs else {}
 
-    def _through(self, steps, sid: str, tables: dict) -> dict:
-        for name, stage in steps:
-            tables = self._packed(name, stage, sid, tables)
-        return tables
+    def _start(self, spec_json: str) -> SourceWork:
+        from manifests.storage import fetched
 
-    def _write(self, unit: int, items: list[tuple[str, dict]]) -> dict:
+        spec = spec_from_json(spec_json)
+        work = SourceWork.start(spec, self.run_id)
+        try:
+            with fetched(spec.path) as local:
+                work.media_path = local
+                return self._through(work)
+        except OSError as e:  # the store, not the input, failed (stages' errors never get here)
+            log.error("cannot fetch %s: %s", spec.path, e)
+            return work.fail("fetch", f"cannot fetch the media: {e}", kind=INFRA)
+
+    def _through(self, work: SourceWork) -> SourceWork:
+        if self.board is not None:
+            name = work.source["rel_path"].rsplit("/", 1)[-1]
+            work.progress = progress.reporter(self.board, work.source_id, name, self.remote_board)
+        for stage in self.stages:
+            if work.failed:
+                break
+            try:
+                work = stage.process(work)
+            except Exception as e:
+                log.error("%s failed on %s:\n%s", stage.name, work.source["path"], traceback.format_exc())
+                work.fail_on(stage.name, e)
+        if self.board is not None:
+            progress.finished(self.board, work.source_id, self.remote_board)
+            work.progress = None
+        return work
+
+    def _write(self, unit: int, works: list[SourceWork]) -> dict:
         writer = ShardWriter(self.writer, unit)
         try:
-            for sid, tables in items:
-                writer.add(sid, tables["frames"])
+            for w in works:
+                writer.add(w.source_id, w.frames_table())
             shards, failure = writer.finish(), ""
         except OSError as e:
             shards, failure = [], writer.failure(e)
-        return {"unit": unit, **UnitResult.of(items, shards, failure).to_row()}
-
-    def _source(self, spec_json: str):
-        import contextlib
-
-        from manifests.storage import fetched
-
-        name, stage = self.steps[0]
-        spec = spec_from_json(spec_json)
-        with contextlib.ExitStack() as stack:
-            try:
-                local = stack.enter_context(fetched(spec.path))
-            except OSError as e:  # the store, not the input, failed: the next build retries it
-                log.error("cannot fetch %s: %s", spec.path, e)
-                return spec.source_id, to_tables(*internal_error(spec, "fetch", e, stage.run_id, kind=INFRA))
-            try:
-                res = stage.process(dataclasses.replace(spec, path=local) if local != spec.path else spec)
-                tables = to_tables(res.source, res.clips, res.frames, res.errors)
-                if local != spec.path:  # the catalog names the media where they are, not the copy
-                    tables = _with_path(tables, spec.path)
-            except Exception as e:
-                log.error("%s failed on %s:\n%s", name, spec.path, traceback.format_exc())
-                tables = to_tables(*internal_error(spec, name, e, stage.run_id))
-        return spec.source_id, tables
-
-    @staticmethod
-    def _packed(name: str, stage, sid: str, tables: dict) -> dict:
-        from stages.features import with_error
-
-        try:
-            return stage.process_packed(tables)
-        except Exception as e:
-            log.error("%s failed on %s:\n%s", name, sid, traceback.format_exc())
-            return with_error(tables, name, f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-
-
-def _with_path(tables: dict, path: str) -> dict:
-    out = dict(tables)
-    for k in ("sources", "errors"):
-        t = tables[k]
-        if t.num_rows:
-            i = t.schema.get_field_index("path")
-            out[k] = t.set_column(i, t.schema.field(i), pa.array([path] * t.num_rows, t.schema.field(i).type))
-    return out
-
-
-def internal_error(spec, stage: str, exc: Exception, run_id: str, kind: str | None = None):
-    from manifests.schemas import ERROR
-
-    source = {
-        "source_id": spec.source_id, "dataset": spec.dataset, "path": spec.path, "rel_path": spec.rel_path,
-        "media_type": spec.media_type, "identity": spec.identity, "split": spec.split, "labels": dict(spec.labels),
-        "status": ERROR, "reasons": [stage], "n_clips": 0, "n_kept": 0, "run_id": run_id,
-    }
-    message = f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    err = {"source_id": spec.source_id, "path": spec.path, "dataset": spec.dataset, "stage": stage,
-           "message": message, "run_id": run_id, "kind": kind}
-    return source, [], [], [err]
+        return {"unit": unit, **UnitResult.of(works, shards, failure).to_row()}
 
 
 def init_ray(address: str | None, num_cpus: int | None) -> dict:
@@ -175,6 +151,17 @@ def init_ray(address: str | None, num_cpus: int | None) -> dict:
     return ray.cluster_resources()
 
 
+def progress_board(on_ray: bool):
+    """A board for the build's workers to report progress on, and how the driver reads it."""
+    if not on_ray:
+        board = progress.ProgressBoard()
+        return board, board.snapshot
+    import ray
+
+    board = ray.remote(num_cpus=0)(progress.ProgressBoard).remote()
+    return board, lambda: ray.get(board.snapshot.remote(), timeout=10)
+
+
 def run(unit_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
     """Stream per-unit result rows (in completion order) through the chained stages."""
     import ray
@@ -188,7 +175,8 @@ def run(unit_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
     for p in plans:
         ds = ds.map_batches(
             ChainUDF,
-            fn_constructor_kwargs={"steps": p.steps, "writer": p.writer},
+            fn_constructor_kwargs={"steps": p.steps, "run_id": p.run_id, "writer": p.writer,
+                                   "hide_gpus": p.num_gpus == 0, "progress": p.progress},
             batch_size=1,  # one unit per call: stages batch frames inside a source
             batch_format="numpy",
             num_cpus=p.num_cpus,
@@ -206,7 +194,7 @@ def run(unit_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
 
 def run_inline(unit_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
     """The same chain in this process, without Ray (debugging, profiling)."""
-    workers = [ChainUDF(p.steps, p.writer) for p in plans]
+    workers = [ChainUDF(p.steps, p.run_id, p.writer, progress=p.progress) for p in plans]
     for i, u in enumerate(unit_jsons):
         batch = {"unit": [i], "unit_json": [u]}
         for w in workers:

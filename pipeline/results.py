@@ -18,13 +18,9 @@ import pyarrow as pa
 
 from manifests import schemas
 from manifests.adapters.base import Box, ClipSpec, SourceSpec
+from manifests.schemas import DATA
 from manifests.shards import ShardInfo
-
-# errors.kind: whether the input is at fault or the machine it ran on.
-DATA, INFRA = "data", "infra"
-# Messages a stage gives when the process, not the input, failed: curate's MemoryError branch
-# and ChainUDF's catch-all for an exception of that type.
-_INFRA_MESSAGES = ("out of memory", "internal error: MemoryError")
+from stages.base import SourceWork
 
 PARTS = {"sources": schemas.SOURCES, "clips": schemas.CLIPS, "frames": schemas.FRAMES, "errors": schemas.ERRORS}
 
@@ -59,16 +55,6 @@ def _from_ipc(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
-def to_tables(source: dict, clips: list[dict], frames: list[dict], errors: list[dict]) -> dict[str, pa.Table]:
-    """A source's rows as the four tables of the contract."""
-    return {
-        "sources": schemas.table_from_rows([source], schemas.SOURCES),
-        "clips": schemas.table_from_rows(clips, schemas.CLIPS),
-        "frames": schemas.table_from_rows(frames, schemas.FRAMES),
-        "errors": schemas.table_from_rows(errors, schemas.ERRORS),
-    }
-
-
 def units_to_json(units: list[list[SourceSpec]]) -> list[str]:
     """One JSON text per unit: the list of its sources' spec JSONs."""
     return [json.dumps([spec_to_json(s) for s in unit]) for unit in units]
@@ -78,16 +64,16 @@ def unit_specs(unit_json: str) -> list[str]:
     return json.loads(unit_json)
 
 
-def pack_sources(items: list[tuple[str, dict[str, pa.Table]]]) -> bytes:
-    """A unit's per-source tables, for the next operator (actor to actor, never the driver):
-    one Arrow table, a row a source, each part as its IPC bytes (Arrow only, no pickle: the
-    bytes decode to data, never to code)."""
-    return _to_ipc(pa.table({"source_id": pa.array([sid for sid, _ in items], pa.string()),
-                             **{k: pa.array([_to_ipc(t[k]) for _, t in items], pa.binary()) for k in PARTS}}))
+def pack_works(works: list[SourceWork]) -> bytes:
+    """A unit's works, for the next operator (actor to actor, never the driver): one Arrow
+    table, a row a source, each of its tables as IPC bytes (Arrow only, no pickle: the bytes
+    decode to data, never to code). Decoded crops stay behind: the JPEG bytes are the crop."""
+    tables = [w.to_tables() for w in works]
+    return _to_ipc(pa.table({k: pa.array([_to_ipc(t[k]) for t in tables], pa.binary()) for k in PARTS}))
 
 
-def unpack_sources(payload: bytes) -> list[tuple[str, dict[str, pa.Table]]]:
-    return [(row["source_id"], {k: _from_ipc(row[k]) for k in PARTS}) for row in _from_ipc(payload).to_pylist()]
+def unpack_works(payload: bytes) -> list[SourceWork]:
+    return [SourceWork.from_tables({k: _from_ipc(row[k]) for k in PARTS}) for row in _from_ipc(payload).to_pylist()]
 
 
 @dataclass
@@ -101,9 +87,10 @@ class UnitResult:
     storage_error: str = ""  # a shard write failed: the build stops with this line
 
     @classmethod
-    def of(cls, items: list[tuple[str, dict[str, pa.Table]]], shards: list[ShardInfo], storage_error: str = ""):
-        cat = lambda k, schema: pa.concat_tables([t[k] for _, t in items]) if items else schema.empty_table()  # noqa: E731
-        return cls(cat("sources", schemas.SOURCES), cat("clips", schemas.CLIPS), cat("errors", schemas.ERRORS),
+    def of(cls, works: list[SourceWork], shards: list[ShardInfo], storage_error: str = ""):
+        return cls(schemas.table_from_rows([w.source for w in works], schemas.SOURCES),
+                   schemas.table_from_rows([c for w in works for c in w.clips], schemas.CLIPS),
+                   schemas.table_from_rows([e for w in works for e in w.errors], schemas.ERRORS),
                    shards, storage_error)
 
     def to_row(self) -> dict:
@@ -124,10 +111,9 @@ def row_bytes(row: dict) -> int:
 
 
 def classify_errors(errors: pa.Table) -> pa.Table:
-    """Fill ``errors.kind`` where the stage left it empty: 'infra' for running out of memory
-    (retried by the next build), else 'data'."""
+    """Fill ``errors.kind`` where the stage left it empty: the input is at fault ('data');
+    a stage that knows the machine failed says 'infra' itself (SourceWork.fail)."""
     if errors.num_rows == 0:
         return errors
-    kinds = [k if k else (INFRA if (m or "").startswith(_INFRA_MESSAGES) else DATA)
-             for k, m in zip(errors.column("kind").to_pylist(), errors.column("message").to_pylist())]
+    kinds = [k or DATA for k in errors.column("kind").to_pylist()]
     return errors.set_column(errors.schema.get_field_index("kind"), errors.schema.field("kind"), pa.array(kinds, pa.string()))

@@ -153,27 +153,37 @@ def _check_remote_root(entry: DatasetEntry) -> None:
         raise ConfigError(f"dataset root not found: {entry.root}")
 
 
-def _read(entry: DatasetEntry):
+def _read(entry: DatasetEntry, counted=lambda n: None):
     try:
         adapter = make_adapter(entry.name, entry.root, **entry.options)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"dataset {entry.name}: {e}") from None
-    return adapter, list(adapter.iter_sources())
+    items = []
+    for item in adapter.iter_sources():
+        items.append(item)
+        if isinstance(item, SourceSpec):
+            counted(1)
+    return adapter, items
 
 
 _STDERR = object()  # stderr as it is at call time (a default argument would bind it at import)
 
 
-def discover(entries: list[DatasetEntry], seed: int = 0, out: TextIO | None = _STDERR) -> Discovery:
+def discover(entries: list[DatasetEntry], seed: int = 0, out: TextIO | None = _STDERR,
+             progress: bool = False) -> Discovery:
     """Sources of every dataset. Datasets are read in parallel threads (listing folders and
     reading headers wait on the disk; each adapter reads its headers in a thread pool too), then
-    gathered in the entries' order, so the result does not depend on timing. Ends with one line
-    per dataset on ``out`` (None: quiet)."""
+    gathered in the entries' order, so the result does not depend on timing. ``progress``: a
+    running count of the sources found on stderr (a large dataset takes minutes to list).
+    Ends with one line per dataset on ``out`` (None: quiet)."""
+    from tqdm import tqdm
+
     result = Discovery()
     seen: set[str] = set()
     workers = max(1, min(4, len(entries)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        read = list(pool.map(_read, entries))
+    with tqdm(desc="discover", unit=" sources", disable=not progress, leave=False, dynamic_ncols=True,
+              file=sys.stderr) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
+        read = list(pool.map(lambda e: _read(e, bar.update), entries))
     for entry, (adapter, items) in zip(entries, read):
         specs = [i for i in items if isinstance(i, SourceSpec)]
         errors = [i for i in items if isinstance(i, MetadataError)]

@@ -1,21 +1,55 @@
-"""What every stage declares, so pipeline/ can map it onto Ray without the stage knowing Ray.
+"""The one contract every stage keeps, so pipeline/ can run stages on Ray without them knowing Ray.
 
-A stage is a plain class: ``__init__`` takes its settings as plain values (no config objects
-from pipeline/), ``setup()`` loads models once per worker, ``describe()`` says which backend
-and weights it uses (recorded in ``runs.models_json``), and its processing method works on one
-item (or one batch of ``resources.batch_size`` items).
+A stage is a plain class (:class:`Stage`):
+
+- ``__init__`` takes its settings as plain values (no config objects from pipeline/) and loads
+  nothing, so the driver can build it cheaply; it sets ``resources``: what one worker of the
+  stage needs. The planner (pipeline/build.py: ``stage_plans``) reads only that to group
+  consecutive stages into actor pools.
+- ``setup()`` loads the models, once per worker.
+- ``process(work) -> work`` takes one source's :class:`SourceWork` and returns it with the
+  stage's results added. A failure of the input is recorded in the work
+  (:meth:`SourceWork.fail`), never raised; the runner turns anything that does escape into
+  the same kind of error row (:meth:`SourceWork.fail_on`).
+- ``describe()`` names its backends and weights, by model (recorded in ``runs.models_json``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from manifests import schemas, tensors
+from manifests.adapters.base import SourceSpec
 
 
 @dataclass(frozen=True)
 class Resources:
+    """What one worker of a stage needs."""
+
     num_cpus: float = 1.0
+    # > 0: the stage runs on GPU actors wherever the cluster has GPUs (its own pool); its
+    # ``device`` setting only picks the torch device inside the actor.
     num_gpus: float = 0.0
-    batch_size: int = 1
+
+
+class Stage:
+    """Base of every stage: see the module docstring for the contract."""
+
+    name = "stage"
+    resources = Resources()
+
+    def setup(self) -> None:
+        """Load models (once per worker)."""
+
+    def describe(self) -> dict:
+        """{model name: backend, weights, random_weights, ...} for each model the stage uses."""
+        return {}
+
+    def process(self, work: "SourceWork") -> "SourceWork":
+        raise NotImplementedError
 
 
 def resolve_device(device: str) -> str:
@@ -40,10 +74,117 @@ class WeightsMissing(Exception):
     """A heavyweight backend was chosen but its weights are not on disk: a configuration error."""
 
 
-class Stage(Protocol):
-    name: str
-    resources: Resources
+def internal_message(exc: BaseException) -> str:
+    """The one message format of an unexpected exception (a bug, or the machine failing)."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"internal error: {type(exc).__name__}: {first}"
 
-    def setup(self) -> None: ...
 
-    def describe(self) -> dict: ...
+# Decoded crops a work keeps for the stages after the one that decoded them (a 512-px crop is
+# 0.8 MB): beyond this, a crop is decoded again where it is needed, so a long video cannot
+# fill the worker's memory.
+_CROP_CACHE_BYTES = 768 * 2**20
+
+
+@dataclass
+class SourceWork:
+    """One source as it goes through the stages of a build: its rows so far, in the shapes of
+    manifests/schemas.py (frames' array columns as NumPy arrays), plus what only lives inside
+    one actor: the spec and local media path (first operator) and decoded crops.
+
+    Between operators it travels as its tables (:meth:`to_tables` / :meth:`from_tables`);
+    decoded crops do not travel (the JPEG bytes are the crop), so every stage sees exactly the
+    stored pixels, whichever pool layout ran it."""
+
+    source: dict  # its `sources` row
+    clips: list[dict] = field(default_factory=list)
+    frames: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    frame_attrs: dict[str, dict] = field(default_factory=dict)  # array column -> attributes (schemas.with_array_attrs)
+    spec: SourceSpec | None = None
+    media_path: str | None = None  # where the media are read: a local copy of a remote file, or spec.path
+    # Set by the runner: where report() goes (the build's progress bar).
+    progress: Callable[[float, float | None, str], None] | None = field(default=None, repr=False)
+    _crops: dict = field(default_factory=dict, repr=False)
+    _crop_bytes: int = field(default=0, repr=False)
+
+    @classmethod
+    def start(cls, spec: SourceSpec, run_id: str, media_path: str | None = None) -> "SourceWork":
+        source = {
+            "source_id": spec.source_id, "dataset": spec.dataset, "path": spec.path, "rel_path": spec.rel_path,
+            "media_type": spec.media_type, "identity": spec.identity, "split": spec.split,
+            "labels": dict(spec.labels), "status": None, "reasons": [], "n_clips": 0, "n_kept": 0, "run_id": run_id,
+        }
+        return cls(source, spec=spec, media_path=media_path or spec.path)
+
+    @property
+    def source_id(self) -> str:
+        return self.source["source_id"]
+
+    @property
+    def run_id(self) -> str:
+        return self.source["run_id"]
+
+    @property
+    def failed(self) -> bool:
+        return self.source.get("status") == schemas.ERROR
+
+    def report(self, done: float, total: float | None = None, unit: str = "s") -> None:
+        """How far a stage has got through this source (seconds of video, or frames): shown
+        on the build's progress bar while a long source is worked on. Cheap: call it often."""
+        if self.progress is not None:
+            self.progress(done, total, unit)
+
+    # -- errors as data: the one place error rows are made --------------------------------
+    def fail(self, stage: str, message: str, kind: str | None = None) -> "SourceWork":
+        """The source failed in ``stage``: an error row, status 'error', and its clips and
+        frames dropped, so nothing half-computed is ever stored as kept. ``kind``: 'infra'
+        when the machine, not the input, failed (retried by the next build); None: 'data'."""
+        s = self.source
+        self.errors.append({"source_id": s["source_id"], "path": s["path"], "dataset": s["dataset"], "stage": stage,
+                            "message": message, "run_id": s["run_id"], "kind": kind})
+        s.update(status=schemas.ERROR, reasons=sorted({e["stage"] for e in self.errors}), n_clips=0, n_kept=0)
+        self.clips, self.frames = [], []
+        self._crops, self._crop_bytes = {}, 0
+        return self
+
+    def fail_on(self, stage: str, exc: BaseException) -> "SourceWork":
+        """An exception escaped ``stage``: a bug in it, or the machine ran out of memory."""
+        return self.fail(stage, internal_message(exc), kind=schemas.INFRA if isinstance(exc, MemoryError) else None)
+
+    # -- decoded crops, shared by the stages of one actor ---------------------------------
+    def crop(self, row: dict) -> np.ndarray:
+        """A frame row's crop as RGB, JPEG-decoded at most once while memory allows."""
+        from .jpeg import decode_jpeg
+
+        key = (row["clip_id"], row["view"], row["frame_index"])
+        img = self._crops.get(key)
+        if img is None:
+            img = decode_jpeg(row["jpeg"])
+            if self._crop_bytes + img.nbytes <= _CROP_CACHE_BYTES:
+                self._crops[key] = img
+                self._crop_bytes += img.nbytes
+        return img
+
+    # -- between operators, and to the writer ---------------------------------------------
+    def frames_table(self) -> pa.Table:
+        table = schemas.table_from_rows(self.frames, schemas.FRAMES)
+        for name, attrs in self.frame_attrs.items():
+            table = schemas.with_array_attrs(table, name, **attrs)
+        return table
+
+    def to_tables(self) -> dict[str, pa.Table]:
+        return {
+            "sources": schemas.table_from_rows([self.source], schemas.SOURCES),
+            "clips": schemas.table_from_rows(self.clips, schemas.CLIPS),
+            "frames": self.frames_table(),
+            "errors": schemas.table_from_rows(self.errors, schemas.ERRORS),
+        }
+
+    @classmethod
+    def from_tables(cls, tables: dict[str, pa.Table]) -> "SourceWork":
+        frames = tables["frames"]
+        attrs = {name: {k: v for k, v in meta.items() if k not in ("shape", "dtype")}
+                 for name, meta in schemas.array_metadata(frames.schema).items()}
+        return cls(tables["sources"].to_pylist()[0], tables["clips"].to_pylist(), tensors.rows(frames),
+                   tables["errors"].to_pylist(), {k: v for k, v in attrs.items() if v})

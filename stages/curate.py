@@ -7,18 +7,18 @@ frames cropped and JPEG-encoded. Memory is bounded by one clip (``max_clip_s``),
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from manifests import tensors
 from manifests.adapters.base import ClipSpec, SourceSpec
-from manifests.schemas import ERROR, KEPT, REJECTED
+from manifests.schemas import INFRA, KEPT, REJECTED
 from manifests.verdicts import judge, occluded_share
 
 from . import clips as clipping
-from .base import Resources, StageError
+from .base import Resources, SourceWork, Stage, StageError
 from .crop import Crop, crop_image, plan_crop
 from .decode import Frame, VideoReader, read_image
 from .faces import FaceAnalyzer
@@ -52,20 +52,13 @@ class FrameRecord:
     frame_size: tuple[int, int]  # (width, height) of the analysed frame
 
 
-@dataclass
-class SourceResult:
-    source: dict
-    clips: list[dict] = field(default_factory=list)
-    frames: list[dict] = field(default_factory=list)
-    errors: list[dict] = field(default_factory=list)
-    faceless: list[dict] = field(default_factory=list)  # whole-picture stats of frames with no face
+class CurateStage(Stage):
+    """A source's clips, scores and verdicts, and the JPEG crops of its kept clips' frames."""
 
-
-class CurateStage:
     name = "curate"
-    resources = Resources(num_cpus=1, num_gpus=0, batch_size=1)
+    resources = Resources(num_cpus=1)
 
-    def __init__(self, *, fps: float, max_image_side: int, clips: dict, crop: dict, thresholds: dict, run_id: str,
+    def __init__(self, *, fps: float, max_image_side: int, clips: dict, crop: dict, thresholds: dict,
                  motion_every: int = 1, detect_every: int = 1, faces: dict | None = None,
                  max_image_pixels: int = DEFAULT_PIXEL_BUDGET):
         self.fps = fps
@@ -80,7 +73,6 @@ class CurateStage:
         self.shift_down = float(crop["shift_down"])
         self.jpeg_quality = int(crop["jpeg_quality"])
         self.thresholds = thresholds
-        self.run_id = run_id
         self.face_settings = dict(faces or {})
         self.faces: FaceAnalyzer | None = None
         self.motion = None
@@ -97,61 +89,49 @@ class CurateStage:
         self.motion.setup()
 
     def describe(self) -> dict:
-        return {"faces": self._analyzer().describe(), "background_motion": BackgroundMotion().describe()}
+        return {"curate": {"faces": self._analyzer().describe(), "background_motion": BackgroundMotion().describe()}}
 
     # -- one source -----------------------------------------------------------------------
-    def process(self, spec: SourceSpec) -> SourceResult:
+    def process(self, work: SourceWork) -> SourceWork:
         if self.faces is None:
             self.setup()
-        row = {
-            "source_id": spec.source_id, "dataset": spec.dataset, "path": spec.path, "rel_path": spec.rel_path,
-            "media_type": spec.media_type, "identity": spec.identity, "split": spec.split,
-            "labels": dict(spec.labels), "run_id": self.run_id,
-        }
-        result = SourceResult(row)
+        spec, path, row = work.spec, work.media_path, work.source
+        faceless: list[dict] = []  # whole-picture stats of frames with no face (why none was found)
         try:
-            info = probe(spec.path, spec.media_type, self.max_image_pixels)
+            info = probe(path, spec.media_type, self.max_image_pixels)
             row.update(info.as_row())
             if spec.media_type == "image":
-                self._image(spec, info, result)
+                self._image(spec, path, info, work, faceless)
             else:
-                self._video(spec, info, result)
+                self._video(spec, path, info, work, faceless)
         except StageError as e:
-            result.clips, result.frames = [], []
-            result.errors.append(self._error(spec, e.stage, e.message))
+            return work.fail(e.stage, e.message)
         except MemoryError:
-            result.clips, result.frames = [], []
-            result.errors.append(self._error(spec, "curate", "out of memory"))
-        kept = sum(c["verdict"] == KEPT for c in result.clips)
-        row["n_clips"], row["n_kept"] = len(result.clips), kept
-        if result.errors:
-            row["status"], row["reasons"] = ERROR, sorted({e["stage"] for e in result.errors})
-        elif kept:
+            return work.fail(self.name, "out of memory", kind=INFRA)
+        kept = sum(c["verdict"] == KEPT for c in work.clips)
+        row["n_clips"], row["n_kept"] = len(work.clips), kept
+        if kept:
             row["status"], row["reasons"] = KEPT, []
-        elif result.clips:
+        elif work.clips:
             row["status"] = REJECTED
-            row["reasons"] = _source_reasons(result.clips, self.thresholds["min_clip_s"])
+            row["reasons"] = _source_reasons(work.clips, self.thresholds["min_clip_s"])
         else:
-            row["status"], row["reasons"] = REJECTED, faceless_reasons(result.faceless, self.thresholds)
-        return result
+            row["status"], row["reasons"] = REJECTED, faceless_reasons(faceless, self.thresholds)
+        return work
 
-    def _error(self, spec: SourceSpec, stage: str, message: str) -> dict:
-        return {"source_id": spec.source_id, "path": spec.path, "dataset": spec.dataset,
-                "stage": stage, "message": message, "run_id": self.run_id}
-
-    def _image(self, spec: SourceSpec, info: ProbeResult, result: SourceResult) -> None:
-        rgb = read_image(spec.path, self.max_image_side, self.max_image_pixels)
+    def _image(self, spec: SourceSpec, path: str, info: ProbeResult, work: SourceWork, faceless: list) -> None:
+        rgb = read_image(path, self.max_image_side, self.max_image_pixels)
         seed = self._seed(spec.clips[0] if spec.clips else None, rgb)
         obs = self.faces.analyze(rgb, seed=seed)
         if obs.landmarks is None:
-            result.faceless.append(picture_sharpness(rgb))
+            faceless.append(picture_sharpness(rgb))
             return
         source_px = info.width / rgb.shape[1]  # source pixels per analysed pixel
         rec = self._record(Frame(0, 0.0, rgb), obs, bg_motion=None, detected=True)
-        self._close_clip(spec, result, [rec], spec.clips[0] if spec.clips else None, clipping.END, source_px)
+        self._close_clip(spec, work, [rec], spec.clips[0] if spec.clips else None, clipping.END, source_px)
 
-    def _video(self, spec: SourceSpec, info: ProbeResult, result: SourceResult) -> None:
-        reader = VideoReader(spec.path, info.rotation)
+    def _video(self, spec: SourceSpec, path: str, info: ProbeResult, work: SourceWork, faceless: list) -> None:
+        reader = VideoReader(path, info.rotation)
         splitter = clipping.ClipSplitter(**self.clip_settings)
         ranges = spec.clips or [ClipSpec(start_s=0.0, end_s=None)]
         for rng in ranges:
@@ -159,6 +139,7 @@ class CurateStage:
             self.motion.reset()
             previous, open_clip, seed, since_reset, last = None, [], None, 0, None
             for i, frame in enumerate(reader.frames(self.fps, rng.start_s, rng.end_s)):
+                work.report(frame.t, info.duration_s)
                 if seed is None and rng.box is not None:
                     seed = self._seed(rng, frame.rgb)
                 # Full detection every detect_every-th frame; in between the mesh follows the face.
@@ -167,7 +148,7 @@ class CurateStage:
                 box = obs.face_box
                 reason = splitter.break_before(frame.t, box, clipping.frame_histogram(frame.rgb))
                 if reason is not None:
-                    self._close_clip(spec, result, open_clip, rng, reason, 1.0)
+                    self._close_clip(spec, work, open_clip, rng, reason, 1.0)
                     open_clip = []
                     self.motion.reset()
                     since_reset = 0
@@ -177,12 +158,12 @@ class CurateStage:
                 since_reset += 1
                 if box is None:
                     previous = None
-                    if track is None and len(result.faceless) < _MAX_FACELESS:
-                        result.faceless.append(picture_sharpness(frame.rgb))
+                    if track is None and len(faceless) < _MAX_FACELESS:
+                        faceless.append(picture_sharpness(frame.rgb))
                     continue
                 previous = obs.boxes[obs.primary]
                 open_clip.append(self._record(frame, obs, motion if open_clip else None, detected=track is None))
-            self._close_clip(spec, result, open_clip, rng, clipping.END, 1.0)
+            self._close_clip(spec, work, open_clip, rng, clipping.END, 1.0)
 
     def _seed(self, rng: ClipSpec | None, rgb: np.ndarray) -> np.ndarray | None:
         if rng is None or rng.box is None:
@@ -217,21 +198,21 @@ class CurateStage:
         )
 
     # -- one clip -------------------------------------------------------------------------
-    def _close_clip(self, spec: SourceSpec, result: SourceResult, recs: list[FrameRecord], rng: ClipSpec | None,
+    def _close_clip(self, spec: SourceSpec, work: SourceWork, recs: list[FrameRecord], rng: ClipSpec | None,
                     split_reason: str, source_px: float):
         """Judge the frames of one face track; an occluded stretch inside it becomes a clip of
         its own, so the clean parts around it are kept (split_reason 'occlusion')."""
         parts = occlusion_runs([r.occlusion for r in recs], self.thresholds["max_frame_occlusion"],
                                max(2, int(round(self.min_occluded_s * self.fps))))
         for k, (a, b) in enumerate(parts):
-            self._judge_clip(spec, result, recs[a:b], rng, split_reason if k == len(parts) - 1 else clipping.OCCLUSION,
+            self._judge_clip(spec, work, recs[a:b], rng, split_reason if k == len(parts) - 1 else clipping.OCCLUSION,
                              source_px)
 
-    def _judge_clip(self, spec: SourceSpec, result: SourceResult, recs: list[FrameRecord], rng: ClipSpec | None,
+    def _judge_clip(self, spec: SourceSpec, work: SourceWork, recs: list[FrameRecord], rng: ClipSpec | None,
                     split_reason: str, source_px: float):
         if not recs:
             return
-        clip_index = len(result.clips)
+        clip_index = len(work.clips)
         boxes = np.stack([r.face_box for r in recs])
         crop = plan_crop(boxes, *recs[0].frame_size, self.crop_scale, self.shift_down)
         start = recs[0].t
@@ -249,14 +230,14 @@ class CurateStage:
             "n_frames": len(recs), "fps": None if spec.media_type == "image" else self.fps,
             "split_reason": split_reason,
             "crop_x0": float(crop.x0 * source_px), "crop_y0": float(crop.y0 * source_px),
-            "crop_size": float(crop.size * source_px), "out_size": self.out_size, "run_id": self.run_id,
+            "crop_size": float(crop.size * source_px), "out_size": self.out_size, "run_id": work.run_id,
         }
         clip.update(_aggregate(recs, crop, source_px, self.thresholds["max_frame_occlusion"]))
         clip["verdict"], clip["reasons"] = judge(clip, self.thresholds)
         clip["thumbnails"] = None if clip["verdict"] == KEPT else self._thumbnails(recs, crop)
-        result.clips.append(clip)
+        work.clips.append(clip)
         if clip["verdict"] == KEPT:
-            result.frames.extend(self._frames(clip, recs, crop))
+            work.frames.extend(self._frames(clip, recs, crop))
 
     def _thumbnails(self, recs: list[FrameRecord], crop: Crop, n: int = 4, side: int = 128) -> list[bytes]:
         """A few evenly spaced 128-px crops of a rejected clip, to audit what a filter threw away."""

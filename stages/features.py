@@ -5,52 +5,34 @@ Two stages, so that pipeline/ can give the VAE its own (GPU) actor pool:
   landmark intensities (per clip and per training window), identity embedding, and for image
   sources K random-crop driving views with their exact position maps.
 - :class:`LatentFeatureStage` (GPU when there is one): VAE latents of every stored frame.
-Both take and return the per-source tables (``sources``, ``clips``, ``frames``, ``errors``).
+Both take and return a source's :class:`~stages.base.SourceWork`; a crop decoded by the first
+is reused by the second when they share an actor (a CPU-only build).
 """
 from __future__ import annotations
 
 from collections import defaultdict
 
 import numpy as np
-import pyarrow as pa
 
-from manifests import schemas, tensors
+from manifests import tensors
 from manifests.schemas import KEPT
 
 from . import intensity as intensity_mod
-from .base import Resources, StageError
+from .base import Resources, SourceWork, Stage, StageError
 from .identity import IdentityStage
-from .jpeg import decode_jpeg, encode_jpeg
+from .jpeg import encode_jpeg
 from .latents import LatentStage
 from .pose import PoseStage
 from .position_maps import PositionMapStage, choose_references
 
 
-def _grouped_frames(frames: pa.Table) -> dict[str, list[dict]]:
+def _grouped_frames(frames: list[dict]) -> dict[str, list[dict]]:
     by_clip: dict[str, list[dict]] = defaultdict(list)
-    for row in tensors.rows(frames):  # array columns as NumPy arrays, not Python lists
+    for row in frames:
         by_clip[row["clip_id"]].append(row)
     for rows in by_clip.values():
         rows.sort(key=lambda r: (r["view"], r["frame_index"]))
     return by_clip
-
-
-def with_error(tables: dict, stage: str, message: str) -> dict:
-    """A feature failure: the source is marked as errored and its clips and frames are dropped
-    (as for a curation error), so nothing half-computed is ever stored as kept."""
-    src = tables["sources"].to_pylist()[0]
-    source_id, run_id = src["source_id"], src["run_id"]
-    src.update(status=schemas.ERROR, reasons=[stage], n_clips=0, n_kept=0)
-    errors = tables["errors"].to_pylist() + [{
-        "source_id": source_id, "path": src["path"], "dataset": src["dataset"], "stage": stage,
-        "message": message, "run_id": run_id,
-    }]
-    return {
-        "sources": schemas.table_from_rows([src], schemas.SOURCES),
-        "clips": schemas.CLIPS.empty_table(),
-        "frames": schemas.FRAMES.empty_table(),
-        "errors": schemas.table_from_rows(errors, schemas.ERRORS),
-    }
 
 
 def _landmark_box(landmarks: np.ndarray, size: int) -> list[float]:
@@ -60,9 +42,8 @@ def _landmark_box(landmarks: np.ndarray, size: int) -> list[float]:
     return [float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])]
 
 
-class ClipFeatureStage:
+class ClipFeatureStage(Stage):
     name = "features"
-    resources = Resources(num_cpus=1, num_gpus=0, batch_size=1)
 
     def __init__(self, *, position_map: dict, pose: dict, identity: dict, intensity: dict, image_views: dict,
                  jpeg_quality: int = 90):
@@ -70,6 +51,7 @@ class ClipFeatureStage:
         self.n_references = int(pm.pop("n_references", 1))
         self.reference_rule = pm.pop("reference_rule", "frontal_neutral")
         self.position_maps = None if pm.get("backend") == "none" else PositionMapStage(**pm)
+        self.resources = self.position_maps.resources if self.position_maps else Resources(num_cpus=1)
         pose = dict(pose)
         self.pose = None if pose.get("backend") == "none" else PoseStage(**pose)
         self.identity = IdentityStage(**identity)
@@ -91,23 +73,26 @@ class ClipFeatureStage:
             "image_views": {"backend": "albumentations", **self.image_views},
         }
 
-    def process_packed(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
-        if tables["frames"].num_rows == 0:
-            return tables
+    def process(self, work: SourceWork) -> SourceWork:
+        if not work.frames:
+            return work
         try:
-            return self._process(tables)
+            work.frames = self._features(work)
         except StageError as e:
-            return with_error(tables, e.stage, e.message)
+            work.fail(e.stage, e.message)
+        return work
 
-    def _process(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
-        by_clip = _grouped_frames(tables["frames"])
-        clips = tables["clips"].to_pylist()
+    def _features(self, work: SourceWork) -> list[dict]:
+        """Features of every kept clip (written into its clip row and frame rows), and the
+        frames to store: the clips' frames and, for images, their views."""
+        by_clip = _grouped_frames(work.frames)
         out_frames: list[dict] = []
-        for clip in clips:
+        for clip in work.clips:
             rows = by_clip.get(clip["clip_id"])
             if clip["verdict"] != KEPT or not rows:
                 continue
-            crops = [decode_jpeg(r["jpeg"]) for r in rows]
+            work.report(len(out_frames), len(work.frames), "frames")
+            crops = [work.crop(r) for r in rows]
             lms = [tensors.decode(r["landmarks"]).astype(np.float64) for r in rows]
             refs = choose_references(lms, n_refs=self.n_references, rule=self.reference_rule)
             clip["reference_frames"] = [int(i) for i in refs]
@@ -125,15 +110,10 @@ class ClipFeatureStage:
             if clip["media_type"] == "image" and self.image_views.get("k", 0) > 0:
                 views = self._views(clip, rows[0], crops[0], lms[0])
                 if self.pose is not None and views:  # views are training frames too: same columns
-                    for v, p in zip(views, self.pose.estimate([decode_jpeg(v["jpeg"]) for v in views])):
+                    for v, p in zip(views, self.pose.estimate([work.crop(v) for v in views])):
                         v["pose"] = tensors.encode(p, "float32")
                 out_frames.extend(views)
-        return {
-            "sources": tables["sources"],
-            "clips": schemas.table_from_rows(clips, schemas.CLIPS),
-            "frames": schemas.table_from_rows(out_frames, schemas.FRAMES),
-            "errors": tables["errors"],
-        }
+        return out_frames
 
     def _intensities(self, clip: dict, lms: list[np.ndarray]) -> None:
         stack = np.stack(lms)
@@ -169,8 +149,9 @@ class ClipFeatureStage:
         return out
 
 
-class LatentFeatureStage:
-    """VAE latents of every stored frame (clip frames and image views)."""
+class LatentFeatureStage(Stage):
+    """VAE latents of every stored frame (clip frames and image views). With no VAE (backend
+    'none') it has nothing to do and stays in the CPU pool."""
 
     name = "latents"
 
@@ -185,24 +166,21 @@ class LatentFeatureStage:
         self.stage.setup()
 
     def describe(self) -> dict:
-        return self.stage.describe()
+        return {"latents": self.stage.describe()}
 
-    def process_packed(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
-        frames = tables["frames"]
-        if frames.num_rows == 0 or self.stage.backend == "none":
-            return tables
-        rows = tensors.rows(frames)
-        step = self.stage.batch_size
+    def process(self, work: SourceWork) -> SourceWork:
+        if not work.frames or self.stage.backend == "none":
+            return work
+        rows, step = work.frames, self.stage.batch_size
         try:
-            # Decoded crops are held one batch at a time: a long video must not fill memory.
             for i in range(0, len(rows), step):
+                work.report(i, len(rows), "frames")
                 chunk = rows[i : i + step]
-                for r, z in zip(chunk, self.stage.encode([decode_jpeg(r["jpeg"]) for r in chunk])):
+                for r, z in zip(chunk, self.stage.encode([work.crop(r) for r in chunk])):
                     r["latent"] = tensors.encode(z, "float16")
         except (StageError, ValueError) as e:
-            return with_error(tables, "latents", str(e).splitlines()[0])
-        table = schemas.table_from_rows(rows, schemas.FRAMES)
+            return work.fail(self.name, str(e).splitlines()[0])
         # What a reader needs to decode them (z / scaling_factor + shift_factor) travels with them.
-        table = schemas.with_array_attrs(table, "latent", scaling_factor=self.stage.scaling_factor,
-                                         shift_factor=self.stage.shift_factor, stored="posterior_mean")
-        return {**tables, "frames": table}
+        work.frame_attrs["latent"] = dict(scaling_factor=self.stage.scaling_factor,
+                                          shift_factor=self.stage.shift_factor, stored="posterior_mean")
+        return work

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Resources, WeightsMissing
+from .base import WeightsMissing
 from .intensity import five_points
 
 STAGE = "identity"
@@ -49,7 +49,6 @@ class IdentityStage:
         self.n_frames = n_frames
         self.model = None
         self._sha256 = None
-        self.resources = Resources(num_cpus=1.0, batch_size=1)
 
     def setup(self) -> None:
         if self.model_path is None or self.model is not None:

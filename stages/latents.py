@@ -80,10 +80,9 @@ class LatentStage:
         self._source = None  # what was loaded, for describe()
         self._compute_dtype = None
         self._device = None
-        gpu = backend == "diffusers" and resolve_device(device) == "cuda"
-        self.resources = Resources(
-            num_cpus=1.0, num_gpus=1.0 if gpu else 0.0, batch_size=batch_size
-        )
+        # A GPU stage wherever the cluster has GPUs; ``device`` picks the torch device inside
+        # its actor (read there, not here: the driver may have no GPU).
+        self.resources = Resources(num_cpus=1.0, num_gpus=1.0 if backend == "diffusers" else 0.0)
 
     # ---- loading -------------------------------------------------------------------------
     def setup(self) -> None:

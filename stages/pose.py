@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Resources, WeightsMissing
+from .base import WeightsMissing
 
 STAGE = "pose"
 N_KEYPOINTS = 133
@@ -139,7 +139,6 @@ class PoseStage:
         self.det_score_thr = det_score_thr
         self._det = self._pose = None
         self._device = None
-        self.resources = Resources(num_cpus=1.0, batch_size=1)
 
     def _check_paths(self) -> None:
         settings = (("features.pose.det_path", self.det_path), ("features.pose.pose_path", self.pose_path))

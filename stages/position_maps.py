@@ -79,8 +79,9 @@ class PositionMapStage:
         self.depth_weighting = depth_weighting
         self.crop_size = crop_size
         self._motion = None  # LivePortraitMotion once set up
-        gpu = backend == "liveportrait" and device != "cpu" and resolve_device(device) == "cuda"
-        self.resources = Resources(num_cpus=1.0, num_gpus=1.0 if gpu else 0.0, batch_size=batch_size)
+        # A GPU stage wherever the cluster has GPUs (the mesh rasteriser is CPU work); ``device``
+        # picks the torch device inside its actor.
+        self.resources = Resources(num_cpus=1.0, num_gpus=1.0 if backend == "liveportrait" else 0.0)
 
     @property
     def channels(self) -> list[str]:

@@ -27,12 +27,12 @@ class KilledOnVictim(CurateStage):
         super().__init__(**kwargs)
         self.kill_dir, self.victims = Path(kill_dir), set(filter(None, victims.split(",")))
 
-    def process(self, spec):
-        name = Path(spec.path).name
+    def process(self, work):
+        name = Path(work.spec.path).name
         if name in self.victims:
             (self.kill_dir / f"kill-{os.getpid()}-{name}").write_text(name)
             os.kill(os.getpid(), signal.SIGKILL)
-        return super().process(spec)
+        return super().process(work)
 
 
 def main(inputs: str, out: str, kill_dir: str, victims: str) -> None:

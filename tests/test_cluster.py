@@ -62,13 +62,14 @@ class RecordingCurate(CurateStage):
         super().__init__(**kwargs)
         self.record_dir, self.spread, self.wait_s = Path(record_dir), spread, wait_s
 
-    def process(self, spec):
+    def process(self, work):
+        spec = work.spec
         (self.record_dir / f"curate-{spec.source_id}-{_node()}").write_text(Path(spec.path).name)
         end = time.monotonic() + self.wait_s
         while len({p.name.rsplit("-", 1)[1] for p in self.record_dir.glob("curate-*")}) < self.spread \
                 and time.monotonic() < end:
             time.sleep(0.2)
-        return super().process(spec)
+        return super().process(work)
 
 
 class RecordingLatents(LatentFeatureStage):
@@ -78,11 +79,10 @@ class RecordingLatents(LatentFeatureStage):
         super().__init__(**kwargs)
         self.record_dir = Path(record_dir)
 
-    def process_packed(self, tables):
-        out = super().process_packed(tables)
-        for sid in tables["sources"].column("source_id").to_pylist():
-            (self.record_dir / f"latents-{sid}-{_node()}").write_text(
-                f"{self.stage._device} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}")
+    def process(self, work):
+        out = super().process(work)
+        (self.record_dir / f"latents-{work.source_id}-{_node()}").write_text(
+            f"{self.stage._device} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}")
         return out
 
 

@@ -2,10 +2,14 @@
 without starting Ray: tests/test_cluster.py runs these plans on a real 3-node cluster."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from pipeline.build import stage_plans
 from pipeline.config import load_config
+from pipeline.ray_runner import ChainUDF
+from stages.base import Stage
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,26 @@ def test_without_gpus_every_stage_shares_one_cpu_pool(config):
     assert (plan.num_cpus, plan.num_gpus, plan.max_workers) == (1, 0, 4)
 
 
-def test_auto_device_resolves_to_cpu_only_without_gpus(small_vae_dir):
-    config = load_config(None, {"features.latents.weights": str(small_vae_dir)})
-    assert stage_plans(config, "run", 1, gpus=0)[0].steps[2][2]["device"] == "cpu"
-    assert stage_plans(config, "run", 1, gpus=1)[1].steps[0][2]["device"] == "auto"  # CUDA if the actor sees one
+def test_a_stage_without_a_model_for_the_gpu_stays_in_the_cpu_pool():
+    (plan,) = stage_plans(load_config(), "run", workers=2, gpus=4)  # no VAE weights: latents has nothing to do
+    assert [n for n, _, _ in plan.steps] == ["curate", "features", "latents"] and plan.num_gpus == 0
+
+
+class _SeesDevices(Stage):
+    """Records what CUDA devices its actor sees when it sets up."""
+
+    seen: list = []
+
+    def setup(self):
+        _SeesDevices.seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def test_cpu_pool_actors_see_no_gpu_while_gpu_actors_keep_theirs(monkeypatch):
+    # 'auto' devices resolve inside the actor: on a CPU actor that must mean the CPU, never a
+    # GPU some GPU actor of the same node reserved.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    _SeesDevices.seen = []
+    ChainUDF([("a", _SeesDevices, {})], run_id="r", hide_gpus=True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    ChainUDF([("a", _SeesDevices, {})], run_id="r", hide_gpus=False)
+    assert _SeesDevices.seen == ["", "0"]

@@ -28,12 +28,12 @@ class HeldOnSecond(CurateStage):
 
     calls = 0
 
-    def process(self, spec):
+    def process(self, work):
         HeldOnSecond.calls += 1
         if HeldOnSecond.calls == 2:
             HELD.set()
             RELEASE.wait(timeout=300)  # never hang the suite
-        return super().process(spec)
+        return super().process(work)
 
 
 def portrait(*args: str) -> subprocess.CompletedProcess:

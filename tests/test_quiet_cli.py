@@ -16,7 +16,7 @@ from pipeline.cli import main as portrait
 REPO = Path(__file__).resolve().parents[1]
 # What a build may print on stderr: discovery per dataset, the total, the progress bar.
 ALLOWED = [re.compile(p) for p in (r"^media: 1 files found, 1 sources, ", r"^found 1 sources in 1 dataset\(s\)$",
-                                   r"^build: +\d+%\|")]
+                                   r"^discover: \d+ sources \[", r"^build: +\d+%\|")]
 
 
 def test_one_image_build_prints_only_progress_and_summary(media_dir, tmp_path):
