@@ -2,9 +2,10 @@
 
 Stages know nothing of Ray. Here the stages of each operator (grouped by the resources they
 declare: pipeline/build.py, ``stage_plans``) are wrapped in a callable class (Ray builds one
-per actor, so models load once per worker), given those CPUs/GPUs, and chained into one streaming Dataset of *units* (a video, or a group of images: one row, one
-call per operator). The last operator writes the unit's frames as shards on OUT
-(pipeline/writer.py) and yields one small result row per unit; the driver only commits those.
+per actor, so models load once per worker), given those CPUs/GPUs, and chained into one
+streaming Dataset of *units* (a video, or a group of images: one row, one call per operator).
+The last operator writes the unit's frames as shards on OUT (pipeline/writer.py) and yields one
+small result row per unit; the driver only commits those.
 An exception that escapes a stage becomes an error row for that source, never a failed build.
 Media on an object store are fetched one source at a time to a local temporary file.
 """
