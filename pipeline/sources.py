@@ -181,7 +181,9 @@ def discover(entries: list[DatasetEntry], seed: int = 0, out: TextIO | None = _S
     result = Discovery()
     seen: set[str] = set()
     workers = max(1, min(4, len(entries)))
-    with tqdm(desc="discover", unit=" sources", disable=not progress, leave=False, dynamic_ncols=True,
+    # Shown only once listing takes a while (delay): a quick discovery, or one that fails at
+    # once, prints only its lines.
+    with tqdm(desc="discover", unit=" sources", disable=not progress, leave=False, delay=1.0, dynamic_ncols=True,
               file=sys.stderr) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
         read = list(pool.map(lambda e: _read(e, bar.update), entries))
     for entry, (adapter, items) in zip(entries, read):
