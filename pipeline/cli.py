@@ -268,10 +268,13 @@ def _out_dir(catalog: str) -> "Path | str":
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .quiet import quiet
+    from .quiet import quiet, silence_native_stderr
 
     # Before the subcommands' imports (mediapipe and Ray read their log settings once).
-    quiet(any(a in ("-v", "--verbose") for a in (sys.argv[1:] if argv is None else argv)))
+    verbose = any(a in ("-v", "--verbose") for a in (sys.argv[1:] if argv is None else argv))
+    quiet(verbose)
+    if argv is None and not verbose:  # the console script: a process of its own
+        silence_native_stderr()
     parser = argparse.ArgumentParser(prog="portrait", description="Portrait animation data platform")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library warnings and log lines")
     sub = parser.add_subparsers(dest="command", required=True)

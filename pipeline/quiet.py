@@ -40,6 +40,29 @@ def quiet(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def silence_native_stderr() -> None:
+    """Native libraries write their notices straight to file descriptor 2, past every Python
+    filter: mediapipe's TFLite/absl lines in an inline build, Ray's C++ core worker in the
+    driver. For the rest of the process, fd 2 goes to /dev/null, while Python's ``sys.stderr``
+    (the progress bar, warnings of ours, one-line errors, tracebacks) keeps writing where it
+    did, through a duplicate of the descriptor. Processes started from here (Ray's own) inherit
+    the silence; they log to their files. For the console script only (a process of its own),
+    and only while ``sys.stderr`` is the process's own."""
+    if sys.stderr is not sys.__stderr__:
+        return
+    try:
+        fd = sys.stderr.fileno()
+        sys.stderr.flush()
+        kept = os.dup(fd)
+    except (AttributeError, OSError, ValueError):  # no real stderr (embedded, closed): nothing to do
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    sys.stderr = sys.__stderr__ = os.fdopen(kept, "w", buffering=1, encoding=sys.stderr.encoding,
+                                           errors="backslashreplace")
+
+
 def local_ray_auth(address: str | None) -> None:
     """A local Ray instance turns token auth on by itself and warns that it did; asking for it
     explicitly keeps it on without the warning. Not for a cluster (--address / RAY_ADDRESS):

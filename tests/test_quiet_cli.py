@@ -1,4 +1,4 @@
-"""A quiet, honest CLI: a one-image build prints its discovery line, the progress bar and the
+"""A quiet, honest CLI: a one-source build prints its discovery line, the progress bar and the
 summary, nothing else; mistakes that used to pass silently are one-line errors with exit 2."""
 from __future__ import annotations
 
@@ -19,13 +19,18 @@ ALLOWED = [re.compile(p) for p in (r"^media: 1 files found, 1 sources, ", r"^fou
                                    r"^discover: \d+ sources \[", r"^build: +\d+%\|")]
 
 
-def test_one_image_build_prints_only_progress_and_summary(media_dir, tmp_path):
+@pytest.mark.parametrize("media_file, settings", [
+    ("images/s1.jpg", []),  # on a local Ray instance: Ray's notices and its C++ core worker's lines
+    ("videos/d3.mp4", ["--set", "ray.executor=inline", "--set", "features.enabled=false"]),  # mediapipe's own
+], ids=["image-on-ray", "video-inline"])
+def test_one_source_build_prints_only_progress_and_summary(media_file, settings, media_dir, tmp_path):
     media = tmp_path / "media"
     media.mkdir()
-    shutil.copy(media_dir / "images" / "s1.jpg", media / "s1.jpg")
+    shutil.copy(media_dir / media_file, media / Path(media_file).name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "GLOG_", "TF_CPP"))}
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "build", "--input", str(media), "--out",
-                           str(tmp_path / "out")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+                           str(tmp_path / "out"), *settings], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [line.strip() for line in re.split(r"[\r\n]+", proc.stderr) if line.strip()]
     noise = [line for line in lines if not any(p.search(line) for p in ALLOWED)]
