@@ -182,7 +182,12 @@ def run(unit_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
             batch_format="numpy",
             num_cpus=p.num_cpus,
             num_gpus=p.num_gpus,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, p.max_workers)),
+            # Every actor is started at once (asynchronously: a cluster short of resources does
+            # not block the start), and each holds one unit at a time: a unit is a whole video,
+            # so units queued behind a busy actor would leave others idle at the end.
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, p.max_workers),
+                                               initial_size=max(1, min(p.max_workers, len(unit_jsons))),
+                                               max_tasks_in_flight_per_actor=1),
             # A crashed actor always comes back (as Ray Data expects: an actor dead for good
             # stays counted in the pool and a pool of dead actors waits forever), while the
             # source it held is tried at most twice: a poison input costs two restarts and
