@@ -14,6 +14,16 @@ Two checks on the primary face run on the same square crop, on detection frames 
   ~0); clips whose face is not human are rejected ``no_face``.
 - ``hands``: mediapipe Hands' landmarks of any hand in the crop; the occlusion scorer measures
   how much of the mouth and eyes a hand covers.
+
+A second opinion on faces BlazeFace is unsure of (score below ``SURE_SCORE``): BlazeFace's
+confidence drops when part of a face is covered (a hand or a patch over the mouth: 0.53-0.6 on a
+statue), to where cartoon animals sit (0.50-0.59). The BlazePose person model (bundled, trained on
+people only; it finds painted and sculpted people too) then looks at square crops 3x and, if it
+finds no one there, 4x the face (head and shoulders; then more of the body): if it
+finds a person whose face keypoints fall on this face, the mean visibility of those keypoints
+(~0.94-1.0 on people, covered or not) is that face's ``person`` score, and the face's score is the
+larger of the two. Animals give no pose (0). The score stays what ``face_conf`` stores, so SQL
+re-thresholds it as before.
 """
 from __future__ import annotations
 
@@ -28,6 +38,11 @@ N_LANDMARKS = 478
 _MESH_INPUT = 256  # side of the square face crop fed to the mesh
 _MESH_CONTEXT = 2.2  # crop side / detected box side: the mesh detector needs some context
 SIGNIFICANT_SIZE = 1 / 3  # other faces this share of the primary's size count as more people
+SURE_SCORE = 0.75  # a primary face BlazeFace scores below this is shown to the pose model too
+_POSE_FACE = list(range(11))  # BlazePose keypoints of the face: nose, eyes, ears, mouth corners
+# The pose model's crop side / face side, tried in turn until it finds the person: head and
+# shoulders (a close-up has little more), then more of the body (a covered face leaves it that).
+_POSE_CONTEXTS = (3.0, 4.0)
 
 
 @dataclass
@@ -41,6 +56,7 @@ class FaceObs:
     human: float | None = None  # person probability inside the face oval (0..1)
     hands: list[np.ndarray] = field(default_factory=list)  # (21, 2) frame pixels per hand near the face
     others_human: dict[int, float] = field(default_factory=dict)  # box index -> person probability, other large faces
+    person: float | None = None  # BlazePose's face-keypoint visibility on this face (faces scored < SURE_SCORE only)
 
     @property
     def n_faces(self) -> int:
@@ -92,6 +108,7 @@ class FaceAnalyzer:
     _mesh: object = field(default=None, repr=False)
     _segmenter: object = field(default=None, repr=False)
     _hands: object = field(default=None, repr=False)
+    _pose: object = field(default=None, repr=False)
     _n_checked: int = field(default=0, repr=False)
 
     def setup(self) -> None:
@@ -114,6 +131,8 @@ class FaceAnalyzer:
         if self.check_hands:
             self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=2, model_complexity=0,
                                                    min_detection_confidence=0.5)
+        # model_complexity=1: the full landmark model, the one the wheel bundles.
+        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, min_detection_confidence=0.5)
 
     def describe(self) -> dict:
         if self.detector == "scrfd":
@@ -124,10 +143,11 @@ class FaceAnalyzer:
             detector = "mediapipe face_detection full-range + short-range"
         return {"backend": "mediapipe", "detector": detector, "mesh": "face_mesh 478 (refined)",
                 "human_check": "selfie_segmentation (general) on the face crop",
-                "hands": "hands (lite)" if self.check_hands else None}
+                "hands": "hands (lite)" if self.check_hands else None,
+                "person_check": f"pose (full) on {_POSE_CONTEXTS}x face crops, faces scored < {SURE_SCORE}"}
 
     def close(self) -> None:
-        for m in (*self._detectors, self._scrfd, self._mesh, self._segmenter, self._hands):
+        for m in (*self._detectors, self._scrfd, self._mesh, self._segmenter, self._hands, self._pose):
             if m is not None:
                 m.close()
 
@@ -168,7 +188,7 @@ class FaceAnalyzer:
                 # The checks run on detection frames only (every few sampled frames); their
                 # results carry over while the mesh tracks.
                 return FaceObs(boxes, track.scores, track.primary, landmarks, human=track.human, hands=track.hands,
-                               others_human=track.others_human)
+                               others_human=track.others_human, person=track.person)
         boxes, scores = self.detect(rgb)
         obs = FaceObs(boxes, scores)
         if len(scores) == 0:
@@ -189,7 +209,35 @@ class FaceAnalyzer:
                 obs.hands = carry.hands
             else:
                 obs.hands = self._hands_in(crop, m) if self.check_hands else []
+            if scores[obs.primary] < SURE_SCORE:
+                # The pose model's turn is a third one (cost spread over the detection frames).
+                if same and carry.person is not None and self._n_checked % _CHECK_EVERY != 1:
+                    obs.person = carry.person
+                else:
+                    obs.person = self._person(rgb, obs.landmarks)
+                obs.scores = scores.copy()
+                obs.scores[obs.primary] = max(float(scores[obs.primary]), obs.person)
         return obs
+
+    def _person(self, rgb: np.ndarray, landmarks: np.ndarray) -> float:
+        """BlazePose on square crops ``_POSE_CONTEXTS`` times the face, in turn: the mean
+        visibility of the face keypoints of the first person found whose keypoints' median lies
+        inside this face's landmark box (none: 0)."""
+        lo, hi = landmarks.min(0), landmarks.max(0)
+        c = (lo + hi) / 2
+        for context in _POSE_CONTEXTS:
+            side = context * float(max(hi - lo))
+            s = _CHECK_INPUT / max(side, 1.0)
+            m = np.array([[s, 0, _CHECK_INPUT / 2 - s * c[0]], [0, s, _CHECK_INPUT / 2 - s * c[1]]], dtype=np.float64)
+            res = self._pose.process(_warp(rgb, m, c, side, border=cv2.BORDER_CONSTANT))
+            if res.pose_landmarks is None:
+                continue
+            lm = res.pose_landmarks.landmark
+            kp = (np.array([(lm[i].x, lm[i].y) for i in _POSE_FACE], dtype=np.float64) * _CHECK_INPUT - m[:, 2]) / s
+            x, y = np.median(kp, axis=0)
+            if lo[0] <= x <= hi[0] and lo[1] <= y <= hi[1]:
+                return float(np.mean([min(max(lm[i].visibility, 0.0), 1.0) for i in _POSE_FACE]))
+        return 0.0
 
     def _others_human(self, rgb: np.ndarray, boxes: np.ndarray, primary: int) -> dict[int, float]:
         """The human check for the other faces large enough to count (no mesh on them: the
