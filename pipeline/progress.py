@@ -55,8 +55,11 @@ def reporter(board, source_id: str, name: str, remote: bool) -> Callable[[float,
 
 def finished(board, source_id: str, remote: bool) -> None:
     try:
-        board.finish.remote(source_id) if remote else board.finish(source_id)
-    except Exception:
+        if remote:
+            board.finish.remote(source_id)
+        else:
+            board.finish(source_id)
+    except Exception:  # best effort, as report()
         pass
 
 

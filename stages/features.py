@@ -18,7 +18,7 @@ from manifests import tensors
 from manifests.schemas import KEPT
 
 from . import intensity as intensity_mod
-from .base import Resources, SourceWork, Stage, StageError
+from .base import SourceWork, Stage, StageError
 from .identity import IdentityStage
 from .jpeg import encode_jpeg
 from .latents import LatentStage
@@ -51,7 +51,8 @@ class ClipFeatureStage(Stage):
         self.n_references = int(pm.pop("n_references", 1))
         self.reference_rule = pm.pop("reference_rule", "frontal_neutral")
         self.position_maps = None if pm.get("backend") == "none" else PositionMapStage(**pm)
-        self.resources = self.position_maps.resources if self.position_maps else Resources(num_cpus=1)
+        if self.position_maps is not None:  # LivePortrait maps want a GPU; the mesh rasteriser does not
+            self.resources = self.position_maps.resources
         pose = dict(pose)
         self.pose = None if pose.get("backend") == "none" else PoseStage(**pose)
         self.identity = IdentityStage(**identity)
