@@ -16,17 +16,23 @@ nothing enforces that: run one build per OUT at a time.
 A remote catalog (``s3://.../catalog.duckdb``) is read from a local copy; its ``frames`` view
 reads the shards from the object store through an fsspec filesystem registered with DuckDB.
 
-The catalog opens whatever happened to the shards since: ``frames`` covers the shards that are
-there and readable, and the others are named in one warning line together with the sources
-whose frames they held (``portrait verify OUT --repair`` un-commits those for the next build).
+Opening the catalog costs the same however many shards there are: nothing under
+``OUT/shards`` is listed or opened until a query reads ``frames`` (or the shard paths are
+asked for). Then ``frames`` is defined from what the catalog records: every committed shard
+except those `portrait verify` recorded as bad, and except those whose footer, read here
+anyway, differs from the one the build wrote (manifests/shards.py) or is missing: those are
+left out and named in one warning line together with the sources whose frames they held (the
+next build redoes them; ``portrait verify OUT --repair`` un-commits them at once).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -35,11 +41,16 @@ import duckdb
 import pyarrow as pa
 
 from . import schemas
-from .shards import SHARD_DIR, ShardInfo, check_shard, settle
+from .shards import ShardInfo, check_shards, settle
 from .storage import Location, StorageUnavailable, duckdb_filesystem, resolve
 
 CATALOG_FILE = "catalog.duckdb"
 log = logging.getLogger(__name__)
+# Whether a query may read `frames` (then, and only then, the shards are checked and the view
+# made). A word match, not a parse: DuckDB's parser cannot take `$name` parameters, and a false
+# match (a string literal 'frames') only costs the check.
+_HEALTH_COLUMNS = "path, rows, bytes, footer_sha256, problem"  # what checking a shard needs
+_READS_FRAMES = re.compile(r"\bframes\b", re.IGNORECASE)
 _LISTED = 5  # names shown in one warning line before "and N more"
 
 
@@ -123,14 +134,15 @@ class Catalog:
         except duckdb.Error as e:
             self._cleanup()
             raise CatalogError(f"cannot open catalog {self.published}: {str(e).splitlines()[0]}") from None
-        self.unavailable: dict[str, str] = {}
+        self.unavailable: dict[str, str] = {}  # shard path -> what is wrong (left out of `frames`)
+        self._frames_ready = False  # `frames` made in this session over the checked shards
         try:
-            self._prepare(read_only, working_copy)
+            self._prepare(read_only)
         except BaseException:
             self.close()
             raise
 
-    def _prepare(self, read_only: bool, working_copy: bool) -> None:
+    def _prepare(self, read_only: bool) -> None:
         if not self.out.is_local:
             self.con.register_filesystem(duckdb_filesystem(self.out))
         self._check_version()
@@ -139,10 +151,6 @@ class Catalog:
                 self._ensure_tables()
             except duckdb.Error as e:
                 raise StorageError(f"cannot write the catalog {self.published}: {_first_line(e)}") from None
-        if read_only or not working_copy:  # a build's copy gets its view when it is published
-            self.refresh_frames_view()
-            if self.unavailable:  # once per open: every command that opens the catalog says it
-                log.warning(self.unavailable_message())
 
     @classmethod
     def for_build(cls, out_dir: "str | Path | Location") -> "Catalog":
@@ -197,7 +205,7 @@ class Catalog:
             self._unsettled = []
             return
         if final:
-            self._create_frames_view([r["path"] for r in self.shards()])
+            self._store_frames_view()
         self.checkpoint()
         try:
             self.out.upload(self.path, CATALOG_FILE)
@@ -215,7 +223,7 @@ class Catalog:
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchall()[0][0]
         if not has_meta:
             return
-        row = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        row = next(iter(self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()), None)
         if row and int(row[0]) != schemas.SCHEMA_VERSION:
             raise CatalogError(f"{self.path} has schema version {row[0]}, this program uses "
                                f"{schemas.SCHEMA_VERSION}: build into a new output folder")
@@ -227,16 +235,32 @@ class Catalog:
                 self.con.register("_empty", schema.empty_table())
                 self.con.execute(f"CREATE TABLE {name} AS SELECT * FROM _empty")
                 self.con.unregister("_empty")
+            else:
+                self._add_new_columns(name, schema)
         self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         self.con.execute(
             "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(schemas.SCHEMA_VERSION)]
         )
 
-    def shards(self) -> list[dict]:
+    def _add_new_columns(self, table: str, schema: pa.Schema) -> None:
+        """Columns added to a table within this schema version (see the changelog in
+        manifests/schemas.py): added to an older catalog, null for its existing rows."""
+        have = {r[0] for r in self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+        for f in schema:
+            if f.name not in have:
+                typ = self.con.from_arrow(pa.schema([f]).empty_table()).types[0]
+                self.con.execute(f'ALTER TABLE {table} ADD COLUMN "{f.name}" {typ}')
+
+    def shards(self, columns: str = "*") -> list[dict]:
         """Every committed shard row (path, rows, bytes, sha256, source_ids, ...)."""
         if not self._has_table("shards"):
             return []
-        return self._rows("SELECT * FROM shards ORDER BY path")
+        if columns != "*":  # a catalog older than a column has none of it (null)
+            have = {r[0] for r in self.con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'shards'").fetchall()}
+            columns = ", ".join(c if c in have else f"NULL AS {c}" for c in (c.strip() for c in columns.split(",")))
+        return self._rows(f"SELECT {columns} FROM shards ORDER BY path")
 
     def _rows(self, sql: str, params: list | None = None) -> list[dict]:
         # execute(), not sql(): it finishes whatever an earlier execute() left unfetched.
@@ -248,52 +272,62 @@ class Catalog:
             raise CatalogError(_first_line(e)) from None
 
     def shard_paths(self) -> list[str]:
-        """The committed shards that ``frames`` reads: those present and readable (see
-        ``unavailable`` for the others)."""
-        return [r["path"] for r in self.shards() if r["path"] not in self.unavailable]
+        """The committed shards that ``frames`` reads: those present and whose footer matches
+        (see ``unavailable`` for the others)."""
+        self.prepare_frames()
+        return [r["path"] for r in self.shards("path") if r["path"] not in self.unavailable]
 
-    def refresh_frames_view(self) -> None:
-        """``frames`` = the committed shards that are there, or an empty typed table.
+    def prepare_frames(self) -> None:
+        """Make ``frames`` over the committed shards that are sound, once per session (a query
+        that reads ``frames`` calls it; nothing else opens a shard).
 
-        A shard that is missing, has another size than recorded, or whose footer cannot be
-        read is left out and named (``unavailable``; one warning line), so one lost file never
-        makes the catalog unusable. The stored view names absolute paths or URIs (for plain
-        `duckdb OUT/catalog.duckdb`); a read-only open shadows it with a temporary view of the
-        paths where OUT is now, so a moved or re-mounted output folder still reads."""
-        self.unavailable = {}
-        if self.read_only and not self._has_table("shards"):
+        Health comes from the records (``shards.problem``, written by `portrait verify`) and
+        from each footer, which reading the shards needs anyway: one read of the file's end,
+        hashed and compared with the footer the build wrote, so a shard that is missing,
+        truncated or has a flipped byte in its footer is left out (one warning line), never
+        read with wrong row counts. A read-only open makes a temporary view of the paths where
+        OUT is now, so a moved or re-mounted output folder still reads; the stored view
+        (`duckdb OUT/catalog.duckdb`) is written by the build (:meth:`publish`)."""
+        if self._frames_ready:
             return
-        rows = self.shards()
-        # One listing of OUT/shards for the sizes (a stat per shard is a request per shard on an
-        # object store); footers are read by DuckDB when it binds the view, and checked one by
-        # one only when that fails.
+        self.unavailable = {}
+        rows = self.shards(_HEALTH_COLUMNS)
+        recorded = {r["path"]: f"`portrait verify` found: {r['problem']}" for r in rows if r.get("problem")}
         try:
-            sizes = self.out.files(SHARD_DIR) if rows else {}
+            found = check_shards(self.out, [r for r in rows if r["path"] not in recorded], upto="footer")
         except OSError as e:
-            raise CatalogError(f"cannot list {self.out.url(SHARD_DIR)}: {_first_line(e)}") from None
-        for r in rows:
-            if problem := check_shard(self.out, r, upto="size", size=sizes.get(r["path"])):
-                self.unavailable[r["path"]] = problem
+            raise CatalogError(f"cannot read the shards of {self.out.uri}: {_first_line(e)}") from None
+        self.unavailable = {**recorded, **found}
         try:
-            self._create_frames_view([r["path"] for r in rows if r["path"] not in self.unavailable])
-        except duckdb.Error:
-            for r in rows:
-                if r["path"] not in self.unavailable and (problem := check_shard(self.out, r, upto="rows")):
-                    self.unavailable[r["path"]] = problem
-            try:
-                self._create_frames_view([r["path"] for r in rows if r["path"] not in self.unavailable])
-            except duckdb.Error as e:
-                raise CatalogError(f"cannot read the shards of {self.out.uri}: {_first_line(e)}") from None
+            self._create_frames_view([r["path"] for r in rows if r["path"] not in self.unavailable],
+                                     temporary=self.read_only)
+        except duckdb.Error as e:
+            raise CatalogError(f"cannot read the shards of {self.out.uri}: {_first_line(e)}") from None
+        self._frames_ready = True
+        if self.unavailable:  # once per session: every command that reads frames says it
+            log.warning(self.unavailable_message())
 
-    def _create_frames_view(self, rel_paths: list[str]) -> None:
+    def _store_frames_view(self) -> None:
+        """The stored ``frames`` (absolute paths or URIs, for plain `duckdb OUT/catalog.duckdb`):
+        the shards the catalog records as sound. Binding it reads their footers, so a build
+        does it once, at its end; if a shard went missing meanwhile, it is checked first."""
+        paths = [r["path"] for r in self.shards(_HEALTH_COLUMNS) if not r.get("problem")]
+        try:
+            self._create_frames_view(paths, temporary=False)
+        except duckdb.Error:
+            self._frames_ready = False
+            self.prepare_frames()
+            self._create_frames_view(self.shard_paths(), temporary=False)
+
+    def _create_frames_view(self, rel_paths: list[str], temporary: bool) -> None:
         paths = [self.out.url(p) for p in rel_paths]
         if paths:
             listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
             body = f"SELECT * FROM read_parquet([{listing}], union_by_name = true)"
         else:
             body = "SELECT * FROM _frames_empty"
-        kind = "TEMP VIEW" if self.read_only else "VIEW"
-        self.con.execute(f"CREATE OR REPLACE {kind} frames AS {body}")
+        kind = "TEMP VIEW" if temporary else "VIEW"
+        self.con.execute(f"CREATE OR REPLACE {kind} frames AS {body}").fetchall()  # finished, for con.sql()
 
     def sources_of_shards(self, paths: list[str]) -> list[dict]:
         """source_id and rel_path of the sources whose frames the given shards hold."""
@@ -310,7 +344,7 @@ class Catalog:
         shards = _listing([f"{p} ({self.unavailable[p]})" for p in paths])
         return (f"{len(paths)} shard file(s) missing or unreadable, left out of `frames`: {shards}; "
                 f"frames of {len(sources)} source(s) affected: {_listing(sources) or '-'}; "
-                f"run `portrait verify {self.out.uri} --repair`, then the build again, to redo them")
+                f"the next build over {self.out.uri} redoes them (`portrait verify --repair` un-commits them now)")
 
     def _has_table(self, name: str) -> bool:
         return bool(self.con.execute(
@@ -340,7 +374,9 @@ class Catalog:
         shard files stay pending, for the next cleanup. ``replace``: the sources that may have
         earlier rows (None: any of them); the others are inserted without a search."""
         shards = list(shards)
-        shard_rows = [dict(s.__dict__, source_ids=list(s.source_ids), run_id=run_id) for s in shards]
+        # The build hashed each shard while writing it: that is its first verification.
+        now = datetime.now(timezone.utc)
+        shard_rows = [dict(s.__dict__, source_ids=list(s.source_ids), run_id=run_id, verified_at=now) for s in shards]
         try:
             self.con.execute("BEGIN TRANSACTION")
             try:
@@ -361,10 +397,9 @@ class Catalog:
         except duckdb.Error as e:
             raise StorageError(f"cannot write the catalog {self.published}: {_first_line(e)}") from None
         self._unsettled.extend(s.shard_id for s in shards)
+        self._frames_ready = self._frames_ready and not shard_rows  # new shards: `frames` is made again
         if not self.working_copy:
             self.publish()
-            if shard_rows:
-                self.refresh_frames_view()
 
     def _rollback(self) -> None:
         try:
@@ -383,7 +418,24 @@ class Catalog:
         except duckdb.Error as e:
             self._rollback()
             raise StorageError(f"cannot write the catalog {self.published}: {_first_line(e)}") from None
-        self.refresh_frames_view()
+        self._frames_ready = False
+
+    def record_checks(self, ok: list[str], bad: dict[str, str]) -> None:
+        """Record what a full check (`portrait verify`) found: the shards in ``ok`` matched
+        their sha256 now (``verified_at``); those in ``bad`` get their ``problem`` (left out of
+        ``frames`` from then on, and redone by the next build)."""
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+            if ok:
+                self.con.execute("UPDATE shards SET verified_at = now(), problem = NULL WHERE list_contains(?, path)",
+                                 [ok])
+            for path, problem in bad.items():
+                self.con.execute("UPDATE shards SET problem = ? WHERE path = ?", [problem, path])
+            self.con.execute("COMMIT")
+        except duckdb.Error as e:
+            self._rollback()
+            raise StorageError(f"cannot write the catalog {self.published}: {_first_line(e)}") from None
+        self._frames_ready = False
 
     def mark_dead_runs(self) -> int:
         """Runs still `running` when a build starts died (builds of one OUT never overlap:
@@ -421,6 +473,11 @@ class Catalog:
             "(? OR source_id IN (SELECT source_id FROM errors WHERE kind = 'infra')))",
             [retry_errors]).fetchall()}
 
+    def lost_source_ids(self) -> set[str]:
+        """Sources whose worker was lost (errors.kind = 'infra'): a build gives each a unit of its own."""
+        return {r[0] for r in self.con.execute(
+            "SELECT DISTINCT source_id FROM errors WHERE kind = 'infra' AND source_id IS NOT NULL").fetchall()}
+
     def latest_run(self) -> dict | None:
         rows = self.query("SELECT * FROM runs ORDER BY started_at DESC LIMIT 1").to_pylist()
         return rows[0] if rows else None
@@ -432,6 +489,8 @@ class Catalog:
         return {k: float(v) for k, v in json.loads(run["config_json"]).get("thresholds", {}).items()}
 
     def query(self, sql: str, params: Mapping | list | None = None) -> pa.Table:
+        if _READS_FRAMES.search(sql):
+            self.prepare_frames()
         try:
             return self.con.sql(sql, params=params or None).to_arrow_table()
         except duckdb.Error as e:
@@ -449,10 +508,8 @@ class Catalog:
 
 
 def _parameters_in(sql: str) -> set[str]:
-    import re
-
     body = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
     return set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", body))
 
 
-__all__ = ["CATALOG_FILE", "Catalog", "CatalogError", "SHARD_DIR", "StorageError", "named_query_names", "named_query_sql"]
+__all__ = ["CATALOG_FILE", "Catalog", "CatalogError", "StorageError", "named_query_names", "named_query_sql"]

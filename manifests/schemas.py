@@ -52,6 +52,9 @@ Changelog
    ``clips.identity_embedding`` are nested ``fixed_size_list`` columns (were ``{data, shape,
    dtype}`` structs); shards carry ``portrait.schema_version`` and ``portrait.arrays`` in their
    Parquet metadata; image view rows carry ``pose``.
+   Later additions to version 3 (catalog tables only, added to an older catalog when a build
+   or `portrait verify --repair` opens it; shards are unchanged): ``shards.footer_sha256``,
+   ``shards.verified_at``, ``shards.problem`` (integrity records, manifests/shards.py).
 """
 from __future__ import annotations
 
@@ -274,6 +277,12 @@ SHARDS = pa.schema(
         pa.field("run_id", pa.string(), nullable=False),
         # Sources whose frames it holds (all of each): `portrait verify --repair` un-commits them.
         pa.field("source_ids", pa.list_(pa.string())),
+        # Integrity records (manifests/shards.py): the footer's sha256, checked wherever a footer
+        # is read; when the whole file last matched ``sha256`` (hashed by the build that wrote it,
+        # or by `portrait verify`); what `portrait verify` found wrong (null: nothing).
+        pa.field("footer_sha256", pa.string()),
+        pa.field("verified_at", pa.timestamp("us", tz="UTC")),
+        pa.field("problem", pa.string()),
     ]
 )
 

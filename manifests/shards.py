@@ -13,8 +13,15 @@ upload appears whole when it completes, so the shard is written locally to a tem
 
 Cleanup (:func:`clean_uncommitted`) removes only files a marker announces and the catalog does
 not name: a file the build did not write (a user's notes, a shard copied from elsewhere) is
-never deleted, only reported. :func:`check_shard` compares a shard on disk with its catalog row
-(size, row count, sha256).
+never deleted, only reported. :func:`check_shard` compares a shard on disk with its catalog row.
+
+Integrity without reading whole files: besides the sha256 of the whole file, the catalog
+records the sha256 of the shard's *footer* (the Parquet FileMetaData plus its 8-byte tail:
+schema, row groups, row counts, page offsets). Every reader reads the footer anyway, so
+comparing it costs one hash of a few kilobytes: a shard whose footer differs from the one
+written (a flipped byte there, a truncated or replaced file) is never read for data, and a
+flipped byte inside the pages is found by the full hash (`portrait verify`), which records
+when each shard last matched (``shards.verified_at``).
 """
 from __future__ import annotations
 
@@ -50,6 +57,7 @@ class ShardInfo:
     bytes: int
     sha256: str
     source_ids: tuple[str, ...] = ()  # the sources whose frames it holds (all of each)
+    footer_sha256: str = ""  # sha256 of the Parquet footer and its 8-byte tail (footer_digest)
 
 
 @dataclass
@@ -72,6 +80,35 @@ def sha256_at(out: Location, rel: str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# Parquet files end with the footer, its length (4 bytes, little-endian) and the magic b"PAR1".
+_TAIL = 8
+_MAGIC = b"PAR1"
+_FOOTER_GUESS = 64 << 10  # one read of the file's end holds most footers (else a second read)
+
+
+class FooterError(ValueError):
+    """The end of a file is not a Parquet footer."""
+
+
+def footer_digest(f, size: int) -> str:
+    """sha256 of a Parquet file's footer and tail, from an open random-access file of ``size``
+    bytes (a local file or a pyarrow one): one read of the end of the file, rarely two."""
+    if size < 2 * _TAIL:
+        raise FooterError(f"{size} bytes: too short for a Parquet file")
+    guess = min(size, _FOOTER_GUESS)
+    f.seek(size - guess)
+    end = f.read(guess)
+    if end[-4:] != _MAGIC:
+        raise FooterError("no Parquet magic at the end of the file")
+    need = int.from_bytes(end[-_TAIL:-4], "little") + _TAIL
+    if need > size - 4:
+        raise FooterError(f"footer length {need - _TAIL} exceeds the file")
+    if need > guess:
+        f.seek(size - need)
+        end = f.read(need)
+    return hashlib.sha256(end[-need:]).hexdigest()
 
 
 def _marker(shard_id: str) -> str:
@@ -115,6 +152,8 @@ def write_shard(
         with open(partial, "rb+") as f:
             os.fsync(f.fileno())
         size, digest = os.path.getsize(partial), sha256_of(Path(partial))
+        with open(partial, "rb") as f:
+            footer = footer_digest(f, size)
         if out.is_local:
             os.replace(partial, out.path(rel))
             fsync_dir(out.path(SHARD_DIR))
@@ -127,7 +166,7 @@ def write_shard(
         if not out.is_local:
             Path(partial).unlink(missing_ok=True)
     return ShardInfo(shard_id=shard_id, path=rel, rows=table.num_rows, bytes=size, sha256=digest,
-                     source_ids=tuple(source_ids))
+                     source_ids=tuple(source_ids), footer_sha256=footer)
 
 
 def settle(out_dir: "str | Path | Location", shard_id: str) -> None:
@@ -146,13 +185,15 @@ def build_files(out_dir: "str | Path | Location") -> list[str]:
                   if "/" in rel and _is_build_file(rel))
 
 
-def clean_uncommitted(out_dir: "str | Path | Location", committed: set[str], run_id: str | None = None) -> Cleanup:
+def clean_uncommitted(out_dir: "str | Path | Location", committed: set[str], run_id: str | None = None,
+                      listed: dict[str, int] | None = None) -> Cleanup:
     """Remove what an interrupted build left: the files a pending marker announces that the
     catalog does not name (``committed``: paths relative to OUT). Everything else stays.
-    ``run_id``: only that run's markers (a build cleaning up after its own retried work)."""
+    ``run_id``: only that run's markers (a build cleaning up after its own retried work).
+    ``listed``: the caller's listing of OUT/shards (``Location.files``)."""
     out = resolve(out_dir)
     result = Cleanup()
-    listed = out.files(SHARD_DIR)
+    listed = out.files(SHARD_DIR) if listed is None else listed
     if not listed:
         return result
     names = {rel[len(SHARD_DIR) + 1:] for rel in listed}
@@ -190,15 +231,16 @@ def _is_marker(out: Location, marker: str, shard_id: str) -> bool:
     return isinstance(d, dict) and d.get("format") == MARKER_FORMAT and d.get("shard_id") == shard_id
 
 
-CHECKS = ("size", "rows", "sha256")  # each costs more than the one before
+CHECKS = ("size", "footer", "sha256")  # each costs more than the one before
 
 
 def check_shard(out_dir: "str | Path | Location", row: dict, upto: str = "sha256", size: int | None = -1) -> str | None:
     """What is wrong with a committed shard (``row`` from the catalog's ``shards``), or None.
 
     Checks in order, stopping after ``upto``: the size (a stat; or ``size`` when the caller
-    listed the folder already, None for a file not listed), the footer's row count, the sha256
-    of the whole file (a flipped byte inside a page changes only that)."""
+    listed the folder already, None for a file not listed); the footer (its sha256 against the
+    recorded one, or, for shards committed before footers were recorded, its row count); the
+    sha256 of the whole file (a flipped byte inside a page changes only that)."""
     depth = CHECKS.index(upto)
     out = resolve(out_dir)
     rel = row["path"]
@@ -214,13 +256,8 @@ def check_shard(out_dir: "str | Path | Location", row: dict, upto: str = "sha256
         return f"size {size} bytes, the catalog says {row['bytes']}"
     if depth < 1:
         return None
-    try:
-        with out.open_input(rel) as f:
-            rows = pq.read_metadata(f).num_rows
-    except (OSError, pa.ArrowException) as e:
-        return f"unreadable footer ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-    if rows != row["rows"]:
-        return f"{rows} rows, the catalog says {row['rows']}"
+    if problem := _footer_problem(out, rel, row, size):
+        return problem
     if depth < 2:
         return None
     try:
@@ -229,4 +266,39 @@ def check_shard(out_dir: "str | Path | Location", row: dict, upto: str = "sha256
         return f"unreadable ({getattr(e, 'strerror', None) or e})"
     if digest != row["sha256"]:
         return "sha256 differs from the catalog's (the file changed after it was written)"
+    return None
+
+
+def check_shards(out_dir: "str | Path | Location", rows: list[dict], upto: str = "footer",
+                 sizes: dict[str, int] | None = None, threads: int = 16) -> dict[str, str]:
+    """``check_shard`` over many shards, ``threads`` at a time (each check waits on the disk or
+    the network, not the CPU): path -> what is wrong, for the bad ones. ``sizes``: a listing of
+    OUT (relative path -> size) instead of a stat per shard."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = resolve(out_dir)
+
+    def one(row: dict) -> str | None:
+        size = -1 if sizes is None else sizes.get(row["path"])
+        return check_shard(out, row, upto=upto, size=size)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(rows)))) as pool:
+        problems = list(pool.map(one, rows)) if rows else []
+    return {r["path"]: p for r, p in zip(rows, problems) if p}
+
+
+def _footer_problem(out: Location, rel: str, row: dict, size: int) -> str | None:
+    want = row.get("footer_sha256")
+    try:
+        with out.open_input(rel) as f:
+            if want:
+                return None if footer_digest(f, size) == want else \
+                    "footer differs from the one written (row counts and offsets cannot be trusted)"
+            rows = pq.read_metadata(f).num_rows
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, FooterError, pa.ArrowException) as e:
+        return f"unreadable footer ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    if rows != row["rows"]:
+        return f"{rows} rows, the catalog says {row['rows']}"
     return None

@@ -35,7 +35,7 @@ from manifests import schemas
 from manifests.adapters.base import SourceSpec
 from manifests.schemas import INFRA
 from manifests.catalog import CATALOG_FILE, Catalog, CatalogError, StorageError
-from manifests.shards import SHARD_DIR, build_files, clean_uncommitted
+from manifests.shards import SHARD_DIR, build_files, check_shards, clean_uncommitted
 from manifests.storage import Location, StorageUnavailable, resolve
 from stages.base import SourceWork
 from stages.curate import CurateStage
@@ -140,29 +140,49 @@ def describe_stages(plans: list[ray_runner.StagePlan]) -> dict:
     return out
 
 
-# Bytes of one image's stored rows (the image and its views, JPEG crops and features): how many
-# images fill a shard. An estimate: the writer flushes on the real size.
+# What one source adds to a shard, estimated before it is processed (the writer flushes on the
+# real size): an image with its views, JPEG crops and features; a stored video frame (a 512-px
+# JPEG crop, landmarks, pose, map, latent: 38 KB measured on the fixtures, features on); and
+# the length of a video whose metadata gives none (VoxCeleb2, MEAD and CelebV-HQ clips run 4-10 s).
 _IMAGE_BYTES = 200e3
-_UNITS_PER_WORKER = 4  # enough units that every worker stays busy to the end
+_FRAME_BYTES = 40e3
+_UNKNOWN_VIDEO_S = 10.0
 
 
-def plan_units(specs: list[SourceSpec], workers: int, shard_target_mb: float) -> list[list[SourceSpec]]:
-    """Group sources into units, one actor call each (pipeline/writer.py): a video alone; images
-    in groups as large as one shard holds, but small enough that every worker gets several
-    (a small build spreads over the pool; a large one writes full shards). Order is kept."""
-    images = [s for s in specs if s.media_type == "image"]
-    per_shard = max(1, int(shard_target_mb * 1e6 / _IMAGE_BYTES))
-    group = max(1, min(per_shard, math.ceil(len(images) / (_UNITS_PER_WORKER * max(1, workers)))))
+def estimated_bytes(spec: SourceSpec, fps: float) -> float:
+    if spec.media_type == "image":
+        return _IMAGE_BYTES
+    if spec.clips and all(c.end_s is not None for c in spec.clips):
+        seconds = sum(max(0.0, c.end_s - c.start_s) for c in spec.clips)
+    else:
+        seconds = _UNKNOWN_VIDEO_S
+    return seconds * fps * _FRAME_BYTES
+
+
+def plan_units(specs: list[SourceSpec], workers: int, shard_target_mb: float, fps: float = 12.5,
+               alone: frozenset[str] | set[str] = frozenset()) -> list[list[SourceSpec]]:
+    """Group sources into units, one actor call each (pipeline/writer.py), so that shards are
+    as many as their bytes need, not as many as the files: consecutive sources (videos and
+    images alike) share a unit until their estimated stored bytes fill a shard
+    (``shard_target_mb``), and a small build still gives every worker a unit (at most
+    ``ceil(n / workers)`` sources each). A long video is a unit of its own (its frames may fill
+    several shards). Sources in ``alone`` (those lost to a crashed worker before) get a unit
+    each, so a poison input costs only itself. Order is kept."""
+    target = shard_target_mb * 1e6
+    most = max(1, math.ceil(len(specs) / max(1, workers)))
     units: list[list[SourceSpec]] = []
     batch: list[SourceSpec] = []
+    size = 0.0
     for s in specs:
-        if s.media_type != "image":
+        if s.source_id in alone:
             units.append([s])
             continue
-        batch.append(s)
-        if len(batch) == group:
+        est = estimated_bytes(s, fps)
+        if batch and (size + est > target or len(batch) == most):
             units.append(batch)
-            batch = []
+            batch, size = [], 0.0
+        batch.append(s)
+        size += est
     if batch:
         units.append(batch)
     return units
@@ -237,8 +257,15 @@ def refuse_lost_catalog(out: Location) -> None:
 
 
 def clean_up(catalog: Catalog) -> None:
-    """Remove what an interrupted build left; report (never delete) anything else."""
-    done = clean_uncommitted(catalog.out, {r["path"] for r in catalog.shards()})
+    """Remove what an interrupted build left; report (never delete) anything else; redo the
+    sources of committed shards that are missing or damaged. One listing of OUT/shards and one
+    footer read per committed shard (the build reads no shard's data)."""
+    try:
+        listed = catalog.out.files(SHARD_DIR)
+    except OSError as e:
+        raise StorageError(f"cannot list {catalog.out.url(SHARD_DIR)}: {str(e).strip().splitlines()[0]}") from None
+    done = clean_uncommitted(catalog.out, {r["path"] for r in catalog.shards("path")}, listed=listed)
+    repair_damaged(catalog, listed)
     if done.removed:
         log.warning("removed %d uncommitted shard file(s) of an interrupted build", len(done.removed))
     if done.foreign:
@@ -247,6 +274,23 @@ def clean_up(catalog: Catalog) -> None:
     dead = catalog.mark_dead_runs()
     if dead:
         log.warning("%d earlier run(s) died without finishing: marked interrupted", dead)
+
+
+def repair_damaged(catalog: Catalog, listed: dict[str, int]) -> None:
+    """Committed shards that are missing, resized, whose footer is not the one written, or that
+    `portrait verify` recorded as bad: un-committed with their sources (as `portrait verify
+    --repair` would), so this build redoes exactly those sources. One line says so."""
+    from .verify import repair_shards
+
+    rows = catalog.shards("path, rows, bytes, footer_sha256, problem")
+    bad = {r["path"]: r["problem"] for r in rows if r.get("problem")}
+    bad.update(check_shards(catalog.out, [r for r in rows if r["path"] not in bad], upto="footer", sizes=listed))
+    if not bad:
+        return
+    sources = repair_shards(catalog, bad)
+    shown = ", ".join(f"{p} ({why})" for p, why in sorted(bad.items())[:3]) + (", ..." if len(bad) > 3 else "")
+    log.warning("%d shard(s) missing or damaged: %s; this build redoes their %d source(s)", len(bad), shown,
+                len(sources))
 
 
 def open_out(out_dir: "str | Path") -> Location:
@@ -286,6 +330,7 @@ def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: 
         log.warning("the config differs from the previous build's; finished sources keep their old results")
 
     done = catalog.done_source_ids(retry_errors)
+    lost_before = catalog.lost_source_ids()
     todo = [s for s in discovery.specs if s.source_id not in done]
     stats.skipped = len(discovery.specs) - len(todo)
     committed = {r[0] for r in catalog.con.execute("SELECT source_id FROM sources").fetchall()}
@@ -322,7 +367,7 @@ def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: 
     st = config.storage
     plans[-1].writer = WriterSettings(out=catalog.out.uri, run_id=run_id, shard_target_mb=st.shard_target_mb,
                                       row_group_rows=st.row_group_rows, compression=st.compression)
-    units = plan_units(todo, workers, st.shard_target_mb)
+    units = plan_units(todo, workers, st.shard_target_mb, config.sampling.fps, alone=lost_before)
     committer = Committer(catalog, run_id, stats, committed, st.publish_every_s, st.commit_every_s)
     committer.publish()  # readers see the running run from the start
     bar = tqdm(total=len(todo), unit="source", desc="build", disable=not progress, dynamic_ncols=True, file=sys.stderr)
@@ -359,7 +404,7 @@ def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: 
         bar.close()
         end_run(catalog, run_id, status)
     # Units Ray retried after their worker died may have left shards no commit names.
-    leftovers = clean_uncommitted(catalog.out, {r["path"] for r in catalog.shards()}, run_id=run_id)
+    leftovers = clean_uncommitted(catalog.out, {r["path"] for r in catalog.shards("path")}, run_id=run_id)
     if leftovers.removed:
         log.info("removed %d shard file(s) of retried work", len(leftovers.removed))
     return stats

@@ -81,10 +81,10 @@ class ChainUDF:
         for i in range(len(batch["unit"])):
             unit = int(batch["unit"][i])
             if "unit_json" in batch:
-                works = [self._start(s) for s in unit_specs(batch["unit_json"][i])]
+                works = (self._start(s) for s in unit_specs(batch["unit_json"][i]))
             else:
-                works = [self._through(w) for w in unpack_works(batch["payload"][i])]
-            outs.append(self._write(unit, works) if self.writer else {"unit": unit, "payload": pack_works(works)})
+                works = (self._through(w) for w in unpack_works(batch["payload"][i]))
+            outs.append(self._write(unit, works) if self.writer else {"unit": unit, "payload": pack_works(list(works))})
         return {k: [o[k] for o in outs] for k in outs[0]} if outs else {}
 
     def _start(self, spec_json: str) -> SourceWork:
@@ -117,15 +117,20 @@ class ChainUDF:
             work.progress = None
         return work
 
-    def _write(self, unit: int, works: list[SourceWork]) -> dict:
+    def _write(self, unit: int, works: Iterator[SourceWork]) -> dict:
+        """Each source's frames go to the writer as soon as its stages are done, and leave the
+        work: a unit of many sources holds at most one shard's frames in memory."""
         writer = ShardWriter(self.writer, unit)
+        done: list[SourceWork] = []
         try:
             for w in works:
+                done.append(w)
                 writer.add(w.source_id, w.frames_table())
+                w.release_frames()
             shards, failure = writer.finish(), ""
-        except OSError as e:
+        except OSError as e:  # the build stops on it: the rest of the unit is not worth working on
             shards, failure = [], writer.failure(e)
-        return {"unit": unit, **UnitResult.of(works, shards, failure).to_row()}
+        return {"unit": unit, **UnitResult.of(done, shards, failure).to_row()}
 
 
 def init_ray(address: str | None, num_cpus: int | None) -> dict:

@@ -1,11 +1,14 @@
 """In the last operator's actors: the frames of finished sources become shards on OUT.
 
-A *unit* is the work one actor call gets: a few sources (one video, or a group of images) in
-one row, so that its end is the end of the call and no actor holds frames past it (a Ray Data
-actor is never told that the stream ended). The writer packs the unit's frames into shards,
-flushing when they reach ``storage.shard_target_mb`` and at the end of the unit; a source's
-frames never span two shards. It returns only small rows (sources, clips, errors, shard
-info): the driver commits them and never sees a frame.
+A *unit* is the work one actor call gets: consecutive sources (short videos and images alike)
+whose frames together fill about one shard (pipeline/build.py: ``plan_units``), or one long
+video, in one row, so that its end is the end of the call and no actor holds frames past it (a
+Ray Data actor is never told that the stream ended). The writer takes each source's frames as
+soon as they are done and packs them into shards, flushing when they reach
+``storage.shard_target_mb`` and at the end of the unit, so shard count follows bytes, not the
+number of files; a source's frames never span two shards (a long video's one shard may exceed
+the target). It returns only small rows (sources, clips, errors, shard info): the driver
+commits them and never sees a frame.
 
 Shard ids are ``<run id>-<unit>-<6 hex>``: a unit retried by Ray after its worker died writes
 new ids, and the dead attempt's files stay announced by their pending markers, which the
@@ -18,7 +21,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from manifests import schemas
 from manifests.shards import SHARD_DIR, ShardInfo, write_shard
 from manifests.storage import resolve
 
@@ -76,6 +78,3 @@ class ShardWriter:
         return (f"cannot write a shard in {where}: {getattr(e, 'strerror', None) or str(e).splitlines()[0]}; "
                 "free space (or fix the storage) and run the same command again to resume")
 
-
-def empty_frames() -> pa.Table:
-    return schemas.FRAMES.empty_table()

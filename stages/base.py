@@ -166,6 +166,10 @@ class SourceWork:
                 self._crop_bytes += img.nbytes
         return img
 
+    def release_frames(self) -> None:
+        """The frames are written: drop them and their decoded crops (the rows stay)."""
+        self.frames, self._crops, self._crop_bytes = [], {}, 0
+
     # -- between operators, and to the writer ---------------------------------------------
     def frames_table(self) -> pa.Table:
         table = schemas.table_from_rows(self.frames, schemas.FRAMES)

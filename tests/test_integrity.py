@@ -80,10 +80,12 @@ def test_a_missing_shard_is_named_and_verify_repair_then_build_restores_the_refe
         inputs, reference, copy, capsys, caplog):
     lost = shard_of(copy, "d0.mp4")
     lost.unlink()
+    # A query that does not read frames opens no shard, so it has nothing to say about them.
     assert main(["query", "--catalog", str(copy), "SELECT count(*) AS n FROM clips"]) == 0
+    assert not [r for r in caplog.records if "missing" in r.getMessage()]
+    assert main(["query", "--catalog", str(copy), "SELECT DISTINCT source_id FROM frames"]) == 0
     warning = [r.getMessage() for r in caplog.records if "missing" in r.getMessage()]
     assert len(warning) == 1 and lost.name in warning[0] and "d0.mp4" in warning[0]
-    assert main(["query", "--catalog", str(copy), "SELECT DISTINCT source_id FROM frames"]) == 0
     assert main(["report", "--catalog", str(copy)]) == 0
     capsys.readouterr()
 
@@ -98,6 +100,36 @@ def test_a_missing_shard_is_named_and_verify_repair_then_build_restores_the_refe
     assert stats.skipped == 3 and sum(stats.sources.values()) == 1
     assert content(copy) == reference[1]
     capsys.readouterr()
+    assert main(["verify", str(copy)]) == 0
+
+
+@pytest.mark.parametrize("damage", ["deleted", "footer byte flipped"])
+def test_a_resume_redoes_the_sources_of_a_missing_or_damaged_shard(inputs, reference, copy, damage, capsys, caplog):
+    shard = shard_of(copy, "d0.mp4")
+    if damage == "deleted":
+        shard.unlink()
+    else:
+        data = bytearray(shard.read_bytes())
+        data[-40] ^= 0x01  # inside the footer (the FileMetaData), same size
+        shard.write_bytes(bytes(data))
+        # No command reads it silently: frames leaves it out (with its rows), with one line.
+        with Catalog(copy, read_only=True) as cat:
+            n = cat.query("SELECT count(*) AS n FROM frames").to_pylist()[0]["n"]
+            expected = cat.query("SELECT sum(rows) AS n FROM shards WHERE path != ?",
+                                 [f"{SHARD_DIR}/{shard.name}"]).to_pylist()[0]["n"]
+            assert n == expected and list(cat.unavailable) == [f"{SHARD_DIR}/{shard.name}"]
+    argv = ["build", "--input", str(inputs), "--out", str(copy), "--no-progress",
+            *[a for k, v in INLINE.items() for a in ("--set", f"{k}={v}")]]
+    assert main(argv) == 0
+    warned = [r.getMessage() for r in caplog.records if "this build redoes" in r.getMessage()]
+    assert len(warned) == 1 and shard.name in warned[0] and "1 source(s)" in warned[0]
+    assert "Traceback" not in capsys.readouterr().err
+    assert content(copy) == reference[1]
+    with Catalog(copy, read_only=True) as cat:
+        assert [r["status"] for r in cat.query("SELECT status FROM runs").to_pylist()] == ["finished", "finished"]
+        redone = cat.query("SELECT s.rel_path FROM sources s WHERE s.run_id = "
+                           "(SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1)").to_pylist()
+    assert redone == [{"rel_path": "d0.mp4"}]
     assert main(["verify", str(copy)]) == 0
 
 
@@ -120,8 +152,8 @@ def test_a_broken_footer_leaves_the_catalog_usable(copy, capsys, caplog):
     assert main(["report", "--catalog", str(copy)]) == 0
     assert any(shard.name in r.getMessage() and "s1.jpg" in r.getMessage() for r in caplog.records)
     with Catalog(copy, read_only=True) as cat:
-        assert cat.unavailable and "footer" in cat.unavailable[f"{SHARD_DIR}/{shard.name}"]
         assert cat.query("SELECT count(DISTINCT source_id) AS n FROM frames").to_pylist()[0]["n"] == 2
+        assert cat.unavailable and "footer" in cat.unavailable[f"{SHARD_DIR}/{shard.name}"]
 
 
 def test_cleanup_removes_only_what_an_interrupted_build_announced(inputs, reference, copy, caplog):
