@@ -225,6 +225,15 @@ def resolve(where: "str | os.PathLike | Location") -> Location:
     return Location(fs, root.rstrip("/"), text.rstrip("/"))
 
 
+def locate(uri: str) -> tuple[Location, str]:
+    """(location of the folder holding a file, the file's name in it), for a file named by its
+    full URI or local path: the file's own reads (``read_bytes``, ``open_input``) then go
+    through that location."""
+    text = os.fspath(uri)
+    parent, name = text.rsplit("/", 1) if is_uri(text) else os.path.split(os.path.abspath(text))
+    return resolve(parent), name
+
+
 @contextlib.contextmanager
 def fetched(uri: str) -> Iterator[str]:
     """A remote media file copied to a local temporary file (same extension: decoders look at

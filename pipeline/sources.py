@@ -134,13 +134,11 @@ def dataset_entries(config: BuildConfig, inputs: list[str], datasets: list[str])
 
 
 def _check_remote_root(entry: DatasetEntry) -> None:
-    """A dataset on an object store: only plain folders (`--input URI`) are read there for now
-    (the dataset adapters open metadata files and headers as local files)."""
+    """A dataset on an object store (any adapter: they list, read metadata and probe headers
+    through ``manifests.storage``): the server must answer and the root hold objects, checked
+    now so that a wrong bucket or prefix is one line before anything starts."""
     from manifests.storage import StorageUnavailable, resolve
 
-    if entry.name != "folder":
-        raise ConfigError(f"dataset {entry.name}: the dataset adapters read local roots only; give {entry.root} "
-                          "with --input (a plain folder), or mount it")
     try:
         loc = resolve(entry.root)
         loc.check()
@@ -154,15 +152,24 @@ def _check_remote_root(entry: DatasetEntry) -> None:
 
 
 def _read(entry: DatasetEntry, counted=lambda n: None):
+    from manifests.storage import StorageUnavailable
+
     try:
-        adapter = make_adapter(entry.name, entry.root, **entry.options)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"dataset {entry.name}: {e}") from None
-    items = []
-    for item in adapter.iter_sources():
-        items.append(item)
-        if isinstance(item, SourceSpec):
-            counted(1)
+        try:
+            adapter = make_adapter(entry.name, entry.root, **entry.options)
+        except (ValueError, TypeError, StorageUnavailable) as e:
+            raise ConfigError(f"dataset {entry.name}: {e}") from None
+        items = []
+        for item in adapter.iter_sources():
+            items.append(item)
+            if isinstance(item, SourceSpec):
+                counted(1)
+    except OSError as e:
+        # A store that stops answering midway: files that cannot be read or listed are error
+        # rows, so only an adapter's test for its metadata files or folders gets here. One
+        # line, not a traceback or a half-read dataset.
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"dataset {entry.name}: cannot read {entry.root}: {reason}") from None
     return adapter, items
 
 

@@ -24,8 +24,9 @@ from typing import Iterator
 from .base import IMAGE_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import image_info, with_headers
-from .textfiles import (EntryError, NameTable, existing_inside, first_existing, read_lines, read_name_csv,
-                        read_name_table, to_float, to_int)
+from .root import DatasetRoot
+from .textfiles import (EntryError, NameTable, existing_inside, lines_or_error, read_name_csv, read_name_table,
+                        to_float, to_int)
 
 _PARTITION = {"0": "train", "1": "val", "2": "test"}
 _ALIGNED_SIZE = (178.0, 218.0)
@@ -60,18 +61,23 @@ class CelebAAdapter:
     def __init__(self, root: str | Path, images: str = "auto"):
         if images not in ("auto", "aligned", "wild"):
             raise ValueError(f"celeba: images must be auto, aligned or wild, got {images!r}")
-        self.root = Path(root)
+        self.root = DatasetRoot(root)
         self.images = images
 
     def _table(self, stem: str, n_values: int | None, errors: list) -> NameTable:
-        path = first_existing(self.root, [f"{d}/{stem}.txt".lstrip("/") for d in _META_DIRS])
-        if path is not None:
-            table = read_name_table(path, self.name, n_values)
-        else:
-            path = first_existing(self.root, [f"{d}/{stem}.csv".lstrip("/") for d in _META_DIRS])
-            if path is None:
+        rel = self.root.first_existing([f"{d}/{stem}.txt".lstrip("/") for d in _META_DIRS])
+        read = read_name_table
+        if rel is None:
+            rel = self.root.first_existing([f"{d}/{stem}.csv".lstrip("/") for d in _META_DIRS])
+            read = read_name_csv
+            if rel is None:
                 return NameTable({}, [], [])
-            table = read_name_csv(path, self.name, n_values)
+        path = self.root.name(rel)
+        try:
+            table = read(path, self.name, n_values)
+        except EntryError as e:  # the file cannot be read: one error row, the table is empty
+            errors.append(e.to_error(self.name, path, None))
+            return NameTable({}, [], [])
         errors.extend(table.errors)
         return table
 
@@ -86,8 +92,9 @@ class CelebAAdapter:
                                 f"no CelebA image folder ({' or '.join(n for k in kinds for n in _IMAGE_DIRS[k])})")
             return
         folder = folders[kind]
-        hq = first_existing(self.root, ["CelebA-HQ-to-CelebA-mapping.txt", "CelebAMask-HQ/CelebA-HQ-to-CelebA-mapping.txt"])
-        hq_folder = (hq.parent / _HQ_DIR).relative_to(self.root).as_posix() if hq else None
+        hq = self.root.first_existing(["CelebA-HQ-to-CelebA-mapping.txt",
+                                       "CelebAMask-HQ/CelebA-HQ-to-CelebA-mapping.txt"])
+        hq_folder = posixpath.join(posixpath.dirname(hq), _HQ_DIR) if hq else None
         # The other kind's images are left out by choice: not counted as lacking metadata.
         self.files.restrict([folder] + ([hq_folder] if hq_folder else []))
 
@@ -118,7 +125,7 @@ class CelebAAdapter:
                 where = identity.rows.get(name) or partition.rows.get(name)
                 yield e.to_error(self.name, where[0].file if where else folder, where[0].number if where else None)
         if hq:
-            yield from self._celeba_hq(hq, hq_folder, identity, partition, attrs)
+            yield from self._celeba_hq(self.root.name(hq), hq_folder, identity, partition, attrs)
 
     def _labels(self, name: str, attrs: NameTable) -> dict[str, str]:
         row = attrs.rows.get(name)
@@ -160,8 +167,11 @@ class CelebAAdapter:
         return SourceSpec(self.name, str(path), rel, "image", identity=ident[1][0] if ident else None,
                           split=split, labels=labels, clips=clips)
 
-    def _celeba_hq(self, mapping: Path, folder: str, identity, partition, attrs) -> Iterator[SourceSpec | MetadataError]:
-        for line in read_lines(mapping):
+    def _celeba_hq(self, mapping: str, folder: str, identity, partition, attrs) -> Iterator[SourceSpec | MetadataError]:
+        errors: list[MetadataError] = []
+        lines = lines_or_error(mapping, self.name, errors)
+        yield from errors
+        for line in lines:
             fields = line.fields
             if fields[0] == "idx":  # header
                 continue

@@ -23,7 +23,8 @@ from typing import Iterator
 
 from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
-from .textfiles import EntryError, find_video, first_existing, labels_of, load_json, missing
+from .root import DatasetRoot
+from .textfiles import EntryError, find_video, labels_of, load_json, missing
 
 _RAW_DIRS = ("downloaded_celebvhq/raw", "raw", "raw_videos")
 _PROCESSED_DIRS = ("downloaded_celebvhq/processed", "processed", "35666")
@@ -31,22 +32,29 @@ _PROCESSED_DIRS = ("downloaded_celebvhq/processed", "processed", "35666")
 BOX_SLACK = 0.1
 
 
+def _below(folder: str) -> str:
+    """A folder option as a posix path below the root (``./raw/`` -> ``raw``)."""
+    return Path(folder).as_posix().strip("/")
+
+
 class CelebVHQAdapter:
     name = "celebvhq"
 
     def __init__(self, root: str | Path, metadata: str = "celebvhq_info.json",
                  raw_dir: str | None = None, processed_dir: str | None = None):
-        self.root = Path(root)
-        self.metadata = self.root / metadata
-        self.raw_dir = self.root / raw_dir if raw_dir else first_existing(self.root, _RAW_DIRS)
-        self.processed_dir = self.root / processed_dir if processed_dir else first_existing(self.root, _PROCESSED_DIRS)
+        self.root = DatasetRoot(root)
+        self.metadata_rel = metadata
+        self.metadata = self.root.name(metadata)
+        # Folders below the root (posix), None when absent.
+        self.raw_dir = _below(raw_dir) if raw_dir else self.root.first_existing(_RAW_DIRS)
+        self.processed_dir = _below(processed_dir) if processed_dir else self.root.first_existing(_PROCESSED_DIRS)
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
-        folders = [d.relative_to(self.root).as_posix() for d in (self.raw_dir, self.processed_dir) if d is not None]
+        folders = [d for d in (self.raw_dir, self.processed_dir) if d is not None]
         self.files = FileIndex.scan(self.root, self.name, folders, VIDEO_EXTENSIONS)
         yield from self.files.problems
-        data, error, key_lines = load_json(self.metadata, self.name) if self.metadata.is_file() else (
-            None, MetadataError(self.name, str(self.metadata), None, "celebvhq_info.json not found"), None)
+        data, error, key_lines = load_json(self.metadata, self.name) if self.root.is_file(self.metadata_rel) else (
+            None, MetadataError(self.name, self.metadata, None, "celebvhq_info.json not found"), None)
         if error is not None:
             yield error
             return
@@ -55,8 +63,8 @@ class CelebVHQAdapter:
             return
         meta = data.get("meta_info") or data.get("mete_info") or {}
         clips = data["clips"]
-        file = str(self.metadata)
-        raw: dict[str, tuple[Path, str, list[ClipSpec]]] = {}
+        file = self.metadata
+        raw: dict[str, tuple[str, str, list[ClipSpec]]] = {}
         for key in sorted(clips):
             try:
                 ytb_id, clip = self._clip(key, clips[key], meta)
@@ -77,15 +85,15 @@ class CelebVHQAdapter:
             specs.sort(key=lambda c: (c.start_s, c.key))
             yield SourceSpec(self.name, str(path), rel, "video", identity=ytb_id, split="train", clips=specs)
 
-    def _processed(self, key: str) -> tuple[Path, str] | None:
+    def _processed(self, key: str) -> tuple[str, str] | None:
         if self.processed_dir is None:
             return None
-        return find_video(self.files, f"{self.processed_dir.relative_to(self.root).as_posix()}/{key}")
+        return find_video(self.files, f"{self.processed_dir}/{key}")
 
-    def _raw(self, ytb_id: str, key: str) -> tuple[Path, str]:
+    def _raw(self, ytb_id: str, key: str) -> tuple[str, str]:
         if self.raw_dir is None:
             raise missing(f"clip {key}: neither processed/{key}.mp4 nor a raw video folder exists")
-        raw = f"{self.raw_dir.relative_to(self.root).as_posix()}/{ytb_id}"
+        raw = f"{self.raw_dir}/{ytb_id}"
         found = find_video(self.files, raw)
         if found is None:
             raise missing(f"clip {key}: {raw}.mp4 (or .webm, .mkv; and no processed {key}.mp4)")

@@ -19,6 +19,7 @@ import re
 
 from .base import IMAGE_EXTENSIONS, UNPARSEABLE, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
+from .root import DatasetRoot
 from .textfiles import EntryError, existing_inside, load_json
 
 _SPLITS = {"training": "train", "validation": "val"}
@@ -37,15 +38,16 @@ class FFHQAdapter:
     def __init__(self, root: str | Path, images: str = "images1024x1024", metadata: str = "ffhq-dataset-v2.json"):
         if images not in _PARTS:
             raise ValueError(f"ffhq: images must be one of {sorted(_PARTS)}, got {images!r}")
-        self.root = Path(root)
+        self.root = DatasetRoot(root)
         self.images = images
-        self.metadata = self.root / metadata
+        self.metadata_rel = metadata
+        self.metadata = self.root.name(metadata)
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
-        folder = self.images if (self.root / self.images).is_dir() else ""
+        folder = self.images if self.root.is_dir(self.images) else ""
         self.files = FileIndex.scan(self.root, self.name, [folder], IMAGE_EXTENSIONS)
         yield from self.files.problems
-        if self.metadata.is_file():
+        if self.root.is_file(self.metadata_rel):
             yield from self._from_json()
             return
         for listed in self.files.listed(folder):
@@ -62,7 +64,7 @@ class FFHQAdapter:
             yield error
             return
         if not isinstance(data, dict):
-            yield MetadataError(self.name, str(self.metadata), 1, "expected an object keyed by image index")
+            yield MetadataError(self.name, self.metadata, 1, "expected an object keyed by image index")
             return
         keys = sorted(data, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
         for key in keys:
@@ -70,7 +72,7 @@ class FFHQAdapter:
                 yield self._entry(key, data[key])
             except (EntryError, KeyError, TypeError, ValueError) as e:
                 msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
-                yield MetadataError(self.name, str(self.metadata), key_lines.get(key), f"entry {key!r}: {msg}",
+                yield MetadataError(self.name, self.metadata, key_lines.get(key), f"entry {key!r}: {msg}",
                                     kind=getattr(e, "kind", UNPARSEABLE))
 
     def _entry(self, key: str, entry: dict) -> SourceSpec:

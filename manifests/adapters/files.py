@@ -21,6 +21,7 @@ from typing import Iterable
 
 from .base import (LINK_LOOP, MEDIA_EXTENSIONS, METADATA_EXTENSIONS, OUTSIDE_ROOT, UNREADABLE, UNSUPPORTED,
                    UNSUPPORTED_PICTURES, MetadataError, link_verdict)
+from .root import DatasetRoot
 
 # A link to a folder already listed by its real path: not followed again (its files would be
 # listed twice under two names), counted only.
@@ -30,9 +31,10 @@ DUPLICATE_LINK = "link_to_listed_folder"
 class FileIndex:
     """Media files under some folders of a dataset root, found once, looked up many times."""
 
-    def __init__(self, root: str | Path, dataset: str):
+    def __init__(self, root: "str | Path | DatasetRoot", dataset: str):
         from ..storage import is_uri
 
+        root = root.given if isinstance(root, DatasetRoot) else root
         self.remote = is_uri(root)
         self.root = str(root).rstrip("/") if self.remote else Path(root)
         self.real_root = self.root if self.remote else os.path.realpath(self.root)
@@ -48,7 +50,7 @@ class FileIndex:
 
     # -- scanning --------------------------------------------------------------------------
     @classmethod
-    def scan(cls, root: str | Path, dataset: str, folders: Iterable[str | Path] = ("",),
+    def scan(cls, root: "str | Path | DatasetRoot", dataset: str, folders: Iterable[str | Path] = ("",),
              extensions: frozenset[str] = MEDIA_EXTENSIONS) -> "FileIndex":
         """List ``extensions`` files under each of ``folders`` (relative to root; missing ones
         are ignored: layouts vary). Progress shows on a terminal only."""
@@ -114,7 +116,8 @@ class FileIndex:
             stack.extend(reversed(subfolders))
 
     def _list_remote(self, folder: str, extensions: frozenset[str], bar) -> None:
-        """An object-store folder: one recursive listing, sorted, hidden names skipped."""
+        """An object-store folder: one recursive listing, hidden names skipped, in the order the
+        local walk meets files (so adapters that keep listing order give the same specs)."""
         from ..storage import resolve
 
         loc = resolve(self.root)
@@ -123,7 +126,7 @@ class FileIndex:
         except OSError as e:
             self._problem(UNREADABLE, loc.url(folder), f"cannot list folder: {str(e).splitlines()[0]}")
             return
-        for rel in sorted(found):
+        for rel in sorted(found, key=_walk_order):
             if any(part.startswith(".") for part in rel.split("/")):
                 continue
             name = posixpath.basename(rel)
@@ -235,6 +238,12 @@ class FileIndex:
 def _rel(path: str, base: str) -> str:
     """``path`` relative to ``base`` (which contains it), posix, '' for ``base`` itself."""
     return "" if path == base else os.path.relpath(path, base).replace(os.sep, "/")
+
+
+def _walk_order(rel: str) -> tuple:
+    """Sort key of the local walk: a folder's files by name, then its subfolders by name."""
+    *folders, name = rel.split("/")
+    return (*((1, f) for f in folders), (0, name))
 
 
 def _is_ancestor(real_target: str, link_path: str) -> bool:

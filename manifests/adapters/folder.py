@@ -8,28 +8,20 @@ from typing import Iterator
 
 from .base import MetadataError, SourceSpec, media_type_of
 from .files import FileIndex
+from .root import DatasetRoot
 
 
 class FolderAdapter:
     name = "folder"
 
     def __init__(self, root: str | Path, dataset: str | None = None):
-        from ..storage import is_uri
-
-        self.remote = is_uri(root)  # s3://bucket/prefix: listed on the object store
-        self.root = str(root).rstrip("/") if self.remote else Path(root)
+        self.root = DatasetRoot(root)  # s3://bucket/prefix: listed on the object store
         # Dataset name = the folder's name unless given.
-        self.dataset = dataset or (self.root.rsplit("/", 1)[-1] if self.remote else os.path.basename(os.path.realpath(self.root)))
-
-    def _is_dir(self) -> bool:
-        if not self.remote:
-            return self.root.is_dir()
-        from ..storage import resolve
-
-        return resolve(self.root).is_dir()  # a prefix with objects under it
+        self.dataset = dataset or (self.root.given.rsplit("/", 1)[-1] if self.root.remote
+                                   else os.path.basename(os.path.realpath(self.root.given)))
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
-        if not self._is_dir():
+        if not self.root.is_dir():  # on an object store: a prefix with objects under it
             yield MetadataError(self.dataset, str(self.root), None, "not a folder")
             return
         self.files = FileIndex.scan(self.root, self.dataset)

@@ -23,6 +23,7 @@ say nothing else. Split 'train'.
 """
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,8 @@ from urllib.parse import parse_qs, urlparse
 from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import video_info
-from .textfiles import (EntryError, Line, find_inside, missing, parse_clock_range, read_lines, to_float, to_int,
+from .root import DatasetRoot
+from .textfiles import (EntryError, Line, find_inside, lines_or_error, missing, parse_clock_range, to_float, to_int,
                         videos_named)
 
 SUBSETS = ("RD", "WDA", "WRA")
@@ -64,20 +66,22 @@ class HDTFAdapter:
     name = "hdtf"
 
     def __init__(self, root: str | Path, metadata_dir: str | None = None):
-        self.root = Path(root)
+        self.root = DatasetRoot(root)
         if metadata_dir is not None:
-            self.meta = self.root / metadata_dir
+            self.meta_rel = Path(metadata_dir).as_posix().strip("/")
         else:
-            self.meta = self.root / "HDTF_dataset" if (self.root / "HDTF_dataset").is_dir() else self.root
+            self.meta_rel = "HDTF_dataset" if self.root.is_dir("HDTF_dataset") else ""
+        self.meta = self.root.name(self.meta_rel)  # the metadata folder, as error rows name it
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
         self.files = FileIndex.scan(self.root, self.name, [""], VIDEO_EXTENSIONS)
         yield from self.files.problems
         any_subset = False
         for subset in SUBSETS:
-            files = {kind: self.meta / f"{subset}_{kind}.txt"
+            files = {kind: posixpath.join(self.meta_rel, f"{subset}_{kind}.txt")
                      for kind in ("video_url", "resolution", "annotion_time", "crop_wh", "crop_ratio")}
-            if not any(p.is_file() for p in files.values()):
+            files = {kind: rel for kind, rel in files.items() if self.root.is_file(rel)}
+            if not files:
                 continue
             any_subset = True
             errors: list[MetadataError] = []
@@ -88,17 +92,17 @@ class HDTFAdapter:
                     continue
                 yield from self._video(subset, name, meta)
         if not any_subset:
-            yield MetadataError(self.name, str(self.meta), None, "no HDTF metadata files (RD_/WDA_/WRA_*.txt)")
+            yield MetadataError(self.name, self.meta, None, "no HDTF metadata files (RD_/WDA_/WRA_*.txt)")
 
     # -- metadata --------------------------------------------------------------------------
-    def _read(self, files: dict[str, Path], errors: list[MetadataError]) -> _Subset:
+    def _read(self, files: dict[str, str], errors: list[MetadataError]) -> _Subset:
+        """The subset's metadata files that exist (``files``: kind -> path below the root)."""
         m = _Subset()
 
         def rows(kind: str, n_min: int, n_max: int | None = None):
-            path = files[kind]
-            if not path.is_file():
+            if kind not in files:
                 return
-            for line in read_lines(path):
+            for line in lines_or_error(self.root.name(files[kind]), self.name, errors):
                 f = line.fields
                 if len(f) < n_min or (n_max is not None and len(f) > n_max):
                     want = n_min if n_max == n_min else f"at least {n_min}"
@@ -176,14 +180,14 @@ class HDTFAdapter:
             except EntryError as e:
                 yield e.to_error(self.name, line.file, line.number)
 
-    def _find(self, *stems: str) -> tuple[Path, str] | None:
+    def _find(self, *stems: str) -> tuple[str, str] | None:
         """The first video named by one of ``stems`` (any container) anywhere under the root."""
         for stem in stems:
             for listed in videos_named(self.files, stem):
                 return find_inside(self.files, listed)
         return None
 
-    def _clip(self, m: _Subset, name: str, k: int, start: float, end: float | None, path: Path,
+    def _clip(self, m: _Subset, name: str, k: int, start: float, end: float | None, path: str,
               with_box: bool = True) -> ClipSpec:
         key = f"{name}_{k}"
         labels: dict[str, str] = {}

@@ -23,6 +23,7 @@ from typing import Iterator
 
 from .base import NO_METADATA, VIDEO_EXTENSIONS, MetadataError, SourceSpec
 from .files import FileIndex
+from .root import DatasetRoot
 
 VIEWS = ("front", "down", "top", "left_30", "left_60", "right_30", "right_60")
 EMOTIONS = ("angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
@@ -62,7 +63,7 @@ class MEADAdapter:
     def __init__(self, root: str | Path, test_fraction: float = 0.1):
         if not 0.0 <= float(test_fraction) < 1.0:
             raise ValueError(f"mead: test_fraction must be in [0, 1), got {test_fraction!r}")
-        self.root = Path(root)
+        self.root = DatasetRoot(root)
         self.test_fraction = float(test_fraction)
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
@@ -77,7 +78,7 @@ class MEADAdapter:
             try:
                 labels = parse_mead_path(listed)
             except ValueError as e:
-                yield MetadataError(self.name, str(self.root / listed), None, str(e), kind=NO_METADATA)
+                yield MetadataError(self.name, self.root.name(listed), None, str(e), kind=NO_METADATA)
                 continue
             parsed.append((listed, labels))
             groups[(labels["actor"], labels["emotion"], labels["level"])].add(labels["utterance"])

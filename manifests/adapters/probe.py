@@ -1,10 +1,14 @@
 """Cheap, cached look at a media file's size and frame rate, for metadata given in frames or
 at a reference resolution. Only container headers are read (PyAV for video, Pillow for images).
 Sizes are the coded width/height (display rotation is not applied: dataset boxes are given
-on the stored frames).
+on the stored frames). A file named by its URI (a dataset on an object store) is read through
+``manifests.storage`` as a random-access file: only the ranges the header parser asks for are
+fetched, never the whole file.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -25,13 +29,31 @@ class MediaInfo:
     fps: float | None = None  # None for images
 
 
+# Reads of a remote file are ranged requests: buffered, so that a parser's many small reads
+# (JPEG markers, MP4 boxes) cost a few requests, not one each.
+_REMOTE_BUFFER = 256 << 10
+
+
+@contextlib.contextmanager
+def _opened(path: str):
+    """A local path as it is (the parsers open it themselves), a URI as a buffered file."""
+    from ..storage import is_uri, locate
+
+    if not is_uri(path):
+        yield path
+        return
+    location, name = locate(path)
+    with io.BufferedReader(location.open_input(name), _REMOTE_BUFFER) as f:  # closes the remote file too
+        yield f
+
+
 @lru_cache(maxsize=8192)
 def video_info(path: str) -> MediaInfo:
     """Width, height and average frame rate of a video's first video stream."""
     import av
 
     try:
-        with av.open(path) as container:
+        with _opened(path) as source, av.open(source) as container:
             if not container.streams.video:
                 raise EntryError(f"no video stream in {path}")
             stream = container.streams.video[0]
@@ -51,7 +73,7 @@ def image_info(path: str) -> MediaInfo:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with _opened(path) as source, Image.open(source) as im:
             w, h = im.size
     except Exception as e:
         raise EntryError(f"cannot open image {path}: {e}") from None

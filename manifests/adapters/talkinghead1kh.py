@@ -21,7 +21,8 @@ from typing import Iterator
 from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import video_info, with_headers
-from .textfiles import EntryError, Line, find_inside, frame_span, missing, read_lines, to_int
+from .root import DatasetRoot
+from .textfiles import EntryError, Line, find_inside, frame_span, lines_or_error, missing, to_int
 
 _SPLIT_NAMES = {"train": "train", "val": "val", "test": "test", "small": "train"}
 LISTS = ("train", "val", "small")
@@ -49,7 +50,7 @@ class TalkingHead1KHAdapter:
     name = "talkinghead1kh"
 
     def __init__(self, root: str | Path, splits: tuple[str, ...] | list[str] = LISTS):
-        self.root = Path(root)
+        self.root = DatasetRoot(root)
         self.splits = tuple(splits)
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
@@ -57,17 +58,17 @@ class TalkingHead1KHAdapter:
         yield from self.files.problems
         any_list = False
         for split in self.splits:
-            tubes_file = self.root / "data_list" / f"{split}_video_tubes.txt"
-            if not tubes_file.is_file():
+            tubes_rel = f"data_list/{split}_video_tubes.txt"
+            if not self.root.is_file(tubes_rel):
                 continue
             any_list = True
-            yield from self._split(split, tubes_file)
+            yield from self._split(split, self.root.name(tubes_rel))
         if not any_list:
-            yield MetadataError(self.name, str(self.root / "data_list"), None, "no *_video_tubes.txt")
+            yield MetadataError(self.name, self.root.name("data_list"), None, "no *_video_tubes.txt")
 
-    def _split(self, split: str, tubes_file: Path) -> Iterator[SourceSpec | MetadataError]:
+    def _split(self, split: str, tubes_file: str) -> Iterator[SourceSpec | MetadataError]:
         # Gather tubes per media file first: a chunk (or raw video) is one source.
-        groups: dict[str, tuple[Path, str, str, list[ClipSpec]]] = {}
+        groups: dict[str, tuple[str, str, str, list[ClipSpec]]] = {}
         labelled = {"list": split} if split == "small" else {}
 
         def header_path(line: Line) -> str | None:  # the file whose rate the tube needs
@@ -76,7 +77,10 @@ class TalkingHead1KHAdapter:
             chunk = self.files.path_of(f"{split}/1min_clips/{name}.mp4")
             return chunk or self.files.path_of(f"{split}/raw_videos/{ytid}.mp4")
 
-        for line in with_headers(read_lines(tubes_file), header_path, "video"):
+        errors: list[MetadataError] = []
+        lines = lines_or_error(tubes_file, self.name, errors)
+        yield from errors
+        for line in with_headers(lines, header_path, "video"):
             try:
                 ytid, chunk, (h, w, s, e, left, top, right, bottom) = parse_tube(line)
                 name = f"{ytid}_{chunk:04d}"

@@ -15,10 +15,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from .base import MISSING_FILE, OUTSIDE_ROOT, UNPARSEABLE, MetadataError
 from .files import FileIndex
+
+T = TypeVar("T")
+_READERS = 16  # requests in flight when reading small files from an object store
 
 
 class EntryError(ValueError):
@@ -56,17 +61,68 @@ class Line:
 
 
 def read_text(path: str | Path) -> str:
-    """The file's text, UTF-8 with an optional BOM stripped."""
-    return Path(path).read_bytes().decode("utf-8-sig")
+    """The file's text, UTF-8 with an optional BOM stripped. ``path`` is a local path or a
+    file's full URI (read through ``manifests.storage``). A file that cannot be read or is not
+    UTF-8 text is an EntryError naming why, in one line: the adapter makes it an error row."""
+    from ..storage import is_uri, locate
+
+    try:
+        if is_uri(path):
+            location, name = locate(path)
+            data = location.read_bytes(name)
+        else:
+            data = Path(path).read_bytes()
+        return data.decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise EntryError(f"cannot read: {_first_line(e)}") from None
 
 
-def read_lines(path: str | Path) -> Iterator[Line]:
-    """Non-blank lines, trailing whitespace (and a BOM) removed, numbered from 1."""
-    text = read_text(path)
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def read_ahead(items: Iterable[T], path_of: Callable[[T], str],
+               batch: int = 256) -> Iterator[tuple[T, "str | EntryError"]]:
+    """``items`` in order, each with its file's text (or the EntryError reading it) for
+    :func:`read_lines`. Files on an object store cost a request each: a batch is fetched in a
+    thread pool ahead (VoxCeleb2 has a million utterance txts); local files are read as they
+    come, as without it."""
+    from ..storage import is_uri
+
+    def one(item: T) -> "str | EntryError":
+        try:
+            return read_text(path_of(item))
+        except EntryError as e:
+            return e
+
+    items = iter(items)
+    with ThreadPoolExecutor(max_workers=_READERS) as pool:
+        while chunk := list(islice(items, batch)):
+            remote = any(is_uri(str(path_of(i))) for i in chunk)
+            yield from zip(chunk, pool.map(one, chunk) if remote else map(one, chunk))
+
+
+def read_lines(path: str | Path, text: "str | EntryError | None" = None) -> Iterator[Line]:
+    """Non-blank lines, trailing whitespace (and a BOM) removed, numbered from 1. ``text``:
+    the file's text already read (by :func:`read_ahead`), or the error reading it."""
+    if isinstance(text, EntryError):
+        raise text
+    text = read_text(path) if text is None else text
     for number, raw in enumerate(text.splitlines(), start=1):
         raw = raw.lstrip("\ufeff").rstrip()
         if raw:
             yield Line(str(path), number, raw)
+
+
+def lines_or_error(path: str | Path, dataset: str, errors: list[MetadataError]) -> list[Line]:
+    """All of :func:`read_lines` at once; a file that cannot be read adds its error row to
+    ``errors`` and gives no lines (for tables read whole before their rows are used)."""
+    try:
+        return list(read_lines(path))
+    except EntryError as e:
+        errors.append(e.to_error(dataset, str(path), None))
+        return []
 
 
 def read_csv_lines(path: str | Path) -> Iterator[tuple[Line, list[str]]]:
@@ -74,15 +130,6 @@ def read_csv_lines(path: str | Path) -> Iterator[tuple[Line, list[str]]]:
     for line in read_lines(path):
         row = next(csv.reader([line.text], skipinitialspace=True))
         yield line, [f.strip() for f in row]
-
-
-def first_existing(root: Path, candidates: Iterable[str]) -> Path | None:
-    """The first of ``root/candidate`` that exists."""
-    for rel in candidates:
-        p = root / rel
-        if p.exists():
-            return p
-    return None
 
 
 def to_int(text: str, what: str) -> int:
@@ -133,8 +180,8 @@ def frame_span(first: int, last_inclusive: int, fps: float) -> tuple[float, floa
     return first / fps, (last_inclusive + 1) / fps
 
 
-def find_inside(files: FileIndex, rel: str) -> tuple[Path, str] | None:
-    """(absolute path, real rel) of a file metadata names, None when it is not on disk.
+def find_inside(files: FileIndex, rel: str) -> tuple[str, str] | None:
+    """(absolute path or full URI, real rel) of a file metadata names, None when it is not on disk.
 
     Refuses (EntryError) a path that would leave the dataset root: absolute paths, '..'
     escapes, and links pointing outside (the rule of ``base.link_verdict``).
@@ -143,10 +190,10 @@ def find_inside(files: FileIndex, rel: str) -> tuple[Path, str] | None:
         found = files.find(rel)
     except ValueError as e:
         raise EntryError(str(e), kind=OUTSIDE_ROOT) from None
-    return (Path(found[0]), found[1]) if found else None
+    return found
 
 
-def existing_inside(files: FileIndex, rel: str, also: str = "") -> tuple[Path, str]:
+def existing_inside(files: FileIndex, rel: str, also: str = "") -> tuple[str, str]:
     """Like :func:`find_inside`, and the file must exist (EntryError naming it otherwise)."""
     found = find_inside(files, rel)
     if found is None:
@@ -159,7 +206,7 @@ def existing_inside(files: FileIndex, rel: str, also: str = "") -> tuple[Path, s
 VIDEO_ORDER = (".mp4", ".webm", ".mkv", ".mov", ".m4v", ".avi", ".flv", ".mpg", ".mpeg")
 
 
-def find_video(files: FileIndex, rel_stem: str) -> tuple[Path, str] | None:
+def find_video(files: FileIndex, rel_stem: str) -> tuple[str, str] | None:
     """The video ``rel_stem.<any video extension>`` under the root, None when absent."""
     for ext in VIDEO_ORDER:
         found = find_inside(files, rel_stem + ext)
@@ -202,15 +249,16 @@ class KeyLines:
         return self._lines.get(key)
 
 
-def load_json(path: Path, dataset: str) -> tuple[object | None, MetadataError | None, KeyLines]:
-    """(data, error, key lines): a broken JSON file gives an error with its line."""
+def load_json(path: str | Path, dataset: str) -> tuple[object | None, MetadataError | None, KeyLines]:
+    """(data, error, key lines): a broken JSON file gives an error with its line, one that
+    cannot be read an error naming why."""
     try:
         text = read_text(path)
         data = json.loads(text)
     except json.JSONDecodeError as e:
         return None, MetadataError(dataset, str(path), e.lineno, f"invalid JSON: {e.msg}"), KeyLines("")
-    except (OSError, UnicodeDecodeError) as e:
-        return None, MetadataError(dataset, str(path), None, f"cannot read: {e}"), KeyLines("")
+    except EntryError as e:
+        return None, e.to_error(dataset, str(path), None), KeyLines("")
     return data, None, KeyLines(text)
 
 
@@ -237,7 +285,7 @@ class NameTable:
     errors: list[MetadataError]
 
 
-def read_name_table(path: Path, dataset: str, n_values: int | None = None,
+def read_name_table(path: str | Path, dataset: str, n_values: int | None = None,
                     name_suffixes: tuple[str, ...] = (".jpg", ".png", ".jpeg")) -> NameTable:
     """Rows keyed by their first field (an image name); bad rows become errors with their line.
 
@@ -272,7 +320,7 @@ def _add_row(table: NameTable, line, fields: list[str], want: int | None, datase
         table.rows[fields[0]] = (line, fields[1:])
 
 
-def read_name_csv(path: Path, dataset: str, n_values: int | None = None) -> NameTable:
+def read_name_csv(path: str | Path, dataset: str, n_values: int | None = None) -> NameTable:
     """A Kaggle-style CSV table: a header ``image_id,col1,col2,...`` then ``name,v1,v2,...``.
 
     The same :class:`NameTable` as :func:`read_name_table` (header = the value columns' names).

@@ -25,7 +25,9 @@ from typing import Iterator
 from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import video_info, with_headers
-from .textfiles import EntryError, find_inside, frame_span, missing, read_lines, to_float, to_int, videos_named
+from .root import DatasetRoot
+from .textfiles import (EntryError, find_inside, frame_span, missing, read_ahead, read_lines, to_float, to_int,
+                        videos_named)
 
 _NAME = re.compile(r"^Clip\+(?P<ytid>.+)\+P(?P<pid>\d+)\+C(?P<idx>\d+)\+F(?P<start>\d+)-(?P<end>\d+)$")
 _ROW_FIXED = 6  # frame, index, x0, y0, w, h; then the landmarks
@@ -46,12 +48,14 @@ def kept_frames(start: int, end: int) -> tuple[int, int]:
     return first, last
 
 
-def parse_meta(txt: Path) -> tuple[dict[str, float], tuple[float, ...] | None, list[tuple[int, list[float]]]]:
-    """(header H/W/FPS, CROP x0 y0 x1 y1, rows (frame, [x0, y0, w, h, lx, ly, ...]))."""
+def parse_meta(txt: str | Path, text: "str | EntryError | None" = None
+               ) -> tuple[dict[str, float], tuple[float, ...] | None, list[tuple[int, list[float]]]]:
+    """(header H/W/FPS, CROP x0 y0 x1 y1, rows (frame, [x0, y0, w, h, lx, ly, ...])); ``text``:
+    the file's, when already read."""
     header: dict[str, float] = {}
     crop = None
     rows: list[tuple[int, list[float]]] = []
-    for line in read_lines(txt):
+    for line in read_lines(txt, text):
         fields = line.text.replace(",", " ").split()
         try:
             if fields[0][0].isdigit():
@@ -82,7 +86,7 @@ class VFHQAdapter:
     name = "vfhq"
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = DatasetRoot(root)
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
         self.files = FileIndex.scan(self.root, self.name, [""], VIDEO_EXTENSIONS)
@@ -91,13 +95,13 @@ class VFHQAdapter:
         if not txts:
             yield MetadataError(self.name, str(self.root), None, "no VFHQ clip metadata (Clip+...txt)")
             return
-        raw: dict[str, tuple[Path, str, str, list[ClipSpec]]] = {}
-        for listed in with_headers(sorted(txts), self._header_path, "video"):
-            txt = self.root / listed
+        raw: dict[str, tuple[str, str, str, list[ClipSpec]]] = {}
+        for listed, text in read_ahead(with_headers(sorted(txts), self._header_path, "video"), self.root.name):
+            txt = self.root.name(listed)
             try:
-                item = self._clip(txt, _split_of(listed))
+                item = self._clip(txt, _split_of(listed), text)
             except EntryError as e:
-                yield e.to_error(self.name, str(txt), None)
+                yield e.to_error(self.name, txt, None)
                 continue
             if isinstance(item, SourceSpec):
                 yield item
@@ -112,7 +116,7 @@ class VFHQAdapter:
             yield SourceSpec(self.name, str(path), rel, "video", identity=identity, split=split,
                              labels={"youtube_id": clips[0].labels["youtube_id"]}, clips=clips)
 
-    def _video(self, stem: str) -> tuple[Path, str] | None:
+    def _video(self, stem: str) -> tuple[str, str] | None:
         for listed in videos_named(self.files, stem):
             return find_inside(self.files, listed)
         return None
@@ -123,8 +127,8 @@ class VFHQAdapter:
         found = videos_named(self.files, m["ytid"]) if m else []
         return self.files.path_of(found[0]) if found else None
 
-    def _clip(self, txt: Path, split: str):
-        stem = txt.name[:-4]
+    def _clip(self, txt: str, split: str, text: "str | EntryError | None" = None):
+        stem = posixpath.basename(txt)[:-4]
         n = parse_clip_name(stem)
         identity = f"{n['ytid']}+P{n['pid']}"
         labels = {"youtube_id": n["ytid"], "person": f"P{n['pid']}", "clip": f"C{n['idx']}"}
@@ -137,7 +141,7 @@ class VFHQAdapter:
         if found is None:
             raise missing(f"{n['ytid']}.mp4/.webm/.mkv (nor {stem}.mp4)")
         path, rel = found
-        header, crop, rows = parse_meta(txt)
+        header, crop, rows = parse_meta(txt, text)
         first, last = kept_frames(int(n["start"]), int(n["end"]))
         fps = header.get("FPS") or video_info(str(path)).fps
         start, end = frame_span(first, last, fps)

@@ -18,16 +18,26 @@ from typing import Iterator
 from .base import IMAGE_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import image_info, with_headers
-from .textfiles import EntryError, Line, existing_inside, first_existing, read_csv_lines, to_float
+from .root import DatasetRoot
+from .textfiles import EntryError, Line, existing_inside, read_csv_lines, to_float
 
 _SPLITS = ("train", "test")
+
+
+def _csv_rows(path: str, dataset: str, errors: list[MetadataError]) -> list:
+    """The CSV's rows; a file that cannot be read adds its error row and gives none."""
+    try:
+        return list(read_csv_lines(path))
+    except EntryError as e:
+        errors.append(e.to_error(dataset, path, None))
+        return []
 
 
 class VGGFace2Adapter:
     name = "vggface2"
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = DatasetRoot(root)
 
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
         self.files = FileIndex.scan(self.root, self.name, _SPLITS, IMAGE_EXTENSIONS)
@@ -36,8 +46,8 @@ class VGGFace2Adapter:
         yield from errors
         found = False
         for split in _SPLITS:
-            folder = self.root / split
-            if not folder.is_dir():
+            folder = self.root.name(split)
+            if not self.root.is_dir(split):
                 continue
             found = True
             boxes = self._rows(f"loose_bb_{split}.csv", 4)
@@ -57,17 +67,17 @@ class VGGFace2Adapter:
                 try:
                     yield self._source(split, name, row, marks.get(name), people)
                 except EntryError as e:
-                    yield e.to_error(self.name, row[0].file if row else str(folder), row[0].number if row else None)
+                    yield e.to_error(self.name, row[0].file if row else folder, row[0].number if row else None)
         if not found:
             yield MetadataError(self.name, str(self.root), None, "no train/ or test/ folder")
 
     def _identity_meta(self) -> tuple[dict[str, dict[str, str]], list[MetadataError]]:
-        path = first_existing(self.root, ["identity_meta.csv", "meta/identity_meta.csv"])
+        rel = self.root.first_existing(["identity_meta.csv", "meta/identity_meta.csv"])
         people: dict[str, dict[str, str]] = {}
         errors: list[MetadataError] = []
-        if path is None:
+        if rel is None:
             return people, errors
-        for line, fields in read_csv_lines(path):
+        for line, fields in _csv_rows(self.root.name(rel), self.name, errors):
             if fields and fields[-1] == "":
                 fields = fields[:-1]  # the released file ends every row with a comma
             if fields[0] == "Class_ID":
@@ -80,11 +90,13 @@ class VGGFace2Adapter:
         return people, errors
 
     def _rows(self, filename: str, n_values: int) -> dict[str, tuple[Line, list[float]] | MetadataError]:
-        path = first_existing(self.root, [filename, f"bb_landmark/{filename}"])
+        rel = self.root.first_existing([filename, f"bb_landmark/{filename}"])
         out: dict = {}
-        if path is None:
+        if rel is None:
             return out
-        for line, fields in read_csv_lines(path):
+        path = self.root.name(rel)
+        unreadable: list[MetadataError] = []
+        for line, fields in _csv_rows(path, self.name, unreadable):
             if fields[0] == "NAME_ID":
                 continue
             try:
@@ -93,6 +105,8 @@ class VGGFace2Adapter:
                 out[fields[0]] = (line, [to_float(v, "value") for v in fields[1:]])
             except EntryError as e:
                 out[f"error:{line.number}"] = line.error(self.name, str(e))
+        for e in unreadable:
+            out["error:file"] = e
         return out
 
     def _source(self, split, name, row, mark_row, people) -> SourceSpec:

@@ -16,13 +16,15 @@ folders are listed as they are.
 """
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Iterator
 
 from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import video_info
-from .textfiles import EntryError, find_inside, find_video, missing, read_lines, to_float, to_int
+from .root import DatasetRoot
+from .textfiles import EntryError, find_inside, find_video, missing, read_ahead, read_lines, to_float, to_int
 
 VOX_FPS = 25.0
 _MP4_DIRS = (("dev/mp4", "train"), ("test/mp4", "test"), ("mp4", "test"))
@@ -34,12 +36,14 @@ def is_pixel_box(x: float, y: float, w: float, h: float) -> bool:
     return max(abs(x), abs(y), w, h) > PIXEL_BOX_ABOVE
 
 
-def parse_utterance(txt: Path) -> tuple[dict[str, str], list[tuple[int, tuple[float, float, float, float]]]]:
-    """(header, rows) of a VoxCeleb txt; EntryError (with the line) on a malformed row."""
+def parse_utterance(txt: str | Path, text: "str | EntryError | None" = None
+                    ) -> tuple[dict[str, str], list[tuple[int, tuple[float, float, float, float]]]]:
+    """(header, rows) of a VoxCeleb txt; EntryError (with the line) on a malformed row.
+    ``text``: the file's, when already read."""
     header: dict[str, str] = {}
     rows: list[tuple[int, tuple[float, float, float, float]]] = []
     in_rows = False
-    for line in read_lines(txt):
+    for line in read_lines(txt, text):
         fields = line.fields
         if not in_rows:
             if fields[0].upper() == "FRAME":
@@ -67,7 +71,7 @@ class VoxCeleb2Adapter:
     name = "voxceleb2"
 
     def __init__(self, root: str | Path, raw_dir: str = "raw_videos"):
-        self.root = Path(root)
+        self.root = DatasetRoot(root)
         self.raw_dir = raw_dir
 
     def _txt_files(self) -> list[tuple[str, str | None]]:
@@ -85,19 +89,19 @@ class VoxCeleb2Adapter:
         if not txts:
             yield from self._mp4_only()
             return
-        raw: dict[str, tuple[Path, str, str, str, list[ClipSpec]]] = {}
-        for listed, split_hint in txts:
-            txt = self.root / listed
+        raw: dict[str, tuple[str, str, str, str, list[ClipSpec]]] = {}
+        for (listed, split_hint), text in read_ahead(txts, lambda t: self.root.name(t[0])):
+            txt = self.root.name(listed)
             parts = listed.split("/")
             if len(parts) < 4:
-                yield MetadataError(self.name, str(txt), None, "expected txt/<id>/<ytid>/<NNNNN>.txt")
+                yield MetadataError(self.name, txt, None, "expected txt/<id>/<ytid>/<NNNNN>.txt")
                 continue
-            ident, ytid, utt = parts[-3], parts[-2], txt.stem
+            ident, ytid, utt = parts[-3], parts[-2], posixpath.splitext(parts[-1])[0]
             try:
-                header, rows = parse_utterance(txt)
+                header, rows = parse_utterance(txt, text)
                 item = self._utterance(ident, ytid, utt, header, rows, split_hint)
             except EntryError as e:
-                yield e.to_error(self.name, str(txt), None)
+                yield e.to_error(self.name, txt, None)
                 continue
             if isinstance(item, SourceSpec):
                 yield item
@@ -139,7 +143,7 @@ class VoxCeleb2Adapter:
     def _mp4_only(self) -> Iterator[SourceSpec | MetadataError]:
         found = False
         for folder, split in _MP4_DIRS:
-            if not (self.root / folder).is_dir():
+            if not self.root.is_dir(folder):
                 continue
             found = True
             for listed in self.files.listed(folder):
