@@ -145,6 +145,9 @@ class Catalog:
     def _prepare(self, read_only: bool) -> None:
         if not self.out.is_local:
             self.con.register_filesystem(duckdb_filesystem(self.out))
+        # Footers read when `frames` is bound are reused when it is scanned (a third faster on
+        # a count over 10,000 shards).
+        self.con.execute("SET parquet_metadata_cache = true")
         self._check_version()
         if not read_only:
             try:
@@ -498,13 +501,30 @@ class Catalog:
 
     def named(self, name: str, params: Mapping[str, float] | None = None) -> pa.Table:
         """Run a named query; ``$name`` parameters default to the latest build's thresholds."""
+        return self.query(*self.named_sql(name, params))
+
+    def named_sql(self, name: str, params: Mapping[str, float] | None = None) -> tuple[str, dict | None]:
+        """A named query's SQL and its parameters (the latest build's thresholds, overridden)."""
         sql = named_query_sql(name)
         wanted = _parameters_in(sql)
         values = {**self.latest_thresholds(), **(params or {})}
         missing = sorted(wanted - set(values))
         if missing:
             raise CatalogError(f"named query {name!r} needs parameters: {', '.join(missing)}")
-        return self.query(sql, {k: values[k] for k in wanted} if wanted else None)
+        return sql, ({k: values[k] for k in wanted} if wanted else None)
+
+    def head(self, sql: str, params: Mapping | list | None = None, limit: int = 50) -> tuple[pa.Table, bool]:
+        """The first ``limit`` rows of a query, and whether it has more, without making the
+        whole result: DuckDB computes a sorted query's columns for the rows shown only
+        (`rethreshold` over 10M clips: hundredths of a second, where the whole result, or even
+        its count, takes seconds)."""
+        if _READS_FRAMES.search(sql):
+            self.prepare_frames()
+        try:
+            rows = self.con.sql(sql, params=params or None).limit(limit + 1).to_arrow_table()
+        except duckdb.Error as e:
+            raise CatalogError(str(e).splitlines()[0]) from None
+        return rows.slice(0, limit), rows.num_rows > limit
 
 
 def _parameters_in(sql: str) -> set[str]:

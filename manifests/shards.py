@@ -148,6 +148,9 @@ def write_shard(
             # JPEG and float16 payloads do not compress as dictionaries; keep ids dictionary-encoded.
             use_dictionary=["clip_id", "source_id", "view_params"],
             write_statistics=["clip_id", "source_id", "frame_index", "timestamp_s"],
+            # A CRC32 per page: a byte flipped inside a page of a shard verified earlier is
+            # refused where it is read (the trainer verifies them), not returned as data.
+            write_page_checksum=True,
         )
         with open(partial, "rb+") as f:
             os.fsync(f.fileno())

@@ -175,7 +175,8 @@ def plan_units(specs: list[SourceSpec], workers: int, shard_target_mb: float, fp
     size = 0.0
     for s in specs:
         if s.source_id in alone:
-            units.append([s])
+            units.extend([batch, [s]] if batch else [[s]])
+            batch, size = [], 0.0
             continue
         est = estimated_bytes(s, fps)
         if batch and (size + est > target or len(batch) == most):

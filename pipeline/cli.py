@@ -110,7 +110,12 @@ def cmd_query(args) -> int:
     params = _key_values(args.param, "--param")
     _check_params(args.named, params)
     with Catalog.open_file(args.catalog, read_only=True) as cat:
-        table = cat.named(args.named, params) if args.named else cat.query(args.sql)
+        sql, values = cat.named_sql(args.named, params) if args.named else (args.sql, None)
+        if not (args.csv or args.parquet):  # printed: only the rows shown are made
+            table, more = cat.head(sql, values, args.limit)
+            print_table(table, limit=args.limit, more=more)
+            return 0
+        table = cat.query(sql, values)
     if args.csv:
         import pyarrow.csv as pcsv
 
@@ -121,8 +126,6 @@ def cmd_query(args) -> int:
 
         pq.write_table(table, args.parquet)
         print(f"wrote {table.num_rows} rows to {args.parquet}", file=sys.stderr)
-    else:
-        print_table(table, limit=args.limit)
     return 0
 
 

@@ -9,13 +9,16 @@ import pyarrow as pa
 from manifests.catalog import Catalog
 
 
-def print_table(table: pa.Table, limit: int = 50) -> None:
+def print_table(table: pa.Table, limit: int = 50, more: bool = False) -> None:
+    """Up to ``limit`` rows; ``more``: ``table`` is the head of a longer result."""
     if table.num_rows == 0:
         print("(no rows)")
         return
     rel = duckdb.from_arrow(table)
     rel.show(max_rows=limit, max_width=200)
-    if table.num_rows > limit:
+    if more:
+        print(f"... more than {limit} rows (--limit N shows more; --csv/--parquet write them all)")
+    elif table.num_rows > limit:
         print(f"... {table.num_rows} rows in all (use --csv/--parquet for everything)")
 
 

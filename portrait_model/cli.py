@@ -17,7 +17,7 @@ from .presets import PRESETS
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train", help="train the RealPortrait DiT on a build's shards")
-    p.add_argument("--data", help="build output folder (catalog.duckdb + shards/)")
+    p.add_argument("--data", help="build output: a folder or a URI such as s3://bucket/out (catalog.duckdb + shards/)")
     p.add_argument("--run-dir", help="folder for checkpoints and train_log.csv")
     p.add_argument("--stage", type=int, choices=(1, 2), default=1)
     p.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
@@ -46,8 +46,18 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="stage-2 clip length (default: the preset's)")
     p.add_argument("--latent-size", type=int, help="resize stored latents (CPU test runs only)")
     p.add_argument("--samples-per-clip", type=int, default=1)
-    p.add_argument("--fixed-reference", dest="random_reference", action="store_false",
-                   help="stage 1: always the clip's stored reference frame (default: random pairs)")
+    p.add_argument("--reference", choices=("auto", "stored", "random"), default="auto",
+                   help="reference frame of video samples: the clip's stored one or a random other frame "
+                        "(maps composed); auto: random in stage 1, stored in stage 2")
+    p.add_argument("--fixed-reference", dest="reference", action="store_const", const="stored",
+                   help="the same as --reference stored")
+    p.add_argument("--mix", choices=("per-dataset", "per-clip"), default="per-dataset",
+                   help="per-dataset: each dataset gets its weight's share of an epoch; per-clip: each clip "
+                        "its dataset's weight (a dataset's share grows with its clips)")
+    p.add_argument("--max-open-shards", type=int, default=32,
+                   help="open shard files per loader process (at most a quarter of the descriptor limit)")
+    p.add_argument("--skip-bad-shards", action="store_true",
+                   help="leave missing or corrupted shards out with a warning (default: stop in one line)")
     p.add_argument("--p-drop-reference", type=float, default=0.05)
     p.add_argument("--p-drop-motion", type=float, default=0.05)
     p.add_argument("--p-drop-both", type=float, default=0.1, help="drop both conditions (guidance's unconditional)")
@@ -120,7 +130,7 @@ def run_train_command(args) -> int:
         print(json.dumps(dry_run(args.preset, args.stage, args.batch_size, args.grad_checkpointing, args.frames)))
         return 0
     if not args.data or not args.run_dir:
-        raise PortraitModelError("portrait train needs --data (a build folder) and --run-dir")
+        raise PortraitModelError("portrait train needs --data (a build folder or URI) and --run-dir")
     from .train import TrainConfig, train
 
     names = {f.name for f in fields(TrainConfig)}

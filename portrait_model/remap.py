@@ -58,3 +58,20 @@ def compose_map(driving: np.ndarray, reference: np.ndarray) -> np.ndarray:
     out[1] = np.where(ok, inverse[1][rows, cols], 0.0)
     out[2] = ok
     return out.astype(driving.dtype)
+
+
+def compose_maps(drivings: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``compose_map`` for several driving frames (T, 3, P, P) against one reference frame: the
+    reference's map is inverted once."""
+    p = drivings.shape[-1]
+    inverse, filled = invert_map(reference.astype(np.float64))
+    d = drivings.astype(np.float64)
+    valid = d[:, 2] > 0.5
+    cols = np.clip((d[:, 0] * p).astype(np.int64), 0, p - 1)
+    rows = np.clip((d[:, 1] * p).astype(np.int64), 0, p - 1)
+    ok = valid & filled[rows, cols]
+    out = np.zeros(d.shape, np.float64)
+    out[:, 0] = np.where(ok, inverse[0][rows, cols], 0.0)
+    out[:, 1] = np.where(ok, inverse[1][rows, cols], 0.0)
+    out[:, 2] = ok
+    return out.astype(drivings.dtype)

@@ -39,7 +39,7 @@ LOG_FIELDS = ["step", "loss", "grad_norm", "lr", "clips_per_s", "data_wait_ms", 
 
 @dataclass
 class TrainConfig:
-    data: str  # build output folder (catalog.duckdb + shards/)
+    data: str  # build output: a local folder or a URI (s3://bucket/out), catalog.duckdb + shards/
     run_dir: str  # checkpoints and log
     stage: int = 1
     preset: str = "tiny"
@@ -66,7 +66,12 @@ class TrainConfig:
     frames: int | None = None  # stage-2 clip length; default: the preset's num_frames
     latent_size: int | None = None  # resize stored latents (CPU test runs only)
     samples_per_clip: int = 1
-    random_reference: bool = True  # stage 1: random reference/driving pairs (maps composed)
+    # auto: stage 1 random reference/driving pairs (maps composed), stage 2 the stored reference
+    # frame; stored | random: either, in both stages
+    reference: str = "auto"
+    mix: str = "per-dataset"  # per-dataset: each dataset its weight's share; per-clip: each clip its weight
+    max_open_shards: int = 32  # open shard files per loader process (LRU)
+    skip_bad_shards: bool = False  # leave bad shards out with a warning instead of stopping
     p_drop_reference: float = 0.05
     p_drop_motion: float = 0.05
     p_drop_both: float = 0.1  # the unconditional branch of guidance
@@ -193,7 +198,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Tra
         samples_per_clip=cfg.samples_per_clip, latent_size=cfg.latent_size,
         include_eval=cfg.include_eval, include_random_weights=cfg.include_random_weights,
         dataset_weights=cfg.dataset_weights, rank=rank, world_size=world, start_batch=step,
-        random_reference=cfg.random_reference,
+        reference=cfg.reference, mix=cfg.mix, max_open_shards=cfg.max_open_shards,
+        skip_bad_shards=cfg.skip_bad_shards,
     )
     reader.first_batch()  # fail here, in one line, on unreadable data (e.g. no latents)
     train_fps = reader.video_fps()

@@ -179,3 +179,38 @@ def _add_image(cat, out_dir, run_id, latents, row_group_rows):
         rows.append(frame_row("s1-0", "s1", 0, 1.0, rgb, crop_map(x0, y0, crop), view, params, latents))
     _commit(cat, out_dir, "image-s1", run_id, [source_row("s1", "photos", path, "image", run_id)],
             [clip_row("s1-0", "s1", "photos", 1, 1.0, run_id, media="image")], rows, row_group_rows)
+
+
+def make_many_shards(out_dir: str | Path, n_clips: int, frames: int = 4, clips_per_shard: int = 1,
+                     row_group_rows: int = 2, seed: int = 0, jpeg_bytes: int = 0) -> Path:
+    """A build of ``ceil(n_clips / clips_per_shard)`` shards, fast to write: synthetic latents
+    (random, not pooled from pixels) and identity maps, one tiny JPEG for every frame (or, with
+    ``jpeg_bytes``, that many random bytes: a paper-sized row for benchmarks), dataset 'talking'
+    (even clips) and 'vox' (odd). For tests and benchmarks of the reader at many shards."""
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    tiny = rng.bytes(jpeg_bytes) if jpeg_bytes else jpeg(np.full((16, 16, 3), 128, np.uint8))
+    pos = tensors.encode(identity_map())
+    run_id = "many-run"
+    infos, sources, clips = [], [], []
+    with Catalog(out_dir) as cat:
+        _run(cat, run_id, False, {"talking": 1.0, "vox": 1.0})
+        for first in range(0, n_clips, clips_per_shard):
+            rows = []
+            for k in range(first, min(n_clips, first + clips_per_shard)):
+                sid, cid, ds = f"m{k:05d}", f"m{k:05d}-0", "talking" if k % 2 == 0 else "vox"
+                for i in range(frames):
+                    latent = rng.standard_normal((4, 64, 64)).astype(np.float16)
+                    if jpeg_bytes:  # rows as large, and as incompressible, as real ones
+                        tiny = rng.bytes(jpeg_bytes)
+                        pos = tensors.encode(np.concatenate([rng.random((2, MAP, MAP)), np.ones((1, MAP, MAP))])
+                                             .astype(np.float16))
+                    rows.append(dict(clip_id=cid, source_id=sid, frame_index=i, source_frame=i, timestamp_s=i / 15.0,
+                                     view=0, jpeg=tiny, latent=tensors.encode(latent), position_map=pos))
+                sources.append(source_row(sid, ds, f"{sid}.mp4", "video", run_id))
+                clips.append(clip_row(cid, sid, ds, frames, 15.0, run_id))
+            infos.append(write_shard(schemas.table_from_rows(rows, schemas.FRAMES), out_dir, f"many-{first:05d}",
+                                     row_group_rows=row_group_rows))
+        cat.commit_sources(schemas.table_from_rows(sources, schemas.SOURCES), schemas.table_from_rows(clips, schemas.CLIPS),
+                           schemas.empty_table(schemas.ERRORS), infos, run_id=run_id)
+    return out_dir

@@ -205,3 +205,36 @@ def test_bad_inputs_are_accounted_and_the_build_goes_on(media_dir, tmp_path):
         assert src[name]["status"] == "kept", src[name]
     assert src["huge.jpg"]["status"] in ("kept", "rejected")
     assert src["animal.jpg"]["reasons"] == ["no_face"]
+
+
+def test_short_videos_share_shards_by_bytes_not_by_count(media_dir, tmp_path):
+    """Shard count follows bytes: many short clips pack into shards of `shard_target_mb`, and
+    the stored frames and verdicts are those of one shard per video."""
+    from pipeline.build import plan_units
+    from manifests.adapters.base import SourceSpec
+
+    # 40 short videos with default settings on two workers: one unit (so one shard) per worker.
+    specs = [SourceSpec("folder", f"/m/c{i}.mp4", f"c{i}.mp4", "video") for i in range(40)]
+    assert [len(u) for u in plan_units(specs, workers=2, shard_target_mb=256)] == [20, 20]
+    # At scale the target sets the unit: 10 s clips at 12.5 fps, ~5 MB each, ~51 to a shard.
+    many = [SourceSpec("folder", f"/m/c{i}.mp4", f"c{i}.mp4", "video") for i in range(5000)]
+    sizes = [len(u) for u in plan_units(many, workers=64, shard_target_mb=256)]
+    assert max(sizes) == 51 and len(sizes) == 99
+    # A source lost to a crashed worker before gets a unit of its own.
+    assert [len(u) for u in plan_units(specs[:4], 1, 256, alone={specs[1].source_id})] == [1, 1, 2]
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    for i in range(6):
+        shutil.copy(media_dir / "videos" / "d0.mp4", folder / f"copy{i}.mp4")
+    packed, apart = tmp_path / "packed", tmp_path / "apart"
+    settings = {"ray.executor": "inline", "features.enabled": False}
+    run_build([folder], packed, **{**settings, "storage.shard_target_mb": 256})
+    run_build([folder], apart, **{**settings, "storage.shard_target_mb": 0.001})
+    with Catalog(packed, read_only=True) as cat:
+        shards = table(cat, "SELECT path, len(source_ids) AS n FROM shards")
+        frames = table(cat, "SELECT count(DISTINCT source_id) AS n FROM frames")[0]["n"]
+    assert len(shards) == 1 and shards[0]["n"] == 6 and frames == 6
+    with Catalog(apart, read_only=True) as cat:
+        assert len(table(cat, "SELECT path FROM shards")) == 6
+    assert _content(packed) == _content(apart)

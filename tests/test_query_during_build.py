@@ -59,8 +59,10 @@ def test_queries_answer_while_a_build_runs(media_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(build_mod, "stage_plans", held_plans)
     HeldOnSecond.calls = 0
     HELD.clear(), RELEASE.clear()
+    # A tiny shard target: each image is a unit of its own, so the first is committed while the
+    # second is held (units of several sources commit together).
     config = load_config(None, {"ray.executor": "inline", "features.enabled": False, "storage.publish_every_s": 0,
-                                 "storage.commit_every_s": 0})
+                                 "storage.commit_every_s": 0, "storage.shard_target_mb": 0.001})
     discovery = discover(dataset_entries(config, [str(media)], []))
     failure: list[BaseException] = []
 
