@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(PY) -m pipeline.demo --out demo_out
 
 test: $(STAMP) browser
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 
 # The HTML report test renders the page in a real headless Chromium (Debian's package). Install

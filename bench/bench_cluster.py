@@ -65,7 +65,9 @@ def counts(out: Path) -> tuple[int, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--media", type=Path, help="a folder of images and videos (default: fixture d0.mp4 + 3 photos)")
-    ap.add_argument("--cpus", type=int, default=3, help="total CPUs of each cluster (the 3-node one: head gets the rest)")
+    ap.add_argument(
+        "--cpus", type=int, default=3, help="total CPUs of each cluster (the 3-node one: head gets the rest)"
+    )
     ap.add_argument("--features", action="store_true", help="compute the CPU features too (default: curation only)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
@@ -73,8 +75,10 @@ def main() -> int:
     media = args.media or default_media(root / "media")
     settings = ["eval_split.n=0", *([] if args.features else ["features.enabled=false"]), *args.set]
     per_worker = max(1, args.cpus // 3)
-    shapes = {"1 node": (args.cpus, {}),
-              "3 nodes": (args.cpus - 2 * per_worker, {"w1": dict(num_cpus=per_worker), "w2": dict(num_cpus=per_worker)})}
+    shapes = {
+        "1 node": (args.cpus, {}),
+        "3 nodes": (args.cpus - 2 * per_worker, {"w1": dict(num_cpus=per_worker), "w2": dict(num_cpus=per_worker)}),
+    }
     rows = []
     inline = build(media, root / "inline", [*settings, "ray.executor=inline"])
     n_src, n_frames = counts(root / "inline")

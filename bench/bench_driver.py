@@ -75,7 +75,9 @@ def copies(template: dict, n: int, start: int, per_unit: int = 1) -> list[dict]:
     rows = []
     for k in range(start, start + n):
         parts = [_copy(res, k * per_unit + j) for j in range(per_unit)]
-        cat = lambda name: pa.concat_tables([getattr(p, name) for p in parts])  # noqa: E731
+        def cat(name: str, parts: list = parts) -> pa.Table:
+            return pa.concat_tables([getattr(p, name) for p in parts])
+
         shard = parts[0].shards[0]
         merged = [type(shard)(**{**shard.__dict__, "rows": sum(p.shards[0].rows for p in parts),
                                  "bytes": sum(p.shards[0].bytes for p in parts),
@@ -90,7 +92,9 @@ def main() -> None:
     ap.add_argument("--images-per-unit", type=int, default=64,
                     help="images per unit (a large image dataset gets up to a shard's worth: ~1,300)")
     ap.add_argument("--worker-fps", type=float, default=16.0, help="one worker core's frames/s on the default path")
-    ap.add_argument("--media", default=os.environ.get("PORTRAIT_FIXTURES", str(REPO.parent / "shared" / "fixtures")) + "/media")
+    ap.add_argument(
+        "--media", default=os.environ.get("PORTRAIT_FIXTURES", str(REPO.parent / "shared" / "fixtures")) + "/media"
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-driver-"))
     try:
@@ -101,9 +105,16 @@ def main() -> None:
             print(f"template {r.sources.column('rel_path')[0]}: {frames} frames, {r.clips.num_rows} clips, "
                   f"{row_bytes(t)} bytes received ({row_bytes(t) / max(frames, 1):.0f} B/frame)")
         per = args.units // len(templates)
-        rows = [row for i, t in enumerate(templates)
-                for row in copies(t, per, i * per * args.images_per_unit,
-                                  args.images_per_unit if UnitResult.from_row(t).sources["media_type"][0].as_py() == "image" else 1)]
+        rows = [
+            row
+            for i, t in enumerate(templates)
+            for row in copies(
+                t,
+                per,
+                i * per * args.images_per_unit,
+                args.images_per_unit if UnitResult.from_row(t).sources["media_type"][0].as_py() == "image" else 1,
+            )
+        ]
         rows = [rows[i] for i in sorted(range(len(rows)), key=lambda i: hashlib.md5(str(i).encode()).digest())]
         received = sum(map(row_bytes, rows))
         stats = BuildStats()

@@ -27,7 +27,6 @@ from manifests import tensors  # noqa: E402
 from stages import intensity  # noqa: E402
 from stages.latents import SD15_VAE_CONFIG, LatentStage  # noqa: E402
 from stages.pose import PoseStage  # noqa: E402
-
 from tests.small_models import SMALL_VAE  # noqa: E402
 
 
@@ -80,7 +79,9 @@ def parquet_bytes_per_frame(columns: dict[str, list[np.ndarray]], path: str) -> 
 
     n = len(next(iter(columns.values())))
     # The shards' encoding: nested fixed_size_list columns of each array's own shape and dtype.
-    table = pa.table({k: tensors.to_arrow(v, tensors.array_type(v[0].shape, v[0].dtype.name)) for k, v in columns.items()})
+    table = pa.table(
+        {k: tensors.to_arrow(v, tensors.array_type(v[0].shape, v[0].dtype.name)) for k, v in columns.items()}
+    )
     pq.write_table(table, path, compression="zstd")
     meta = pq.ParquetFile(path).metadata
     sizes = dict.fromkeys(columns, 0)

@@ -46,7 +46,9 @@ def main() -> int:
     code = portrait(["build", "--input", str(devset / "media"), "--out", str(build), "--no-progress", *sets])
     if code:
         return code
-    return portrait(["eval", "--labels", str(devset / "labels.csv"), "--catalog", str(build)] + (["--all"] if args.all else []))
+    return portrait(
+        ["eval", "--labels", str(devset / "labels.csv"), "--catalog", str(build)] + (["--all"] if args.all else [])
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from portrait_model.reader import ShardReader  # noqa: E402
@@ -180,7 +178,9 @@ def main() -> int:
     ap.add_argument("--stage", type=int, choices=(1, 2), help="one stage only (default: both)")
     ap.add_argument("--window", type=int, default=16, help="stage-2 frames")
     ap.add_argument("--batch-size", type=int, default=8, help="stage 1; stage 2 uses batch/8")
-    ap.add_argument("--samples-per-clip", type=int, default=1, help="1: as at paper scale, few samples share a row group")
+    ap.add_argument(
+        "--samples-per-clip", type=int, default=1, help="1: as at paper scale, few samples share a row group"
+    )
     ap.add_argument("--mix-units", type=int, default=32)
     ap.add_argument("--readers", type=int, default=16,
                     help="loader processes sharing the epoch (ranks x workers); this one is the first")
@@ -228,9 +228,12 @@ def main() -> int:
         print(f"  {make_synthetic_out(scale, args.scale_clips, progress=False)}")
     if scale:
         first, again = startup(scale)
-        print(f"start-up on {scale} ({first['clips']} clips): first process {first['reader_s']:.1f} s (builds the "
-              f"index), later ones {again['reader_s'] - again['import_s']:.2f} s to a reader after imports, {again['with_plan_s'] - again['import_s']:.2f} s with an epoch "
-              f"plan (import {again['import_s']:.1f} s); peak RSS {first['rss_mb']:.0f} / {again['rss_mb']:.0f} MB")
+        print(
+            f"start-up on {scale} ({first['clips']} clips): first process {first['reader_s']:.1f} s (builds the "
+            f"index), later ones {again['reader_s'] - again['import_s']:.2f} s to a reader after imports, "
+            f"{again['with_plan_s'] - again['import_s']:.2f} s with an epoch "
+            f"plan (import {again['import_s']:.1f} s); peak RSS {first['rss_mb']:.0f} / {again['rss_mb']:.0f} MB"
+        )
     return 0
 
 

@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 from manifests import schemas  # noqa: E402
 from manifests.catalog import Catalog  # noqa: E402
 from pipeline.build import BuildStats, Committer  # noqa: E402
+from pipeline.config import StorageConfig  # noqa: E402
 from pipeline.results import UnitResult  # noqa: E402
 from pipeline.writer import ShardWriter, WriterSettings  # noqa: E402
 
@@ -75,14 +76,17 @@ def _clip_rows(first: int, n: int, frames: int, rng: np.random.Generator) -> pa.
     ids = _ids(first, n)
     scores = {
         "crop_source_px": rng.uniform(200, 900, n), "face_px": rng.uniform(80, 400, n),
-        "face_frac": rng.uniform(0.2, 0.5, n), "pad_frac": rng.uniform(0, 0.1, n), "face_cut": rng.uniform(0, 0.05, n),
-        "face_conf": rng.uniform(0.7, 1, n), "face_human": rng.uniform(0.5, 1, n), "occlusion": rng.uniform(0, 0.3, n),
+        "face_frac": rng.uniform(0.2, 0.5, n), "pad_frac": rng.uniform(0, 0.1, n),
+        "face_cut": rng.uniform(0, 0.05, n), "face_conf": rng.uniform(0.7, 1, n),
+        "face_human": rng.uniform(0.5, 1, n), "occlusion": rng.uniform(0, 0.3, n),
         "occluded_share": rng.uniform(0, 0.2, n), "lighting_mean": rng.uniform(60, 200, n),
         "lighting_std": rng.uniform(20, 60, n), "lighting_clipped": rng.uniform(0, 0.1, n),
-        "bg_motion": rng.uniform(0, 8, n), "sharpness": rng.uniform(0.01, 0.15, n), "detail_4x": rng.uniform(0.05, 0.8, n),
+        "bg_motion": rng.uniform(0, 8, n), "sharpness": rng.uniform(0.01, 0.15, n),
+        "detail_4x": rng.uniform(0.05, 0.8, n),
     }
     occl = rng.uniform(0, 0.6, n * frames).astype(np.float32)
-    occl_list = pa.ListArray.from_arrays(pa.array(np.arange(0, n * frames + 1, frames, dtype=np.int32)), pa.array(occl))
+    offsets = pa.array(np.arange(0, n * frames + 1, frames, dtype=np.int32))
+    occl_list = pa.ListArray.from_arrays(offsets, pa.array(occl))
     for name, values in {**scores, "clip_id": ids, "source_id": ids}.items():
         i = t.schema.get_field_index(name)
         t = t.set_column(i, t.schema.field(i), pa.array(values).cast(t.schema.field(i).type))
@@ -105,7 +109,9 @@ def _unit(args: tuple) -> dict:
         "duration_s": 8.0,
     } for sid in ids], schemas.SOURCES)
     jpeg = _tiny_jpeg()
-    writer = ShardWriter(WriterSettings(out, RUN_ID, shard_target_mb=256, row_group_rows=1024, compression="zstd"), unit)
+    # The build's own storage settings (row groups of 32 rows: what training reads at once).
+    st = StorageConfig()
+    writer = ShardWriter(WriterSettings(out, RUN_ID, st.shard_target_mb, st.row_group_rows, st.compression), unit)
     for sid in ids:
         writer.add(sid, schemas.table_from_rows([{
             "clip_id": sid, "source_id": sid, "frame_index": k, "source_frame": 2 * k, "timestamp_s": k / 12.5,
@@ -119,8 +125,8 @@ def make_synthetic_out(out: str, clips: int, frames_per_clip: int = 2, clips_per
     """Write a synthetic OUT (see the module docstring); returns the driver's figures."""
     cat = Catalog.for_build(out)
     try:
-        cat.start_run({"run_id": RUN_ID, "started_at": datetime.now(timezone.utc), "schema_version": schemas.SCHEMA_VERSION,
-                       "config_json": _config_json(), "status": "running", "n_sources": clips})
+        cat.start_run({"run_id": RUN_ID, "started_at": datetime.now(timezone.utc), "status": "running",
+                       "schema_version": schemas.SCHEMA_VERSION, "config_json": _config_json(), "n_sources": clips})
         stats = BuildStats()
         committer = Committer(cat, RUN_ID, stats, committed=set(), publish_every_s=10.0)
         jobs = [(str(out), u, first, min(clips_per_shard, clips - first), frames_per_clip)
@@ -148,8 +154,8 @@ def make_sql_catalog(out: str, clips: int, chunk: int = 1_000_000) -> None:
     """A catalog of ``clips`` clip rows (and their sources) with no shards: rows in bulk."""
     rng = np.random.default_rng(0)
     with Catalog(out) as cat:
-        cat.start_run({"run_id": RUN_ID, "started_at": datetime.now(timezone.utc), "schema_version": schemas.SCHEMA_VERSION,
-                       "config_json": _config_json(), "status": "finished", "n_sources": clips})
+        cat.start_run({"run_id": RUN_ID, "started_at": datetime.now(timezone.utc), "status": "finished",
+                       "schema_version": schemas.SCHEMA_VERSION, "config_json": _config_json(), "n_sources": clips})
         for first in range(0, clips, chunk):
             cat.insert("clips", _clip_rows(first, min(chunk, clips - first), 8, rng))
         cat.checkpoint()
@@ -222,8 +228,9 @@ def main() -> None:
                      *timed(portrait("query", "--catalog", str(big), "SELECT count(*) FROM frames"))[:2]))
         rows.append((f"rethreshold, {args.clips} clips (CLI, first rows shown)",
                      *timed(portrait("query", "--catalog", str(big), "--named", "rethreshold"))[:2]))
+        rethreshold = portrait("query", "--catalog", str(sql), "--named", "rethreshold")
         rows.append((f"rethreshold, {args.sql_clips} clips (CLI, first rows shown)",
-                     *min(timed(portrait("query", "--catalog", str(sql), "--named", "rethreshold"))[:2] for _ in range(2))))
+                     *min(timed(rethreshold)[:2] for _ in range(2))))
         rows.append((f"clips-only query, {args.sql_clips} clips",
                      *timed(portrait("query", "--catalog", str(sql), CLIPS_SQL))[:2]))
         opened = [timed(in_process_open(str(big))) for _ in range(3)]
@@ -237,12 +244,14 @@ def main() -> None:
         print(f"driver commit: {b['units'] / b['driver_s']:.0f} units/s, {b['frames'] / b['driver_s']:.0f} frames/s "
               f"(driver {b['driver_s']:.1f} s of {b['wall_s']:.1f} s wall, final publish {b['final_publish_s']:.1f} s)")
         print(f"shards per source: {b['shards'] / args.clips:.4f} ({args.clips / b['shards']:.0f} sources a shard)")
-        print(f"catalog: {(big / 'catalog.duckdb').stat().st_size / 1e6:.0f} MB at {args.clips} clips, "
-              f"{(sql / 'catalog.duckdb').stat().st_size / 1e6:.0f} MB at {args.sql_clips} (filled in {sql_fill:.0f} s)")
+        mb = {folder: (folder / "catalog.duckdb").stat().st_size / 1e6 for folder in (big, sql)}
+        print(f"catalog: {mb[big]:.0f} MB at {args.clips} clips, {mb[sql]:.0f} MB at {args.sql_clips} "
+              f"(filled in {sql_fill:.0f} s)")
         print(f"{'what':58s} {'seconds':>8s} {'peak RSS MB':>12s}")
         for name, wall, rss in rows:
             print(f"{name:58s} {wall:8.2f} {rss:12.0f}")
-        print(f"verify throughput: {shard_mb / v_wall:.0f} MB/s, {b['shards'] / v_wall:.0f} shards/s (process start included)")
+        print(f"verify throughput: {shard_mb / v_wall:.0f} MB/s, {b['shards'] / v_wall:.0f} shards/s "
+              "(process start included)")
         print(f"clips-only query, {b['shards']} vs 40 shards: {qbig[0] / q40[0]:.2f}x")
     finally:
         if not args.keep:

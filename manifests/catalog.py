@@ -32,15 +32,16 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import duckdb
 import pyarrow as pa
 
 from . import schemas
+from .errors import PortraitError
 from .shards import ShardInfo, check_shards, settle
 from .storage import Location, StorageUnavailable, duckdb_filesystem, resolve
 
@@ -54,7 +55,7 @@ _READS_FRAMES = re.compile(r"\bframes\b", re.IGNORECASE)
 _LISTED = 5  # names shown in one warning line before "and N more"
 
 
-class CatalogError(Exception):
+class CatalogError(PortraitError):
     """A catalog that cannot be opened or queried as asked (printed as one line)."""
 
 
@@ -84,7 +85,7 @@ def named_query_sql(name: str) -> str:
     return path.read_text()
 
 
-def catalog_location(where: "str | Path | Location") -> Location:
+def catalog_location(where: str | Path | Location) -> Location:
     """OUT from ``OUT`` or ``OUT/catalog.duckdb`` (a path or a URI)."""
     if isinstance(where, Location):
         return where
@@ -95,7 +96,7 @@ def catalog_location(where: "str | Path | Location") -> Location:
 
 
 class Catalog:
-    def __init__(self, out_dir: "str | Path | Location", read_only: bool = False, working_copy: bool = False):
+    def __init__(self, out_dir: str | Path | Location, read_only: bool = False, working_copy: bool = False):
         """Open OUT's catalog. Locally it is opened in place (``working_copy``: a copy is worked
         on and published); a remote one is always read from, or worked on in, a local copy."""
         try:
@@ -156,7 +157,7 @@ class Catalog:
                 raise StorageError(f"cannot write the catalog {self.published}: {_first_line(e)}") from None
 
     @classmethod
-    def for_build(cls, out_dir: "str | Path | Location") -> "Catalog":
+    def for_build(cls, out_dir: str | Path | Location) -> Catalog:
         return cls(out_dir, working_copy=True)
 
     def _take_lock(self) -> None:
@@ -165,7 +166,7 @@ class Catalog:
             return
         import fcntl
 
-        self._lock = open(self.out.path(".build.lock"), "a+")
+        self._lock = open(self.out.path(".build.lock"), "a+")  # noqa: SIM115 - held until close()
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -175,7 +176,7 @@ class Catalog:
                                "wait for it to finish") from None
 
     @classmethod
-    def open_file(cls, catalog_path: str | Path, read_only: bool = True) -> "Catalog":
+    def open_file(cls, catalog_path: str | Path, read_only: bool = True) -> Catalog:
         return cls(catalog_path, read_only=read_only)
 
     def _cleanup(self) -> None:

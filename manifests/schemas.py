@@ -27,7 +27,7 @@ DuckDB (``FLOAT[][][]``, ``latent[1][1][1]``), Hugging Face ``datasets``
 Every shard's Parquet key-value metadata records the contract: ``portrait.schema_version`` and
 ``portrait.arrays`` (JSON: per array column its ``shape``, ``dtype`` and, for ``latent``, the
 VAE's ``scaling_factor`` and ``shift_factor``). DuckDB has no float16: it widens to FLOAT; the
-stored dtype is the one in the metadata (and in ``ARRAYS`` below).
+stored dtype is the one in the metadata (and in ``ARRAYS``, defined in ``manifests.tensors``).
 Per-frame array shapes (defaults; the sizes follow ``crop.out_size`` and
 ``features.position_map.map_size`` of the build, recorded in the metadata):
 - ``landmarks``     (478, 2) float32, crop pixels of the stored crop (x right, y down).
@@ -64,19 +64,12 @@ import pyarrow as pa
 
 from . import tensors
 
+# The array columns' names, default shapes and dtypes: defined in tensors.py, which this module
+# builds its types with (so tensors.py cannot import this one), and re-exported here.
+from .tensors import ARRAY_DTYPES, ARRAYS  # noqa: F401 - ARRAY_DTYPES: re-exported
+
 SCHEMA_VERSION = 3
 
-# Array columns: name -> (default shape, NumPy dtype). The shape of a column follows the
-# build's settings (crop size, map size): tables built by `table_from_rows` take it from the
-# arrays themselves and record it in the schema metadata.
-ARRAYS: dict[str, tuple[tuple[int, ...], str]] = {
-    "landmarks": ((478, 2), "float32"),
-    "latent": ((4, 64, 64), "float16"),
-    "position_map": ((3, 64, 64), "float16"),
-    "pose": ((133, 3), "float32"),
-    "identity_embedding": ((512,), "float32"),
-}
-ARRAY_DTYPES = {name: dtype for name, (_, dtype) in ARRAYS.items()}
 META_VERSION = b"portrait.schema_version"
 META_ARRAYS = b"portrait.arrays"
 
@@ -201,7 +194,8 @@ CLIPS = with_contract(pa.schema(
         pa.field("end_s", pa.float64(), nullable=False),
         pa.field("n_frames", pa.int32(), nullable=False),
         pa.field("fps", pa.float64()),  # sampling rate of the stored frames
-        pa.field("split_reason", pa.string()),  # why the clip ended: end|cut|face_lost|identity_jump|max_length|occlusion
+        # Why the clip ended: end|cut|face_lost|identity_jump|max_length|occlusion.
+        pa.field("split_reason", pa.string()),
         # Crop in source pixels (display orientation), fixed over the clip.
         pa.field("crop_x0", pa.float64()),
         pa.field("crop_y0", pa.float64()),
@@ -227,6 +221,7 @@ CLIPS = with_contract(pa.schema(
         pa.field("run_id", pa.string(), nullable=False),
     ]
 ))
+
 
 FRAMES = with_contract(pa.schema(
     [

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .errors import PortraitError
 from .storage import Location, fsync_dir, resolve
 
 SHARD_DIR = "shards"
@@ -88,7 +89,7 @@ _MAGIC = b"PAR1"
 _FOOTER_GUESS = 64 << 10  # one read of the file's end holds most footers (else a second read)
 
 
-class FooterError(ValueError):
+class FooterError(PortraitError, ValueError):
     """The end of a file is not a Parquet footer."""
 
 
@@ -117,7 +118,7 @@ def _marker(shard_id: str) -> str:
 
 def write_shard(
     table: pa.Table,
-    out_dir: "str | Path | Location",
+    out_dir: str | Path | Location,
     shard_id: str,
     row_group_rows: int = 1024,
     compression: str = "zstd",
@@ -172,7 +173,7 @@ def write_shard(
                      source_ids=tuple(source_ids), footer_sha256=footer)
 
 
-def settle(out_dir: "str | Path | Location", shard_id: str) -> None:
+def settle(out_dir: str | Path | Location, shard_id: str) -> None:
     """The shard is committed: it is no longer pending."""
     resolve(out_dir).delete(_marker(shard_id))
 
@@ -181,14 +182,14 @@ def _is_build_file(name: str) -> bool:
     return name.endswith((".parquet", PARTIAL_SUFFIX, PENDING_SUFFIX))
 
 
-def build_files(out_dir: "str | Path | Location") -> list[str]:
+def build_files(out_dir: str | Path | Location) -> list[str]:
     """Shard files, partial files and markers in OUT/shards (what a build writes there)."""
     out = resolve(out_dir)
     return sorted(rel.split("/", 1)[1] for rel in out.files(SHARD_DIR)
                   if "/" in rel and _is_build_file(rel))
 
 
-def clean_uncommitted(out_dir: "str | Path | Location", committed: set[str], run_id: str | None = None,
+def clean_uncommitted(out_dir: str | Path | Location, committed: set[str], run_id: str | None = None,
                       listed: dict[str, int] | None = None) -> Cleanup:
     """Remove what an interrupted build left: the files a pending marker announces that the
     catalog does not name (``committed``: paths relative to OUT). Everything else stays.
@@ -237,7 +238,7 @@ def _is_marker(out: Location, marker: str, shard_id: str) -> bool:
 CHECKS = ("size", "footer", "sha256")  # each costs more than the one before
 
 
-def check_shard(out_dir: "str | Path | Location", row: dict, upto: str = "sha256", size: int | None = -1) -> str | None:
+def check_shard(out_dir: str | Path | Location, row: dict, upto: str = "sha256", size: int | None = -1) -> str | None:
     """What is wrong with a committed shard (``row`` from the catalog's ``shards``), or None.
 
     Checks in order, stopping after ``upto``: the size (a stat; or ``size`` when the caller
@@ -272,7 +273,7 @@ def check_shard(out_dir: "str | Path | Location", row: dict, upto: str = "sha256
     return None
 
 
-def check_shards(out_dir: "str | Path | Location", rows: list[dict], upto: str = "footer",
+def check_shards(out_dir: str | Path | Location, rows: list[dict], upto: str = "footer",
                  sizes: dict[str, int] | None = None, threads: int = 16) -> dict[str, str]:
     """``check_shard`` over many shards, ``threads`` at a time (each check waits on the disk or
     the network, not the CPU): path -> what is wrong, for the bad ones. ``sizes``: a listing of

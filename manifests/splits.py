@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 EVAL_DATASETS = ("vfhq", "celebvhq")
 EVAL_SPLIT = "eval"
@@ -75,7 +76,7 @@ def choose_eval(records: Iterable[Mapping[str, Any]], n: int = 100, seed: int = 
         members[groups.find(f"source:{r['source_id']}")].append(r)
 
     def order(key: str) -> str:
-        return hashlib.sha1(f"{seed}:{key}".encode("utf-8")).hexdigest()
+        return hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()
 
     by_dataset: dict[str, list[tuple[str, list[Mapping[str, Any]]]]] = defaultdict(list)
     for key in sorted(members, key=order):

@@ -17,19 +17,21 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from .errors import PortraitError
+
 _COPY_CHUNK = 8 << 20
 
 
-class StorageUnavailable(Exception):
+class StorageUnavailable(PortraitError):
     """A location that cannot be used: unknown scheme, unreachable server, no such bucket."""
 
 
@@ -46,7 +48,7 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-@lru_cache(maxsize=None)
+@cache
 def s3_filesystem(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
     """One S3 filesystem per endpoint and region (per process): credentials from the environment.
 
@@ -100,7 +102,7 @@ class Location:
             return self.path(rel)
         return f"{self.uri}/{rel}" if rel else self.uri
 
-    def child(self, rel: str) -> "Location":
+    def child(self, rel: str) -> Location:
         return Location(self.fs, self.path(rel), self.url(rel))
 
     # -- reads ----------------------------------------------------------------------------
@@ -200,7 +202,7 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
-def resolve(where: "str | os.PathLike | Location") -> Location:
+def resolve(where: str | os.PathLike | Location) -> Location:
     """A local path (or file:// URI) or an object-store URI as a :class:`Location`."""
     if isinstance(where, Location):
         return where

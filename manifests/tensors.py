@@ -15,6 +15,20 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+# The array columns of manifests.schemas: name -> (default shape, NumPy dtype). The shape of a
+# column follows the build's settings (crop size, map size): tables built by
+# `schemas.table_from_rows` take it from the arrays themselves and record it in the schema
+# metadata. Defined here, not in schemas.py, because schemas.py builds its types with this
+# module: the import goes one way.
+ARRAYS: dict[str, tuple[tuple[int, ...], str]] = {
+    "landmarks": ((478, 2), "float32"),
+    "latent": ((4, 64, 64), "float16"),
+    "position_map": ((3, 64, 64), "float16"),
+    "pose": ((133, 3), "float32"),
+    "identity_embedding": ((512,), "float32"),
+}
+ARRAY_DTYPES = {name: dtype for name, (_, dtype) in ARRAYS.items()}
+
 
 def array_type(shape: tuple[int, ...], dtype: str) -> pa.DataType:
     """The nested fixed_size_list type of an array of ``shape`` and NumPy ``dtype``."""
@@ -122,8 +136,6 @@ def stack(col: pa.Array | pa.ChunkedArray, dtype: str | None = None) -> np.ndarr
 
 def rows(table: pa.Table, dtypes: dict[str, str] | None = None) -> list[dict]:
     """``table.to_pylist()`` with array columns as NumPy arrays (contract dtypes by default)."""
-    from .schemas import ARRAY_DTYPES
-
     dtypes = {**ARRAY_DTYPES, **(dtypes or {})}
     plain = [c for c in table.column_names if c not in dtypes]
     out = table.select(plain).to_pylist() if plain else [{} for _ in range(table.num_rows)]

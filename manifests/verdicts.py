@@ -16,7 +16,7 @@ blown out: see stages/curate.py).
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -50,17 +50,30 @@ def _too_few_pixels(c, t) -> bool:
 # at training scale as a consequence: that is reported as resolution, not also as blur.
 _VISIBILITY = [
     ("resolution", lambda c, t: _too_few_pixels(c, t) or _lt(c["detail_4x"], t["min_detail_4x"])),
-    ("lighting", lambda c, t: _lt(c["lighting_mean"], t["min_lighting_mean"]) or _gt(c["lighting_mean"], t["max_lighting_mean"])
-     or _lt(c["lighting_std"], t["min_lighting_std"]) or _gt(c["lighting_clipped"], t["max_lighting_clipped"])),
+    (
+        "lighting",
+        lambda c, t: (
+            _lt(c["lighting_mean"], t["min_lighting_mean"])
+            or _gt(c["lighting_mean"], t["max_lighting_mean"])
+            or _lt(c["lighting_std"], t["min_lighting_std"])
+            or _gt(c["lighting_clipped"], t["max_lighting_clipped"])
+        ),
+    ),
     ("blur", lambda c, t: _lt(c["sharpness"], t["min_sharpness"]) and not _too_few_pixels(c, t)),
 ]
-_NOT_A_FACE = ("no_face", lambda c, t: _lt(c["face_human"], t["min_face_human"]) or _lt(c["face_conf"], t["min_face_conf"]))
+_NOT_A_FACE = (
+    "no_face",
+    lambda c, t: _lt(c["face_human"], t["min_face_human"]) or _lt(c["face_conf"], t["min_face_conf"]),
+)
 # Tier 2 and framing rules; occlusion only on a face seen well.
 _CONTENT = [
     ("face_size", lambda c, t: _lt(c["face_frac"], t["min_face_frac"])),
     ("padding", lambda c, t: _gt(c["pad_frac"], t["max_pad_frac"]) or _gt(c["face_cut"], t["max_face_cut"])),
     ("multiple_faces", lambda c, t: _gt(c["n_faces"], t["max_faces"])),
-    ("occlusion", lambda c, t: _gt(occluded_share(c["occlusion_frames"], t["max_frame_occlusion"]), t["max_occluded_share"])),
+    (
+        "occlusion",
+        lambda c, t: _gt(occluded_share(c["occlusion_frames"], t["max_frame_occlusion"]), t["max_occluded_share"]),
+    ),
     ("background_motion", lambda c, t: _gt(c["bg_motion"], t["max_bg_motion"])),
     ("too_short", lambda c, t: c["media_type"] == "video" and _lt(c["end_s"] - c["start_s"], t["min_clip_s"])),
 ]

@@ -12,8 +12,8 @@ fixed_size_list arrays (manifests/schemas.py).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,7 +29,7 @@ DEFAULT_ARRAYS = ["latent", "position_map", "landmarks", "pose"]
 
 def curate(inputs: str | Path | Iterable[str | Path] = (), out: str | Path = "out", *,
           datasets: dict[str, str | Path] | None = None, config: str | Path | dict | None = None,
-          progress: bool = False, retry_errors: bool = False) -> "Build":
+          progress: bool = False, retry_errors: bool = False) -> Build:
     """Build (or resume building) ``out`` from plain folders ``inputs`` and/or ``datasets``
     ({name: root} in their official layouts). ``config``: a YAML path, or a dict of dotted
     overrides as ``--set`` takes them ({"sampling.fps": 10}). Returns the opened build."""
@@ -46,7 +46,7 @@ def curate(inputs: str | Path | Iterable[str | Path] = (), out: str | Path = "ou
     return Build(out)
 
 
-def open(out: str | Path) -> "Build":  # noqa: A001 - portrait.open(OUT) reads as intended
+def open(out: str | Path) -> Build:  # noqa: A001 - portrait.open(OUT) reads as intended
     """An existing build folder (``OUT`` or ``OUT/catalog.duckdb``)."""
     p = Path(out)
     return Build(p.parent if p.suffix == ".duckdb" else p)
@@ -112,7 +112,7 @@ class Build:
                     row.update({a: None if v is None else torch.from_numpy(v.copy()) for a, v in got.items()})
                     yield row
 
-    def torch_dataset(self, arrays: list[str] | None = None, **kwargs) -> "FrameDataset":
+    def torch_dataset(self, arrays: list[str] | None = None, **kwargs) -> FrameDataset:
         """A torch IterableDataset of :meth:`frames` (shards dealt to DataLoader workers)."""
         return FrameDataset(self, arrays, kwargs)
 

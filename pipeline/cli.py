@@ -6,6 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+from manifests.errors import PortraitError, first_line
+
 from .config import ConfigError
 
 
@@ -31,11 +33,26 @@ def _key_values(items: list[str], flag: str) -> dict:
 # -- build ----------------------------------------------------------------------------------
 def add_build_parser(sub) -> None:
     p = sub.add_parser("build", help="curate media into Parquet shards and a DuckDB catalog")
-    p.add_argument("--input", action="append", default=[], metavar="DIR", help="a plain folder of images and videos (repeatable)")
-    p.add_argument("--dataset", action="append", default=[], metavar="NAME=ROOT", help="a dataset in its official layout (repeatable)")
-    p.add_argument("--out", required=True, metavar="OUT", help="output folder or URI, e.g. s3://bucket/prefix (catalog.duckdb, shards/)")
+    p.add_argument(
+        "--input", action="append", default=[], metavar="DIR", help="a plain folder of images and videos (repeatable)"
+    )
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="NAME=ROOT",
+        help="a dataset in its official layout (repeatable)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="OUT",
+        help="output folder or URI, e.g. s3://bucket/prefix (catalog.duckdb, shards/)",
+    )
     p.add_argument("--config", metavar="YAML", help="build config file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. sampling.fps=10")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. sampling.fps=10"
+    )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -54,8 +71,8 @@ def _check_inputs(inputs: list[str]) -> None:
 
 def cmd_build(args) -> int:
     from .build import build
-    from .quiet import local_ray_auth
     from .config import load_config
+    from .quiet import local_ray_auth
     from .sources import dataset_entries, discover
     from .summary import print_summary
     from .weights import check_weights
@@ -71,15 +88,20 @@ def cmd_build(args) -> int:
     local_ray_auth(config.ray.address)
     entries = dataset_entries(config, args.input, args.dataset)
     discovery = discover(entries, progress=not args.no_progress)
-    print(f"found {len(discovery.specs)} sources in {len(entries)} dataset(s)"
-          + (f", {len(discovery.metadata_errors)} metadata error(s)" if discovery.metadata_errors else ""), file=sys.stderr)
+    print(
+        f"found {len(discovery.specs)} sources in {len(entries)} dataset(s)"
+        + (f", {len(discovery.metadata_errors)} metadata error(s)" if discovery.metadata_errors else ""),
+        file=sys.stderr,
+    )
     stats = build(config, args.out, discovery, progress=not args.no_progress, retry_errors=args.retry_errors)
     if stats.skipped:
         print(f"skipped {stats.skipped} source(s) finished by an earlier run", file=sys.stderr)
     if stats.retried:
         print(f"redid {stats.retried} source(s) that ended in error before", file=sys.stderr)
     if stats.lost:
-        print(f"{stats.lost} source(s) lost with their worker: run the same command again to retry them", file=sys.stderr)
+        print(
+            f"{stats.lost} source(s) lost with their worker: run the same command again to retry them", file=sys.stderr
+        )
     print_summary(_out_dir(args.out))
     return 0
 
@@ -101,6 +123,7 @@ def add_query_parser(sub) -> None:
 
 def cmd_query(args) -> int:
     from manifests.catalog import Catalog
+
     from .summary import print_table
 
     if bool(args.sql) == bool(args.named):
@@ -151,9 +174,12 @@ def _printable(table):
     import pyarrow as pa
 
     cols = []
-    for name, col in zip(table.column_names, table.columns):
+    for col in table.columns:
         if pa.types.is_nested(col.type) or pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-            col = pa.array([None if v is None else json.dumps(v, default=lambda b: f"<{len(b)} bytes>") for v in col.to_pylist()], pa.string())
+            col = pa.array(
+                [None if v is None else json.dumps(v, default=lambda b: f"<{len(b)} bytes>") for v in col.to_pylist()],
+                pa.string(),
+            )
         cols.append(col)
     return pa.table(cols, names=table.column_names)
 
@@ -178,7 +204,9 @@ def cmd_preview(args) -> int:
 
 
 def add_report_parser(sub) -> None:
-    p = sub.add_parser("report", help="what a build holds: counts, discovery, storage per feature; --html for the full page")
+    p = sub.add_parser(
+        "report", help="what a build holds: counts, discovery, storage per feature; --html for the full page"
+    )
     p.add_argument("--catalog", required=True, help="OUT/catalog.duckdb (or OUT)")
     p.add_argument("--html", metavar="DIR", help="write DIR/index.html: counts, score histograms, contact sheets, "
                    "storage, runs and models (one self-contained file)")
@@ -202,7 +230,9 @@ def cmd_report(args) -> int:
 # -- devset, eval ---------------------------------------------------------------------------
 def add_eval_parsers(sub) -> None:
     p = sub.add_parser("devset", help="write a labelled development set: real media plus degraded variants")
-    p.add_argument("--base", required=True, metavar="CSV", help="path,label,reasons of real files (bench/devset_base.csv)")
+    p.add_argument(
+        "--base", required=True, metavar="CSV", help="path,label,reasons of real files (bench/devset_base.csv)"
+    )
     p.add_argument("--media", required=True, metavar="ROOT", help="folder the base paths are relative to")
     p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/media and DIR/labels.csv")
     p.add_argument("--kinds", help="comma-separated degradations (default: all)")
@@ -212,8 +242,12 @@ def add_eval_parsers(sub) -> None:
     p.set_defaults(func=cmd_devset)
     p = sub.add_parser("eval", help="precision/recall of every filter and the clean keep-rate against labels")
     p.add_argument("--labels", required=True, metavar="CSV", help="file,expected,reasons (as `portrait devset` writes)")
-    p.add_argument("--catalog", required=True, action="append",
-                   help="OUT/catalog.duckdb (or OUT) of a build of the labelled files (repeatable: a set built in parts)")
+    p.add_argument(
+        "--catalog",
+        required=True,
+        action="append",
+        help="OUT/catalog.duckdb (or OUT) of a build of the labelled files (repeatable: a set built in parts)",
+    )
     p.add_argument("--all", action="store_true", help="print every file's scores, not only the wrong ones")
     p.set_defaults(func=cmd_eval)
 
@@ -232,12 +266,9 @@ def cmd_devset(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import LabelsError, evaluate, print_report
+    from .evaluate import evaluate, print_report
 
-    try:
-        report = evaluate([_out_dir(c) for c in args.catalog], args.labels)
-    except LabelsError as e:
-        raise ConfigError(str(e)) from None
+    report = evaluate([_out_dir(c) for c in args.catalog], args.labels)  # LabelsError: one line in main()
     print_report(report, all_files=args.all)
     return 0
 
@@ -246,7 +277,9 @@ def cmd_eval(args) -> int:
 def add_verify_parser(sub) -> None:
     p = sub.add_parser("verify", help="check every shard's size, rows and sha256 against the catalog")
     p.add_argument("out", metavar="OUT", help="output folder (or OUT/catalog.duckdb)")
-    p.add_argument("--repair", action="store_true", help="un-commit the sources of bad shards so the next build redoes them")
+    p.add_argument(
+        "--repair", action="store_true", help="un-commit the sources of bad shards so the next build redoes them"
+    )
     p.set_defaults(func=cmd_verify)
 
 
@@ -259,7 +292,7 @@ def cmd_verify(args) -> int:
     return 1 if verdict.bad and not verdict.repaired else 0
 
 
-def _out_dir(catalog: str) -> "Path | str":
+def _out_dir(catalog: str) -> Path | str:
     """OUT from OUT or OUT/catalog.duckdb: a Path, or the URI as text (s3://...)."""
     from manifests.storage import is_uri
 
@@ -286,24 +319,17 @@ def main(argv: list[str] | None = None) -> int:
     for extra in _extra_parsers():
         extra(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.func(args)
-    except ConfigError as e:
-        print(f"portrait: error: {e}", file=sys.stderr)
+    except (PortraitError, FileNotFoundError) as e:  # the user's to fix: one line; anything else is a bug
+        print(f"portrait: error: {first_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("portrait: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except Exception as e:  # boundary: known user-facing errors print one line
-        from manifests.catalog import CatalogError
-        from portrait_model import PortraitModelError
-        from stages.base import StageError, WeightsMissing
-
-        if isinstance(e, (CatalogError, WeightsMissing, StageError, PortraitModelError, FileNotFoundError)):
-            print(f"portrait: error: {e}", file=sys.stderr)
-            return 2
-        raise
 
 
 def _extra_parsers():

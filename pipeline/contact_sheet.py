@@ -56,7 +56,9 @@ def kept_sheet(cat: Catalog, frames_per_clip: int = 4, max_clips: int = 12, flow
     return np.concatenate(rows, axis=0) if rows else None
 
 
-def write_contact_sheet(out_dir: str | Path, png_path: str | Path, frames_per_clip: int = 4, max_clips: int = 12) -> int:
+def write_contact_sheet(
+    out_dir: str | Path, png_path: str | Path, frames_per_clip: int = 4, max_clips: int = 12
+) -> int:
     """One row per kept clip (evenly spaced frames); returns the number of clips shown."""
     with Catalog(out_dir, read_only=True) as cat:
         sheet = kept_sheet(cat, frames_per_clip, max_clips)

@@ -64,7 +64,11 @@ def make_sample_set(folder: Path) -> list[Path]:
     face_centre = (250.0, 120.0)  # roughly her face in the 512x512 photograph
     mask = _head_mask(astronaut.shape[:2], face_centre, (95, 120))
     written = []
-    for name, img in {"astronaut.png": astronaut, "chelsea_cat.png": data.chelsea(), "coffee.png": data.coffee()}.items():
+    for name, img in {
+        "astronaut.png": astronaut,
+        "chelsea_cat.png": data.chelsea(),
+        "coffee.png": data.coffee(),
+    }.items():
         p = folder / "images" / name
         cv2.imwrite(str(p), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         written.append(p)

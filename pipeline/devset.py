@@ -23,10 +23,10 @@ import hashlib
 import multiprocessing
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
 
 import av
 import cv2
@@ -127,11 +127,6 @@ def blown_frame(rgb: np.ndarray, gain: float) -> np.ndarray:
     return np.clip(rgb.astype(np.float32) * gain + 70.0, 0, 255).astype(np.uint8)
 
 
-def downscale(src, dst, factor: int = 4, max_frames: int | None = None) -> Path:
-    """Frames reduced ``factor`` times (area averaging): a low-resolution source."""
-    return map_video(src, dst, lambda i, rgb: shrink_frame(rgb, factor), max_frames)
-
-
 def shrink_frame(rgb: np.ndarray, factor: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     return cv2.resize(rgb, (max(2, round(w / factor)), max(2, round(h / factor))), interpolation=cv2.INTER_AREA)
@@ -169,7 +164,16 @@ def photo_texture(height: int, width: int, seed: int) -> np.ndarray:
     coffee, a rocket, a retina...), resized to ``height`` x ``width``: a real-image texture."""
     from skimage import data
 
-    makers = [data.brick, data.gravel, data.grass, data.coffee, data.rocket, data.hubble_deep_field, data.immunohistochemistry, data.retina]
+    makers = [
+        data.brick,
+        data.gravel,
+        data.grass,
+        data.coffee,
+        data.rocket,
+        data.hubble_deep_field,
+        data.immunohistochemistry,
+        data.retina,
+    ]
     rng = np.random.default_rng(seed)
     img = makers[int(rng.integers(len(makers)))]()
     if img.ndim == 2:
@@ -421,24 +425,6 @@ class _FaceTracker:
         self.analyzer.close()
 
 
-def mouth_patch(src, dst, fraction: float = 0.8, colour=(128, 128, 128), max_frames: int | None = None) -> Path:
-    """An opaque rectangle over the mouth in the middle ``fraction`` of the frames (frames
-    without a face are left as they are)."""
-    n = _count_frames(src, max_frames)
-    first = int(round(n * (1 - fraction) / 2))
-    last = first + int(round(n * fraction))
-    tracker = _FaceTracker()
-
-    def fn(i, rgb):
-        lm = tracker.landmarks(rgb) if first <= i < last else None
-        return paint_patch(rgb, lm, "mouth", colour) if lm is not None else rgb
-
-    try:
-        return map_video(src, dst, fn, max_frames)
-    finally:
-        tracker.close()
-
-
 # ------------------------------------------------------------------------------ the dev set
 
 # Degradation -> reasons a curator would accept for rejecting it. Blur and upscaled content are
@@ -591,7 +577,9 @@ class DevSetWriter:
                     return rgb
                 h = rgb.shape[0]
                 if other.shape[0] > h:  # shrink to the same height; never enlarge (that would be upscaled content)
-                    other = cv2.resize(other, (max(2, round(other.shape[1] * h / other.shape[0])), h), interpolation=cv2.INTER_AREA)
+                    other = cv2.resize(
+                        other, (max(2, round(other.shape[1] * h / other.shape[0])), h), interpolation=cv2.INTER_AREA
+                    )
                 else:
                     top = (h - other.shape[0]) // 2
                     other = cv2.copyMakeBorder(other, top, h - other.shape[0] - top, 0, 0, cv2.BORDER_CONSTANT)
@@ -639,7 +627,9 @@ def _pan(rgb: np.ndarray, n: int) -> Iterator[np.ndarray]:
         t = i / max(n - 1, 1)
         x0 = int((w - side) * (0.2 + 0.6 * t))
         y0 = int((h - side) * (0.5 + 0.3 * np.sin(2 * np.pi * t)) * 0.9)
-        yield np.ascontiguousarray(cv2.resize(rgb[y0:y0 + side, x0:x0 + side], (384, 384), interpolation=cv2.INTER_AREA))
+        yield np.ascontiguousarray(
+            cv2.resize(rgb[y0 : y0 + side, x0 : x0 + side], (384, 384), interpolation=cv2.INTER_AREA)
+        )
 
 
 def make_devset(base_csv: Path, media_root: Path, out: Path, kinds: list[str] | None = None,
@@ -673,7 +663,9 @@ def make_devset(base_csv: Path, media_root: Path, out: Path, kinds: list[str] | 
         # One process per core: each degrades whole files (its own face and person models).
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))) as pool:
-            for k, rows in enumerate(pool.imap_unordered(_degrade_job, [(out, clean_seconds, degraded_seconds, j) for j in jobs])):
+            for k, rows in enumerate(
+                pool.imap_unordered(_degrade_job, [(out, clean_seconds, degraded_seconds, j) for j in jobs])
+            ):
                 writer.rows.extend(rows)
                 if progress:
                     print(f"devset: {k + 1}/{len(jobs)} clean files degraded", flush=True)

@@ -18,13 +18,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from manifests.errors import PortraitError
 from manifests.schemas import CLIP_SCORES, KEPT
 from manifests.verdicts import REASONS
 
 FILTERS = REASONS  # no_face is a verdict reason too (a clip whose face is not human)
 
 
-class LabelsError(Exception):
+class LabelsError(PortraitError):
     """A labels file the evaluation cannot use (one line for the CLI)."""
 
 
@@ -144,10 +145,17 @@ def print_report(report: EvalReport, out=None, all_files: bool = False) -> None:
     for f in FILTERS:
         wrong = [r.file for r in report.files if f in r.fired and f not in r.right]
         if wrong:
-            print(f"{f} also fired on: {', '.join(wrong[:8])}" + (f" and {len(wrong) - 8} more" if len(wrong) > 8 else ""), file=out)
+            print(
+                f"{f} also fired on: {', '.join(wrong[:8])}"
+                + (f" and {len(wrong) - 8} more" if len(wrong) > 8 else ""),
+                file=out,
+            )
     rows = [r for r in report.files if all_files or not r.correct]
     if rows:
-        print("\n" + ("every file" if all_files else "wrong files") + ": file, expected, got, fired, main clip scores", file=out)
+        print(
+            "\n" + ("every file" if all_files else "wrong files") + ": file, expected, got, fired, main clip scores",
+            file=out,
+        )
         for r in rows:
             s = r.scores
             sc = " ".join(f"{name}={_fmt(s.get(name))}" for name, _ in CLIP_SCORES if s.get(name) is not None)

@@ -61,7 +61,9 @@ def eval_split(catalog: Catalog, n: int, seed: int, datasets: list[str]) -> int:
         "UPDATE clips SET split = s.split FROM sources s WHERE clips.source_id = s.source_id AND clips.split = ?",
         [EVAL_SPLIT],
     )
-    records = catalog.query("SELECT clip_id, source_id, dataset, identity FROM clips WHERE verdict = 'kept'").to_pylist()
+    records = catalog.query(
+        "SELECT clip_id, source_id, dataset, identity FROM clips WHERE verdict = 'kept'"
+    ).to_pylist()
     chosen = sorted(choose_eval(records, n=n, seed=seed, datasets=tuple(datasets)))
     if chosen:
         catalog.con.execute("UPDATE clips SET split = ? WHERE list_contains(?, clip_id)", [EVAL_SPLIT, chosen])

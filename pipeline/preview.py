@@ -15,10 +15,9 @@ import pyarrow.parquet as pq
 
 from manifests import tensors
 from manifests.catalog import Catalog
-
-from .config import ConfigError
 from stages.jpeg import decode_jpeg
 
+from .config import ConfigError
 from .contact_sheet import TILE
 
 # COCO-17 body limbs and hand chains (offsets inside a 21-point hand), for drawing only.
@@ -68,7 +67,9 @@ def _rejected_sheet(clip_id: str, clip: dict, png: str | Path) -> str:
     return clip_id
 
 
-def preview_clip(out_dir: str | Path, clip_id: str | None, png: str | Path, n_frames: int = 6, vae: str | None = None) -> str:
+def preview_clip(
+    out_dir: str | Path, clip_id: str | None, png: str | Path, n_frames: int = 6, vae: str | None = None
+) -> str:
     with Catalog(out_dir, read_only=True) as cat:
         if clip_id is None:
             rows = cat.query("SELECT clip_id FROM clips WHERE verdict = 'kept' ORDER BY clip_id LIMIT 1").to_pylist()

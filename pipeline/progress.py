@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 _EVERY_S = 1.0  # a worker reports a source's progress at most this often
 _SHOWN = 2  # sources in flight named on the bar
@@ -74,8 +74,10 @@ def _amount(value: float, unit: str) -> str:
 def describe(items: dict) -> str:
     """'a.mp4 12:30/1:00:00, b.mp4 0:40/2:10' for the sources furthest from done."""
     rows = sorted(items.values(), key=lambda r: (r[1] / r[2]) if r[2] else 0.0)[:_SHOWN]
-    parts = [f"{name} {_amount(done, unit)}/{_amount(total, unit) if total else '?'}" + ("" if unit == "s" else f" {unit}")
-             for name, done, total, unit in rows]
+    parts = [
+        f"{name} {_amount(done, unit)}/{_amount(total, unit) if total else '?'}" + ("" if unit == "s" else f" {unit}")
+        for name, done, total, unit in rows
+    ]
     more = len(items) - len(rows)
     return ", ".join(parts) + (f" +{more}" if more > 0 else "")
 
@@ -88,7 +90,7 @@ class BarUpdater:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="portrait-progress", daemon=True)
 
-    def __enter__(self) -> "BarUpdater":
+    def __enter__(self) -> BarUpdater:
         self._thread.start()
         return self
 

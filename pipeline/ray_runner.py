@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from manifests.schemas import INFRA
 from stages.base import SourceWork

@@ -100,14 +100,19 @@ def histogram_svg(name: str, kept: np.ndarray, rejected: np.ndarray, thresholds:
     x = lambda v: ml + (v - lo) / (hi - lo) * pw  # noqa: E731
     y = lambda n: mt + ph - n / top * ph  # noqa: E731
     bw = pw / bins
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="10">',
-             f'<rect width="{width}" height="{height}" fill="white"/>',
-             f'<text x="{ml}" y="13" font-size="12" font-weight="bold">{html.escape(name)}</text>',
-             f'<text x="{width - mr}" y="13" text-anchor="end" fill="#555">kept {len(kept)} / rejected {len(rejected)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="10">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{ml}" y="13" font-size="12" font-weight="bold">{html.escape(name)}</text>',
+        f'<text x="{width - mr}" y="13" text-anchor="end" fill="#555">'
+        f"kept {len(kept)} / rejected {len(rejected)}</text>",
+    ]
     for i in range(bins):
         x0 = ml + i * bw
         if hk[i]:
-            parts.append(f'<rect x="{x0:.1f}" y="{y(hk[i]):.1f}" width="{max(bw - 1, 1):.1f}" height="{ph - (y(hk[i]) - mt):.1f}" fill="{_KEPT}"/>')
+            parts.append(f'<rect x="{x0:.1f}" y="{y(hk[i]):.1f}" width="{max(bw - 1, 1):.1f}" '
+                         f'height="{ph - (y(hk[i]) - mt):.1f}" fill="{_KEPT}"/>')
         if hr[i]:
             parts.append(f'<rect x="{x0:.1f}" y="{y(hk[i] + hr[i]):.1f}" width="{max(bw - 1, 1):.1f}" '
                          f'height="{y(hk[i]) - y(hk[i] + hr[i]):.1f}" fill="{_REJECTED}"/>')
@@ -117,9 +122,10 @@ def histogram_svg(name: str, kept: np.ndarray, rejected: np.ndarray, thresholds:
     parts.append(f'<text x="{ml - 3}" y="{mt + ph}" text-anchor="end">0</text>')
     parts.append(f'<text x="{ml}" y="{height - 16}">{lo:.3g}</text>')
     parts.append(f'<text x="{ml + pw}" y="{height - 16}" text-anchor="end">{hi:.3g}</text>')
-    for k, (param, side, t) in enumerate(thresholds):
+    for _param, side, t in thresholds:
         xt = x(t)
-        parts.append(f'<line x1="{xt:.1f}" y1="{mt}" x2="{xt:.1f}" y2="{mt + ph}" stroke="#1f4e99" stroke-width="1.5" stroke-dasharray="4 3"/>')
+        parts.append(f'<line x1="{xt:.1f}" y1="{mt}" x2="{xt:.1f}" y2="{mt + ph}" stroke="#1f4e99" '
+                     'stroke-width="1.5" stroke-dasharray="4 3"/>')
         # Labels stay inside the plot: a threshold at an edge is anchored on that edge.
         anchor = "end" if xt > ml + 0.8 * pw else "start" if xt < ml + 0.2 * pw else "middle"
         parts.append(f'<text x="{xt:.1f}" y="{height - 4}" text-anchor="{anchor}" fill="#1f4e99">'
@@ -139,7 +145,9 @@ def rejected_sheet(clips: list[dict]) -> np.ndarray | None:
     """One row per rejected clip: its thumbnail strip under its id, reasons and key scores."""
     rows = []
     for c in clips:
-        thumbs = [cv2.resize(decode_jpeg(b), (THUMB, THUMB), interpolation=cv2.INTER_AREA) for b in (c["thumbnails"] or [])]
+        thumbs = [
+            cv2.resize(decode_jpeg(b), (THUMB, THUMB), interpolation=cv2.INTER_AREA) for b in (c["thumbnails"] or [])
+        ]
         if not thumbs:
             continue
         strip = np.concatenate(thumbs + [np.zeros((THUMB, THUMB, 3), np.uint8)] * (4 - len(thumbs)), axis=1)
@@ -160,28 +168,47 @@ def collect(out_dir: Path) -> dict:
     with Catalog(out_dir, read_only=True) as cat:
         d = {
             "summary": cat.named("summary").to_pylist(),
-            "by_verdict": _rows(cat, """
+            "by_verdict": _rows(
+                cat,
+                """
                 SELECT dataset, verdict, count(*) AS clips, count(DISTINCT source_id) AS sources,
                        round(sum(CASE WHEN media_type = 'video' THEN end_s - start_s ELSE 0 END) / 3600.0, 4) AS hours,
                        count(*) FILTER (WHERE media_type = 'image') AS images
-                FROM clips GROUP BY ALL ORDER BY dataset, verdict"""),
-            "by_reason": _rows(cat, """
+                FROM clips GROUP BY ALL ORDER BY dataset, verdict""",
+            ),
+            "by_reason": _rows(
+                cat,
+                """
                 SELECT dataset, 'clip' AS level, reason, count(*) AS n,
                        round(sum(CASE WHEN media_type = 'video' THEN end_s - start_s ELSE 0 END) / 3600.0, 4) AS hours
                 FROM clips, unnest(reasons) AS u(reason) WHERE verdict = 'rejected' GROUP BY ALL
                 UNION ALL
-                SELECT dataset, 'source' AS level, reason, count(*) AS n, round(sum(coalesce(duration_s, 0)) / 3600.0, 4)
+                SELECT dataset, 'source' AS level, reason, count(*) AS n,
+                       round(sum(coalesce(duration_s, 0)) / 3600.0, 4)
                 FROM sources, unnest(reasons) AS u(reason) WHERE status <> 'kept' GROUP BY ALL
-                ORDER BY dataset, level, n DESC, reason"""),
-            "errors": _rows(cat, "SELECT dataset, stage, kind, count(*) AS n, any_value(message) AS example "
-                                 "FROM errors GROUP BY ALL ORDER BY n DESC"),
-            "scores": cat.query("SELECT verdict, media_type, end_s - start_s AS duration_s, "
-                                + ", ".join(n for n, _ in CLIP_SCORES) + " FROM clips").to_pydict(),
+                ORDER BY dataset, level, n DESC, reason""",
+            ),
+            "errors": _rows(
+                cat,
+                "SELECT dataset, stage, kind, count(*) AS n, any_value(message) AS example "
+                "FROM errors GROUP BY ALL ORDER BY n DESC",
+            ),
+            "scores": cat.query(
+                "SELECT verdict, media_type, end_s - start_s AS duration_s, "
+                + ", ".join(n for n, _ in CLIP_SCORES)
+                + " FROM clips"
+            ).to_pydict(),
             "thresholds": cat.latest_thresholds(),
-            "rejected": _rows(cat, "SELECT clip_id, reasons, thumbnails, sharpness, lighting_mean, occluded_share, face_px "
-                                   "FROM clips WHERE verdict = 'rejected' ORDER BY clip_id"),
-            "runs": _rows(cat, "SELECT run_id, started_at, finished_at, status, n_sources, schema_version, models_json, "
-                               "notes_json FROM runs ORDER BY started_at"),
+            "rejected": _rows(
+                cat,
+                "SELECT clip_id, reasons, thumbnails, sharpness, lighting_mean, occluded_share, face_px "
+                "FROM clips WHERE verdict = 'rejected' ORDER BY clip_id",
+            ),
+            "runs": _rows(
+                cat,
+                "SELECT run_id, started_at, finished_at, status, n_sources, schema_version, models_json, "
+                "notes_json FROM runs ORDER BY started_at",
+            ),
         }
         d["kept_sheet"] = kept_sheet(cat, frames_per_clip=4, max_clips=2 * SHEET_CLIPS, flow=8)
     d["storage"] = storage_report(out_dir)
@@ -269,7 +296,8 @@ def render(d: dict, title: str) -> str:
     for reason in sorted(by_reason):
         clips = by_reason[reason]
         sheet = rejected_sheet(clips[:SHEET_CLIPS])
-        parts.append(f"<h3>{html.escape(reason)} ({len(clips)} clip(s){', first ' + str(SHEET_CLIPS) if len(clips) > SHEET_CLIPS else ''})</h3>")
+        first = f", first {SHEET_CLIPS}" if len(clips) > SHEET_CLIPS else ""
+        parts.append(f"<h3>{html.escape(reason)} ({len(clips)} clip(s){first})</h3>")
         parts.append(_img(_png(sheet), f"rejected: {reason}", "sheet") if sheet is not None
                      else "<p class=muted>no thumbnails stored</p>")
 
@@ -282,8 +310,14 @@ def render(d: dict, title: str) -> str:
     parts.append(_table(storage))
 
     parts.append("<h2 id=runs>Runs and models</h2>")
-    parts.append(_table([{k: r[k] for k in ("run_id", "started_at", "finished_at", "status", "n_sources", "schema_version")}
-                         for r in d["runs"]]))
+    parts.append(
+        _table(
+            [
+                {k: r[k] for k in ("run_id", "started_at", "finished_at", "status", "n_sources", "schema_version")}
+                for r in d["runs"]
+            ]
+        )
+    )
     for r in d["runs"]:
         parts.append(f"<h3>models of run {html.escape(r['run_id'])}</h3>" + _table(model_rows(r["models_json"])))
     parts.append("<h2 id=discovery>Discovery</h2>")

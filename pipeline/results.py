@@ -99,7 +99,7 @@ class UnitResult:
                 "storage_error": self.storage_error}
 
     @classmethod
-    def from_row(cls, row: dict) -> "UnitResult":
+    def from_row(cls, row: dict) -> UnitResult:
         shards = [ShardInfo(**dict(d, source_ids=tuple(d["source_ids"]))) for d in json.loads(row["shards"])]
         return cls(_from_ipc(row["sources"]), _from_ipc(row["clips"]), _from_ipc(row["errors"]), shards,
                    str(row["storage_error"] or ""))
@@ -116,4 +116,6 @@ def classify_errors(errors: pa.Table) -> pa.Table:
     if errors.num_rows == 0:
         return errors
     kinds = [k or DATA for k in errors.column("kind").to_pylist()]
-    return errors.set_column(errors.schema.get_field_index("kind"), errors.schema.field("kind"), pa.array(kinds, pa.string()))
+    return errors.set_column(
+        errors.schema.get_field_index("kind"), errors.schema.field("kind"), pa.array(kinds, pa.string())
+    )

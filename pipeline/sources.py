@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TextIO
 
 from manifests.adapters import MetadataError, SourceSpec, make_adapter
-from manifests.storage import is_uri
 from manifests.adapters.base import MISSING_FILE, NO_METADATA, OUTSIDE_ROOT, UNPARSEABLE
+from manifests.storage import is_uri
 
 from .config import BuildConfig, ConfigError, DatasetEntry
 
@@ -47,7 +47,7 @@ class DatasetCounts:
             text += "; skipped " + ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
         return text
 
-    def add(self, other: "DatasetCounts") -> None:
+    def add(self, other: DatasetCounts) -> None:
         """Fold in another root of the same dataset (``--dataset hdtf=A --dataset hdtf=B``)."""
         for name in ("files_found", "sources", "no_metadata", "rows_without_file", "unparseable", "rows_out_of_root"):
             setattr(self, name, getattr(self, name) + getattr(other, name))

@@ -36,7 +36,9 @@ def weight_settings(config: BuildConfig) -> dict[str, str]:
         out["features.pose.pose_path"] = f.pose.pose_path or ""
     if f.identity.model_path:
         out["features.identity.model_path"] = f.identity.model_path
-    if f.position_map.backend == "liveportrait" and (f.position_map.weights_dir or not f.position_map.allow_random_weights):
+    if f.position_map.backend == "liveportrait" and (
+        f.position_map.weights_dir or not f.position_map.allow_random_weights
+    ):
         out["features.position_map.weights_dir"] = f.position_map.weights_dir or ""
     return out
 
@@ -52,7 +54,11 @@ def check_weights(config: BuildConfig) -> None:
 def fingerprint(path: str) -> dict[str, str]:
     """sha256 of a weights file, or of each weights file in a folder (relative names)."""
     p = Path(path).expanduser()
-    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in _WEIGHT_SUFFIXES | {".json", ".yaml"})
+    files = (
+        [p]
+        if p.is_file()
+        else sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in _WEIGHT_SUFFIXES | {".json", ".yaml"})
+    )
     return {f.name if p.is_file() else f.relative_to(p).as_posix(): sha256_of(f) for f in files}
 
 

@@ -4,6 +4,8 @@ Reads the build only through ``manifests`` (catalog, schemas, tensors); never im
 ``pipeline`` or ``stages``. Heavy modules are imported lazily by their users.
 """
 
+from manifests.errors import PortraitError
 
-class PortraitModelError(Exception):
+
+class PortraitModelError(PortraitError):
     """A problem with the trainer's or sampler's input (printed as one line)."""

@@ -61,7 +61,9 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
 
 
-def model_from_checkpoint(path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu") -> RealPortraitDiT:
+def model_from_checkpoint(
+    path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu"
+) -> RealPortraitDiT:
     """The model of a training checkpoint or of an EMA-only export (``export_ema``)."""
     ckpt = load_checkpoint(path)
     key = "ema" if use_ema else "model"

@@ -2,14 +2,15 @@
 ``convert-weights`` and ``export-ema``) and ``sample``.
 
 Each subcommand sets ``func(args) -> int``; errors of this package are PortraitModelError
-subclasses with one-line messages, for the main CLI to print.
+subclasses (so ``manifests.errors.PortraitError``s) with one-line messages, which the main CLI
+catches once and prints.
 """
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Callable
 
 from . import PortraitModelError
 from .presets import PRESETS

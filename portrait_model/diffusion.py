@@ -9,7 +9,7 @@ schedulers built on the same betas (``scheduler_sample``).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -90,7 +90,9 @@ class GaussianDiffusion:
             t = torch.full((b,), step, dtype=torch.long, device=device)
             eps = self._guided_eps(model, x, t, reference, motion, x_mask, guidance)
             ab = self._ab(t, x)
-            ab_prev = self._ab(torch.full_like(t, timesteps[i + 1]), x) if i + 1 < len(timesteps) else torch.ones_like(ab)
+            ab_prev = (
+                self._ab(torch.full_like(t, timesteps[i + 1]), x) if i + 1 < len(timesteps) else torch.ones_like(ab)
+            )
             x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
             x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
             if cond_latents is not None:

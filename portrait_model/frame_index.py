@@ -79,7 +79,7 @@ class Build:
         return self.root / "verified"
 
 
-def _locate(out: "str | os.PathLike | Location") -> Location:
+def _locate(out: str | os.PathLike | Location) -> Location:
     try:
         loc = resolve(out)
     except StorageUnavailable as e:
@@ -162,7 +162,7 @@ def _save_snapshot(loc: Location, folder: Path) -> None:
             shutil.rmtree(other, ignore_errors=True)
 
 
-def open_build(out: "str | os.PathLike | Location", skip_bad: bool = False, max_open: int = 32) -> Build:
+def open_build(out: str | os.PathLike | Location, skip_bad: bool = False, max_open: int = 32) -> Build:
     """The build's catalog snapshot and frame index, memory-mapped; built first (once, under a
     file lock) if absent."""
     loc = _locate(out)
@@ -173,7 +173,8 @@ def open_build(out: "str | os.PathLike | Location", skip_bad: bool = False, max_
         raise ReaderError(f"cannot write the frame index under {root}: {first_line(e)} "
                           "(set PORTRAIT_INDEX_DIR to a writable folder)") from None
     shards, clips, runs = _snapshot(loc, root)
-    key = hashlib.sha256(json.dumps([INDEX_VERSION, [[s["path"], s["sha256"]] for s in shards]]).encode()).hexdigest()[:20]
+    listing = json.dumps([INDEX_VERSION, [[s["path"], s["sha256"]] for s in shards]])
+    key = hashlib.sha256(listing.encode()).hexdigest()[:20]
     folder = root / key
     if not (folder / "meta.json").is_file():
         with _Lock(root):
@@ -190,7 +191,7 @@ def open_build(out: "str | os.PathLike | Location", skip_bad: bool = False, max_
     return Build(loc, shards, clips, runs, index, root)
 
 
-def open_index(out: "str | os.PathLike | Location") -> FrameIndex:
+def open_index(out: str | os.PathLike | Location) -> FrameIndex:
     return open_build(out).index
 
 
@@ -241,7 +242,10 @@ def _build_index(loc: Location, shards: list[dict], folder: Path, marker_dir: Pa
     all_ids = pa.chunked_array(ids, type=pa.string())
     clip_ids = pc.unique(all_ids).sort()
     clip_code = pc.index_in(all_ids, value_set=clip_ids).to_numpy(zero_copy_only=False)
-    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
+
+    def cat(parts: list, dt) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, dt)
+
     frame, view = cat(frames, np.int32), cat(views, np.int16)
     order = np.lexsort((view, frame, clip_code))
     sorted_code = clip_code[order]

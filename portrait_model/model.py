@@ -45,7 +45,9 @@ class STDiT2Block(nn.Module):
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(d, cfg.heads, qk_norm=cfg.qk_norm)
         self.norm_temp = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.attn_temp = Attention(d, cfg.heads, qk_norm=cfg.qk_norm, rope=rope, rope_before_norm=cfg.rope_before_qk_norm)
+        self.attn_temp = Attention(
+            d, cfg.heads, qk_norm=cfg.qk_norm, rope=rope, rope_before_norm=cfg.rope_before_qk_norm
+        )
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(d, cfg.mlp_ratio)
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)

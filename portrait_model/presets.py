@@ -54,7 +54,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d["patch"] = tuple(d["patch"])
         d["motion_channels"] = tuple(d["motion_channels"])

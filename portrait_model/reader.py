@@ -115,7 +115,7 @@ class ClipTable:
         self.dataset, self.image, self.reference_frame = dataset, image, reference_frame
         self.weight, self.fps, self.start, self.stop = weight, fps, start, stop
 
-    def take(self, keep: np.ndarray) -> "ClipTable":
+    def take(self, keep: np.ndarray) -> ClipTable:
         return ClipTable(self.ids.take(pa.array(np.flatnonzero(keep) if keep.dtype == bool else keep)),
                          self.datasets, self.dataset[keep], self.image[keep], self.reference_frame[keep],
                          self.weight[keep], self.fps[keep], self.start[keep], self.stop[keep])
@@ -181,7 +181,7 @@ def _selected(build: Build, include_eval: bool, include_random_weights: bool, da
 
 
 def select_clips(
-    out_dir: "str | Path | Location",
+    out_dir: str | Path | Location,
     include_eval: bool = False,
     include_random_weights: bool = False,
     datasets: list[str] | None = None,
@@ -210,11 +210,11 @@ class Plan:
     def __len__(self) -> int:
         return len(self.clip)
 
-    def __getitem__(self, s) -> "Plan":
+    def __getitem__(self, s) -> Plan:
         return Plan(self.clip[s], self.ref[s], self.drive[s])
 
     @staticmethod
-    def concat(parts: list["Plan"]) -> "Plan":
+    def concat(parts: list[Plan]) -> Plan:
         return Plan(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("clip", "ref", "drive")))
 
 
@@ -233,7 +233,7 @@ def _pick(u: np.ndarray, n: np.ndarray) -> np.ndarray:
 class ShardReader(IterableDataset):
     def __init__(
         self,
-        out_dir: "str | Path | Location",
+        out_dir: str | Path | Location,
         stage: int,
         batch_size: int,
         seed: int = 0,
@@ -455,7 +455,8 @@ class ShardReader(IterableDataset):
 
     def _row(self, ci: int, key: tuple[int, int]) -> int:
         start, stop = int(self.clips.start[ci]), int(self.clips.stop[ci])
-        keys = np.asarray(self.index.frame[start:stop]).astype(np.int64) * 65536 + np.asarray(self.index.view[start:stop])
+        frame, view = np.asarray(self.index.frame[start:stop]), np.asarray(self.index.view[start:stop])
+        keys = frame.astype(np.int64) * 65536 + view
         return start + int(np.searchsorted(keys, key[0] * 65536 + key[1]))
 
     def plan_of(self, samples: list[Sample]) -> Plan:
@@ -554,7 +555,7 @@ class ShardReader(IterableDataset):
             "dataset": [c.datasets[d] for d in c.dataset[plan.clip]],
         }
 
-    def batch_of(self, samples: "list[Sample] | Plan") -> dict:
+    def batch_of(self, samples: list[Sample] | Plan) -> dict:
         """One batch of the given samples, read here."""
         plan = samples if isinstance(samples, Plan) else self.plan_of(samples)
         return self._collate(plan, self._load(plan))

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -180,7 +180,9 @@ def sample_video(
     device: str = "auto",
     scheduler: str = "ddim",
 ) -> Path:
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     model = model_from_checkpoint(checkpoint, use_ema=use_ema, device=dev)
     ckpt = load_checkpoint(checkpoint)
     train_cfg = json.loads(ckpt.get("train_config") or "{}")

@@ -205,7 +205,8 @@ class ShardPool:
         row = self.rows[code]
         got = self.full_hash(code)
         if got != row["sha256"]:
-            raise self.bad(code, f"is corrupted (sha256 {got[:12]}... but the catalog recorded {row['sha256'][:12]}...)")
+            raise self.bad(code, f"is corrupted (sha256 {got[:12]}... "
+                                 f"but the catalog recorded {row['sha256'][:12]}...)")
         if marker is not None:
             try:
                 marker.parent.mkdir(parents=True, exist_ok=True)

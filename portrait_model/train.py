@@ -25,8 +25,15 @@ import torch.distributed as dist
 
 from . import PortraitModelError
 from .checkpoints import (  # noqa: F401 - re-exported: the trainer's public checkpoint API
-    CHECKPOINT, CheckpointError, CheckpointWriter, _cpu_copy, _rng_state, _set_rng_state, export_ema,
-    load_checkpoint, model_from_checkpoint,
+    CHECKPOINT,
+    CheckpointError,
+    CheckpointWriter,
+    _cpu_copy,
+    _rng_state,
+    _set_rng_state,
+    export_ema,
+    load_checkpoint,
+    model_from_checkpoint,
 )
 from .diffusion import GaussianDiffusion, conditional_frame_mask, drop_conditions
 from .model import RealPortraitDiT, build_model, parameter_counts
@@ -150,7 +157,7 @@ def _open_log(path: Path, resume_step: int):
     if path.is_file() and resume_step > 0:
         with open(path, newline="") as f:
             rows = [{k: r.get(k, "") for k in LOG_FIELDS} for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-    f = open(path, "w", newline="")
+    f = open(path, "w", newline="")  # noqa: SIM115 - the caller writes to it for the whole run
     writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
     writer.writeheader()
     writer.writerows(rows)

@@ -15,14 +15,19 @@ A stage is a plain class (:class:`Stage`):
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
 from manifests import schemas, tensors
 from manifests.adapters.base import SourceSpec
+
+from . import jpeg
+from .errors import StageError, WeightsMissing
+
+__all__ = ["Resources", "SourceWork", "Stage", "StageError", "WeightsMissing", "internal_message", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class Stage:
         """{model name: backend, weights, random_weights, ...} for each model the stage uses."""
         return {}
 
-    def process(self, work: "SourceWork") -> "SourceWork":
+    def process(self, work: SourceWork) -> SourceWork:
         raise NotImplementedError
 
 
@@ -59,19 +64,6 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class StageError(Exception):
-    """A failure of one input in one stage: recorded in ``errors``, the build goes on."""
-
-    def __init__(self, stage: str, message: str):
-        super().__init__(f"{stage}: {message}")
-        self.stage = stage
-        self.message = message
-
-
-class WeightsMissing(Exception):
-    """A heavyweight backend was chosen but its weights are not on disk: a configuration error."""
 
 
 def internal_message(exc: BaseException) -> str:
@@ -109,7 +101,7 @@ class SourceWork:
     _crop_bytes: int = field(default=0, repr=False)
 
     @classmethod
-    def start(cls, spec: SourceSpec, run_id: str, media_path: str | None = None) -> "SourceWork":
+    def start(cls, spec: SourceSpec, run_id: str, media_path: str | None = None) -> SourceWork:
         source = {
             "source_id": spec.source_id, "dataset": spec.dataset, "path": spec.path, "rel_path": spec.rel_path,
             "media_type": spec.media_type, "identity": spec.identity, "split": spec.split,
@@ -136,7 +128,7 @@ class SourceWork:
             self.progress(done, total, unit)
 
     # -- errors as data: the one place error rows are made --------------------------------
-    def fail(self, stage: str, message: str, kind: str | None = None) -> "SourceWork":
+    def fail(self, stage: str, message: str, kind: str | None = None) -> SourceWork:
         """The source failed in ``stage``: an error row, status 'error', and its clips and
         frames dropped, so nothing half-computed is ever stored as kept. ``kind``: 'infra'
         when the machine, not the input, failed (retried by the next build); None: 'data'."""
@@ -148,19 +140,17 @@ class SourceWork:
         self._crops, self._crop_bytes = {}, 0
         return self
 
-    def fail_on(self, stage: str, exc: BaseException) -> "SourceWork":
+    def fail_on(self, stage: str, exc: BaseException) -> SourceWork:
         """An exception escaped ``stage``: a bug in it, or the machine ran out of memory."""
         return self.fail(stage, internal_message(exc), kind=schemas.INFRA if isinstance(exc, MemoryError) else None)
 
     # -- decoded crops, shared by the stages of one actor ---------------------------------
     def crop(self, row: dict) -> np.ndarray:
         """A frame row's crop as RGB, JPEG-decoded at most once while memory allows."""
-        from .jpeg import decode_jpeg
-
         key = (row["clip_id"], row["view"], row["frame_index"])
         img = self._crops.get(key)
         if img is None:
-            img = decode_jpeg(row["jpeg"])
+            img = jpeg.decode_jpeg(row["jpeg"])  # looked up per call: tests count the decodes
             if self._crop_bytes + img.nbytes <= _CROP_CACHE_BYTES:
                 self._crops[key] = img
                 self._crop_bytes += img.nbytes
@@ -186,7 +176,7 @@ class SourceWork:
         }
 
     @classmethod
-    def from_tables(cls, tables: dict[str, pa.Table]) -> "SourceWork":
+    def from_tables(cls, tables: dict[str, pa.Table]) -> SourceWork:
         frames = tables["frames"]
         attrs = {name: {k: v for k, v in meta.items() if k not in ("shape", "dtype")}
                  for name, meta in schemas.array_metadata(frames.schema).items()}

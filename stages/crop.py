@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 
 
-
 @dataclass(frozen=True)
 class Crop:
     x0: int
@@ -82,4 +81,6 @@ def crop_image(rgb: np.ndarray, crop: Crop, out_size: int, frame_scale: float = 
         rgb = cv2.resize(rgb, (max(1, round(w * g)), max(1, round(h * g))), interpolation=cv2.INTER_AREA)
         fx, fy = rgb.shape[1] / w, rgb.shape[0] / h
     m = np.array([[s / (frame_scale * fx), 0, -s * crop.x0], [0, s / (frame_scale * fy), -s * crop.y0]])
-    return cv2.warpAffine(rgb, cv2_affine(m), (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return cv2.warpAffine(
+        rgb, cv2_affine(m), (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )

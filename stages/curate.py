@@ -95,6 +95,7 @@ class CurateStage(Stage):
     def process(self, work: SourceWork) -> SourceWork:
         if self.faces is None:
             self.setup()
+        self.faces.start_source()
         spec, path, row = work.spec, work.media_path, work.source
         faceless: list[dict] = []  # whole-picture stats of frames with no face (why none was found)
         try:
@@ -185,15 +186,30 @@ class CurateStage(Stage):
         x1, y1 = int(min(w, np.ceil(cx + half))), int(min(h, np.ceil(cy + half)))
         window = rgb[y0:y1, x0:x1]
         scale = min(1.0, _BUFFER_MARGIN * self.out_size / max(need, 1.0))
-        image = window.copy() if scale >= 1.0 else cv2.resize(window, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        image = (
+            window.copy()
+            if scale >= 1.0
+            else cv2.resize(window, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        )
         q = face_quality(rgb, lm, hands=obs.hands, training_face_side=self.out_size / self.crop_scale,
                          spectrum=detected)
         return FrameRecord(
-            index=frame.index, t=frame.t, landmarks=lm, face_box=box, face_conf=obs.face_score,
-            n_faces=obs.significant_faces(), human=obs.human, face_cut=_outside_share(box, w, h), occlusion=q["occlusion"],
+            index=frame.index,
+            t=frame.t,
+            landmarks=lm,
+            face_box=box,
+            face_conf=obs.face_score,
+            n_faces=obs.significant_faces(),
+            human=obs.human,
+            face_cut=_outside_share(box, w, h),
+            occlusion=q["occlusion"],
             lighting={"mean": q["lighting_mean"], "std": q["lighting_std"], "clipped": q["lighting_clipped"]},
-            sharpness=q["sharpness"], detail_4x=q.get("detail_4x"),
-            bg_motion=bg_motion, image=image, scale=image.shape[1] / window.shape[1], origin=(x0, y0),
+            sharpness=q["sharpness"],
+            detail_4x=q.get("detail_4x"),
+            bg_motion=bg_motion,
+            image=image,
+            scale=image.shape[1] / window.shape[1],
+            origin=(x0, y0),
             frame_size=(w, h),
         )
 
@@ -256,12 +272,20 @@ class CurateStage(Stage):
             local = Crop(crop.x0 - r.origin[0], crop.y0 - r.origin[1], crop.size, crop.pad_frac)
             rgb = crop_image(r.image, local, self.out_size, frame_scale=r.scale)
             box = crop.to_crop(r.face_box.reshape(2, 2), self.out_size).reshape(4)
-            rows.append({
-                "clip_id": clip["clip_id"], "source_id": clip["source_id"], "frame_index": i, "source_frame": r.index,
-                "timestamp_s": r.t, "view": 0, "jpeg": encode_jpeg(rgb, self.jpeg_quality), "face_box": box.astype(np.float32).tolist(),
-                "face_conf": r.face_conf,
-                "landmarks": tensors.encode(crop.to_crop(r.landmarks, self.out_size), "float32"),
-            })
+            rows.append(
+                {
+                    "clip_id": clip["clip_id"],
+                    "source_id": clip["source_id"],
+                    "frame_index": i,
+                    "source_frame": r.index,
+                    "timestamp_s": r.t,
+                    "view": 0,
+                    "jpeg": encode_jpeg(rgb, self.jpeg_quality),
+                    "face_box": box.astype(np.float32).tolist(),
+                    "face_conf": r.face_conf,
+                    "landmarks": tensors.encode(crop.to_crop(r.landmarks, self.out_size), "float32"),
+                }
+            )
         return rows
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -144,7 +144,9 @@ class VideoReader:
                 batch = self._vr.get_batch(chunk.tolist()).asnumpy()
             except Exception as e:
                 # A truncated tail: keep what decoded, report the rest as an error upstream.
-                raise StageError(STAGE, f"decode failed near {self.times[chunk[0]]:.2f}s: {str(e).splitlines()[0]}") from None
+                raise StageError(
+                    STAGE, f"decode failed near {self.times[chunk[0]]:.2f}s: {str(e).splitlines()[0]}"
+                ) from None
             for j, idx in enumerate(chunk):
                 # decord applies the display matrix itself (checked by tests/test_decode.py).
                 yield Frame(int(idx), float(self.times[idx]), batch[j])

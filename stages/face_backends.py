@@ -85,7 +85,9 @@ class ScrfdDetector:
             # wrong file gets a clear line.
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise WeightsMissing(f"{DETECTOR_SETTING}: {path.name} is not a readable ONNX model ({type(e).__name__})") from None
+            raise WeightsMissing(
+                f"{DETECTOR_SETTING}: {path.name} is not a readable ONNX model ({type(e).__name__})"
+            ) from None
         n_out = len(session.get_outputs())
         if n_out not in _SCRFD_OUTPUTS or len(session.get_inputs()[0].shape) != 4:
             raise WeightsMissing(
@@ -157,9 +159,8 @@ def _fan_state_dict(path: Path) -> tuple[dict, int]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors are multi-line; their type is enough here
-        raise WeightsMissing(
-            f"{LANDMARKS_SETTING}: {path.name} does not load as torch weights with weights_only=True ({type(e).__name__})"
-        ) from None
+        raise WeightsMissing(f"{LANDMARKS_SETTING}: {path.name} does not load as torch weights with "
+                             f"weights_only=True ({type(e).__name__})") from None
     # The released files are plain state_dicts; also accept a training checkpoint around one.
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -168,7 +169,9 @@ def _fan_state_dict(path: Path) -> tuple[dict, int]:
     state = {k.removeprefix("module."): v for k, v in state.items()}
     modules = {int(m.group(1)) for k in state if (m := re.match(r"m(\d+)\.", k))}
     if not modules:
-        raise WeightsMissing(f"{LANDMARKS_SETTING}: {path.name} is not a face-alignment FAN state_dict (no hourglass m0.*)")
+        raise WeightsMissing(
+            f"{LANDMARKS_SETTING}: {path.name} is not a face-alignment FAN state_dict (no hourglass m0.*)"
+        )
     return state, max(modules) + 1
 
 
@@ -188,7 +191,9 @@ class FaceAlignmentLandmarks:
     def setup(self) -> None:
         if self._fa is not None:
             return
-        path = _weights_file(LANDMARKS_SETTING, self.weights_path, "a 2D FAN state_dict such as 2DFAN4-11f355bf06.pth.tar")
+        path = _weights_file(
+            LANDMARKS_SETTING, self.weights_path, "a 2D FAN state_dict such as 2DFAN4-11f355bf06.pth.tar"
+        )
         import torch
         from face_alignment import FaceAlignment, LandmarksType
         from face_alignment.models import FAN
@@ -215,9 +220,8 @@ class FaceAlignmentLandmarks:
             import face_alignment
 
             # 1.4 and older load TorchScript archives and have no such hook.
-            raise RuntimeError(
-                f"face_alignment {face_alignment.__version__} cannot load local FAN weights here; install face-alignment>=1.5"
-            )
+            raise RuntimeError(f"face_alignment {face_alignment.__version__} cannot load local FAN weights here; "
+                               "install face-alignment>=1.5")
 
         class _LocalFan(FaceAlignment):
             def _load_native(self, network_name, network_size, device, dtype):

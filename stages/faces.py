@@ -111,6 +111,11 @@ class FaceAnalyzer:
     _pose: object = field(default=None, repr=False)
     _n_checked: int = field(default=0, repr=False)
 
+    def start_source(self) -> None:
+        """The checks take turns by a count of detection frames: counted from each source's
+        start, so a source's results never depend on what this worker analysed before it."""
+        self._n_checked = 0
+
     def setup(self) -> None:
         import mediapipe as mp
 
@@ -121,8 +126,12 @@ class FaceAnalyzer:
             self._scrfd.setup()
         else:
             # Both BlazeFace models bundled in the wheel: 1 = full range (far), 0 = short range (close-ups).
-            self._detectors = [mp.solutions.face_detection.FaceDetection(model_selection=m, min_detection_confidence=self.min_confidence)
-                               for m in (1, 0)]
+            self._detectors = [
+                mp.solutions.face_detection.FaceDetection(
+                    model_selection=m, min_detection_confidence=self.min_confidence
+                )
+                for m in (1, 0)
+            ]
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.3
         )

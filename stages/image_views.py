@@ -121,7 +121,7 @@ def make_views(
     aug = build_augmenter(size, seed, crop_scale, rotate, scale, translate)
     views = []
     for index in range(1, k + 1):
-        for attempt in range(max_tries):
+        for attempt in range(max_tries):  # noqa: B007 - read after the loop (tries used)
             out = aug(image=img)
             m = view_matrix(out["applied_transforms"], size, size)
             vlm = lm @ m[:2, :2].T + m[:2, 2]

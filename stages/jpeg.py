@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .base import StageError
+from .errors import StageError
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:

@@ -143,7 +143,9 @@ class LatentStage:
             )
         if "/" in weights and not path.exists() and not weights.startswith(("/", ".", "~")):
             return self._load_folder(self._from_hf_cache(weights))
-        raise WeightsMissing(f"{_SETTING}: not found: {weights} (expected a folder, a .safetensors file or a cached repo id)")
+        raise WeightsMissing(
+            f"{_SETTING}: not found: {weights} (expected a folder, a .safetensors file or a cached repo id)"
+        )
 
     def _from_hf_cache(self, repo_id: str) -> Path:
         import huggingface_hub as hub

@@ -9,8 +9,8 @@ Conventions: grid coordinates are continuous, cell (row i, column j) covers [j, 
 and is sampled at its centre (j + 0.5, i + 0.5), as the crop coordinates of stages/crop.py.
 
 Triangles come from MediaPipe's ``FACEMESH_TESSELATION``, which lists edges, not faces: the
-faces are its 3-cliques (less two that enclose a vertex), oriented consistently by walking across shared edges. Back-facing
-triangles (the far side of a fold, e.g. the cheek behind a turned nose) are dropped; where
+faces are its 3-cliques (less two that enclose a vertex), oriented consistently by walking across
+shared edges. Back-facing triangles (the far side of a fold, e.g. the cheek behind a turned nose) are dropped; where
 front-facing triangles still overlap, the one nearer the camera wins: by the landmarks' own z
 when given, else by a proxy depth (fewer mesh hops from the nose tip = nearer), which orders
 nose over cheek for the usual head turns.

@@ -155,7 +155,7 @@ class PoseStage:
             return
         # Check first: rtmlib treats any path it cannot find as a URL to download.
         self._check_paths()
-        from rtmlib import RTMPose, YOLOX
+        from rtmlib import YOLOX, RTMPose
 
         self._device = _onnx_device(self.device)
         with contextlib.redirect_stdout(io.StringIO()):  # rtmlib prints a line per model

@@ -131,7 +131,9 @@ def _probe_video(path: str, size: int) -> ProbeResult:
             res.rotation = int(round(-frame.rotation)) % 360 if frame.rotation else 0
             width, height = frame.width, frame.height
         except (StopIteration, av.FFmpegError) as e:
-            raise StageError(STAGE, f"no decodable video frame: {str(e).splitlines()[0] if str(e) else 'stream is empty'}") from None
+            raise StageError(
+                STAGE, f"no decodable video frame: {str(e).splitlines()[0] if str(e) else 'stream is empty'}"
+            ) from None
         if res.rotation in (90, 270):
             width, height = height, width
         res.width, res.height = width, height

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from manifests.errors import PortraitError
+
 FACE_SIDE = 128  # the landmark box of the face is resampled to this side before scoring
 _MARGIN = 0.12  # context around the landmark box, share of its side
 
@@ -32,7 +34,7 @@ FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
 CHEEKS = [50, 280, 205, 425, 118, 347, 101, 330]
 
 
-class QualityInputError(ValueError):
+class QualityInputError(PortraitError, ValueError):
     """Bad input to a scorer (wrong frame or landmark shape)."""
 
 
@@ -42,7 +44,12 @@ def _ramp(x: float, lo: float, hi: float) -> float:
 
 
 def _check(frame_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    if not isinstance(frame_rgb, np.ndarray) or frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.dtype != np.uint8:
+    if (
+        not isinstance(frame_rgb, np.ndarray)
+        or frame_rgb.ndim != 3
+        or frame_rgb.shape[2] != 3
+        or frame_rgb.dtype != np.uint8
+    ):
         raise QualityInputError("frame must be an HxWx3 uint8 RGB array")
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.ndim != 2 or lm.shape[1] != 2 or lm.shape[0] < 468:
@@ -224,7 +231,9 @@ def _mouth_visibility(face, lum, smooth, a, b, grad, spread, grad_ref, skin_chro
     band = lips & ~inner  # the lips themselves, without the open mouth
     if lips.sum() < 12 or band.sum() < 6:
         return 1.0  # mouth too small to judge at this scale (strong profile): no evidence either way
-    detail = min(_ramp(float(lum[lips].std()) / spread, 0.08, 0.3), _ramp(float(grad[lips].mean()) / grad_ref, 0.15, 0.6))
+    detail = min(
+        _ramp(float(lum[lips].std()) / spread, 0.08, 0.3), _ramp(float(grad[lips].mean()) / grad_ref, 0.15, 0.6)
+    )
     # Mouth line: the midline between the inner lip contours, versus the lips around it.
     mid = (face.pts[_INNER_UPPER] + face.pts[_INNER_LOWER]) / 2
     xy = np.clip(np.round(mid).astype(int), 0, np.array(face.shape[::-1]) - 1)
@@ -250,7 +259,9 @@ def _mouth_visibility(face, lum, smooth, a, b, grad, spread, grad_ref, skin_chro
         core = core if core.sum() >= 5 else band
         mouth_w = float(np.linalg.norm(face.pts[61] - face.pts[291]))
         lips_u8 = lips.astype(np.uint8)
-        ring = cv2.dilate(lips_u8, _disc(max(3, int(0.2 * mouth_w)))).astype(bool) & ~cv2.dilate(lips_u8, _disc(2)).astype(bool)
+        ring = cv2.dilate(lips_u8, _disc(max(3, int(0.2 * mouth_w)))).astype(bool) & ~cv2.dilate(
+            lips_u8, _disc(2)
+        ).astype(bool)
         if ring.sum() >= 10:
             redness = 0.55 + 0.45 * _ramp(float(np.median(a[core]) - np.median(a[ring])), 1.0, 4.0)
     return detail * line * colour * redness
@@ -265,8 +276,16 @@ def _eye_visibility(face, smooth, outer, inner, spread, skin_l) -> float:
     centre = (p0 + p1) / 2
     angle = math.degrees(math.atan2(p1[1] - p0[1], p1[0] - p0[0]))
     m = np.zeros(face.shape, np.uint8)
-    cv2.ellipse(m, (int(round(centre[0])), int(round(centre[1]))), (max(int(round(0.6 * width)), 2), max(int(round(0.3 * width)), 1)),
-                angle, 0, 360, 1, -1)
+    cv2.ellipse(
+        m,
+        (int(round(centre[0])), int(round(centre[1]))),
+        (max(int(round(0.6 * width)), 2), max(int(round(0.3 * width)), 1)),
+        angle,
+        0,
+        360,
+        1,
+        -1,
+    )
     region = smooth[m.astype(bool)]
     if region.size < 8:
         return 1.0
@@ -595,4 +614,4 @@ def _skin_like(lab: np.ndarray, ref: np.ndarray, where: np.ndarray | None = None
     L = px[..., 0]
     lo, hi = np.percentile(lab[..., 0][ref], [5, 95])
     span = max(hi - lo, 8.0)
-    return (d < 3.0) & (L > lo - 0.8 * span) & (L < hi + 0.8 * span)
+    return (d < 3.0) & (lo - 0.8 * span < L) & (hi + 0.8 * span > L)

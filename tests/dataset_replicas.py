@@ -48,7 +48,9 @@ VGGFACE2_META_RELEASED = [
 ]
 
 # FFHQ landmarks written into the replica's JSON (68 points at 1024 px, on an ellipse).
-FFHQ_LANDMARKS = [(512 + 200 * math.cos(2 * math.pi * k / 68), 480 + 260 * math.sin(2 * math.pi * k / 68)) for k in range(68)]
+FFHQ_LANDMARKS = [
+    (512 + 200 * math.cos(2 * math.pi * k / 68), 480 + 260 * math.sin(2 * math.pi * k / 68)) for k in range(68)
+]
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -138,9 +140,16 @@ def build_ffhq(root: Path, fixtures: Path) -> Path:
         return {
             "category": category,
             "metadata": {"photo_url": "https://www.flickr.com/photos/x/1", "license": "Attribution License"},
-            "image": {"file_path": f"images1024x1024/{idx // 1000 * 1000:05d}/{idx:05d}.png", "file_size": 1,
-                      "pixel_size": [1024, 1024], "face_landmarks": [list(p) for p in FFHQ_LANDMARKS]},
-            "thumbnail": {"file_path": f"thumbnails128x128/{idx // 1000 * 1000:05d}/{idx:05d}.png", "pixel_size": [128, 128]},
+            "image": {
+                "file_path": f"images1024x1024/{idx // 1000 * 1000:05d}/{idx:05d}.png",
+                "file_size": 1,
+                "pixel_size": [1024, 1024],
+                "face_landmarks": [list(p) for p in FFHQ_LANDMARKS],
+            },
+            "thumbnail": {
+                "file_path": f"thumbnails128x128/{idx // 1000 * 1000:05d}/{idx:05d}.png",
+                "pixel_size": [128, 128],
+            },
         }
 
     data = {"0": entry(0, "training"), "1": entry(1, "validation"), "1000": entry(1000, "training")}
@@ -188,7 +197,10 @@ def build_celeba(root: Path, fixtures: Path) -> Path:
     _write(root / "Eval" / "list_eval_partition.txt",
            "000001.jpg 0\n000002.jpg 0 \n000003.jpg 1\n000004.jpg 2\n000005.jpg 2")
     # CelebA-HQ (CelebAMask-HQ layout): HQ image 0 is CelebA's 000002.jpg.
-    _write(root / "CelebA-HQ-to-CelebA-mapping.txt", "idx         orig_idx        orig_file\n0        1        000002.jpg\n")
+    _write(
+        root / "CelebA-HQ-to-CelebA-mapping.txt",
+        "idx         orig_idx        orig_file\n0        1        000002.jpg\n",
+    )
     _copy(_image(fixtures, "d9"), root / "CelebA-HQ-img" / "0.jpg")
     return root
 
@@ -214,7 +226,9 @@ def build_celeba_kaggle(root: Path, fixtures: Path) -> Path:
         "list_landmarks_align_celeba.txt",
         "image_id,lefteye_x,lefteye_y,righteye_x,righteye_y,nose_x,nose_y,leftmouth_x,leftmouth_y,rightmouth_x,rightmouth_y"))
     _write(root / "list_bbox_celeba.csv", csv_of("list_bbox_celeba.txt", "image_id,x_1,y_1,width,height"))
-    _write(root / "list_eval_partition.csv", "image_id,partition\n000001.jpg,0\n000002.jpg,0\n000003.jpg,1\n000004.jpg,2\n")
+    _write(
+        root / "list_eval_partition.csv", "image_id,partition\n000001.jpg,0\n000002.jpg,0\n000003.jpg,1\n000004.jpg,2\n"
+    )
     return root
 
 
@@ -281,16 +295,27 @@ def build_hdtf(root: Path, fixtures: Path) -> Path:
     # row); Radio13 raw with its real line; a broken time line.
     _write(meta / "RD_video_url.txt", "\n".join(real("RD", "video_url", "Radio11 ", "Radio13 ")) + "\n")
     _write(meta / "RD_resolution.txt", "\n".join(real("RD", "resolution", "Radio11.mp4", "Radio13.mp4")) + "\n")
-    _write(meta / "RD_annotion_time.txt", "\n".join(
-        ["Radio11.mp4 00:01-00:04 00:06-00:09"] + real("RD", "annotion_time", "Radio13.mp4") + ["Radio99.mp4 00:xx-01:00"]) + "\n")
+    _write(
+        meta / "RD_annotion_time.txt",
+        "\n".join(
+            ["Radio11.mp4 00:01-00:04 00:06-00:09"]
+            + real("RD", "annotion_time", "Radio13.mp4")
+            + ["Radio99.mp4 00:xx-01:00"]
+        )
+        + "\n",
+    )
     _write(meta / "RD_crop_wh.txt", "\n".join(real("RD", "crop_wh", "Radio11_0.mp4", "Radio13_0.mp4")) + "\n")
-    _write(meta / "RD_crop_ratio.txt", "\n".join(real("RD", "crop_ratio", "Radio11_0.mp4", "Radio13_0.mp4")))  # no final newline
+    # No final newline:
+    _write(meta / "RD_crop_ratio.txt", "\n".join(real("RD", "crop_ratio", "Radio11_0.mp4", "Radio13_0.mp4")))
     _copy(_video(fixtures, "d3"), root / "RD" / "Radio11.mp4")
     _copy(_video(fixtures, "d9"), root / "RD" / "Radio13.mp4")
     # WDA: the BOM line (CarolynMaloney2, no time row) and BennieThompson1 (resolution, no time row).
     wda_url = _real_lines(fixtures, f"{ex}/WDA_video_url.txt")
     _write(meta / "WDA_video_url.txt", wda_url[0] + "\n")  # the real line with its BOM
-    _write(meta / "WDA_resolution.txt", "\n".join(real("WDA", "resolution", "BennieThompson1.mp4", "AlexandriaOcasioCortez.mp4")) + "\n")
+    _write(
+        meta / "WDA_resolution.txt",
+        "\n".join(real("WDA", "resolution", "BennieThompson1.mp4", "AlexandriaOcasioCortez.mp4")) + "\n",
+    )
     _write(meta / "WDA_annotion_time.txt", "\n".join(real("WDA", "annotion_time", "AlexandriaOcasioCortez.mp4")) + "\n")
     _write(meta / "WDA_crop_wh.txt", "\n".join(real("WDA", "crop_wh", "AlexandriaOcasioCortez_0.mp4")) + "\n")
     _write(meta / "WDA_crop_ratio.txt", "\n".join(real("WDA", "crop_ratio", "AlexandriaOcasioCortez_0.mp4")) + "\n")
@@ -303,11 +328,25 @@ def build_hdtf(root: Path, fixtures: Path) -> Path:
     # is a landscape cut (gets the crop box), clips 0 and 2 square (already cropped: no box).
     # KevinMcCarthy1 is listed at resolution 0 in the released WRA_resolution.txt.
     _write(meta / "WRA_video_url.txt", "")
-    _write(meta / "WRA_resolution.txt", "\n".join(real("WRA", "resolution", "AdamKinzinger2.mp4") + ["KevinMcCarthy1.mp4 0"]) + "\n")
-    _write(meta / "WRA_annotion_time.txt", "\n".join(real("WRA", "annotion_time", "AdamKinzinger2.mp4") + ["KevinMcCarthy1.mp4 00:01-00:04"]) + "\n")
-    _write(meta / "WRA_crop_wh.txt", "\n".join(real("WRA", "crop_wh", "AdamKinzinger2_0", "AdamKinzinger2_1", "AdamKinzinger2_2")
-                                               + ["KevinMcCarthy1_0.mp4 300 400 100 400"]) + "\n")
-    _write(meta / "WRA_crop_ratio.txt", "\n".join(real("WRA", "crop_ratio", "AdamKinzinger2_0", "AdamKinzinger2_1")) + "\n")
+    _write(
+        meta / "WRA_resolution.txt",
+        "\n".join(real("WRA", "resolution", "AdamKinzinger2.mp4") + ["KevinMcCarthy1.mp4 0"]) + "\n",
+    )
+    _write(
+        meta / "WRA_annotion_time.txt",
+        "\n".join(real("WRA", "annotion_time", "AdamKinzinger2.mp4") + ["KevinMcCarthy1.mp4 00:01-00:04"]) + "\n",
+    )
+    _write(
+        meta / "WRA_crop_wh.txt",
+        "\n".join(
+            real("WRA", "crop_wh", "AdamKinzinger2_0", "AdamKinzinger2_1", "AdamKinzinger2_2")
+            + ["KevinMcCarthy1_0.mp4 300 400 100 400"]
+        )
+        + "\n",
+    )
+    _write(
+        meta / "WRA_crop_ratio.txt", "\n".join(real("WRA", "crop_ratio", "AdamKinzinger2_0", "AdamKinzinger2_1")) + "\n"
+    )
     for k in range(3):
         _copy(_video(fixtures, "s18" if k == 1 else "d0"), root / "WRA" / "clips" / f"AdamKinzinger2_{k}.mp4")
     _copy(_video(fixtures, "s18"), root / "WRA" / "KevinMcCarthy1.mp4")
@@ -316,7 +355,10 @@ def build_hdtf(root: Path, fixtures: Path) -> Path:
 
 def build_talkinghead1kh(root: Path, fixtures: Path) -> Path:
     lists = root / "data_list"
-    _write(lists / "train_video_ids.txt", "\n".join(_real_lines(fixtures, "TalkingHead-1KH/data_list/train_video_ids.txt")) + "\n")
+    _write(
+        lists / "train_video_ids.txt",
+        "\n".join(_real_lines(fixtures, "TalkingHead-1KH/data_list/train_video_ids.txt")) + "\n",
+    )
     tubes = _real_lines(fixtures, "TalkingHead-1KH/data_list/train_video_tubes.txt")
     y9 = [t for t in tubes if t.startswith("--Y9imYnfBw_0000") and int(t.split(",")[3]) <= 482]
     lines = y9 + [t for t in tubes if t.startswith("-5Lm-oibjJQ_0000")] + [
@@ -343,9 +385,18 @@ def build_mead(root: Path, fixtures: Path) -> Path:
     # utterances, so the last one (010) is MEAD's test sentence, in both views.
     base = root / "MEAD"
     for n in range(1, 11):
-        _copy(_extra_video(fixtures, "dreamtalk_m030_surprised"), base / "M030" / "video" / "front" / "surprised" / "level_3" / f"{n:03d}.mp4")
-    _copy(_extra_video(fixtures, "dreamtalk_m030_surprised"), base / "M030" / "video" / "left_30" / "surprised" / "level_3" / "010.mp4")
-    _copy(_extra_video(fixtures, "dreamtalk_w009_happy"), base / "W009" / "video" / "front" / "happy" / "level_3" / "001.mp4")
+        _copy(
+            _extra_video(fixtures, "dreamtalk_m030_surprised"),
+            base / "M030" / "video" / "front" / "surprised" / "level_3" / f"{n:03d}.mp4",
+        )
+    _copy(
+        _extra_video(fixtures, "dreamtalk_m030_surprised"),
+        base / "M030" / "video" / "left_30" / "surprised" / "level_3" / "010.mp4",
+    )
+    _copy(
+        _extra_video(fixtures, "dreamtalk_w009_happy"),
+        base / "W009" / "video" / "front" / "happy" / "level_3" / "001.mp4",
+    )
     _write(base / "M030" / "audio" / "surprised" / "level_3" / "001.m4a", "not a video")
     _write(base / "W009" / "audio" / "happy" / "level_3" / "001.m4a", "not a video")
     # neutral has level_1 only: an error naming the file (counted as a file without metadata).
@@ -374,10 +425,19 @@ def build_vfhq(root: Path, fixtures: Path) -> Path:
     meta = root / "meta_info"
     # One raw video (30 fps, 512x512 on disk, annotated at 1920x1080) with two people, as yt-dlp
     # merges it (.mkv).
-    _write(meta / "train" / "Clip+K_-9xq2ZmQw+P0+C0+F30-89.txt", _vfhq_txt(1080, 1920, 30, (600, 200, 1400, 1000), range(30, 90)))
-    _write(meta / "train" / "Clip+K_-9xq2ZmQw+P1+C1+F120-209.txt", _vfhq_txt(1080, 1920, 30, (100, 100, 500, 500), range(120, 210)))
+    _write(
+        meta / "train" / "Clip+K_-9xq2ZmQw+P0+C0+F30-89.txt",
+        _vfhq_txt(1080, 1920, 30, (600, 200, 1400, 1000), range(30, 90)),
+    )
+    _write(
+        meta / "train" / "Clip+K_-9xq2ZmQw+P1+C1+F120-209.txt",
+        _vfhq_txt(1080, 1920, 30, (100, 100, 500, 500), range(120, 210)),
+    )
     # Header only (no per-frame rows), 25 fps, no final newline, from the test list; .webm video.
-    _write(meta / "test" / "Clip+xyz_-A1b2C3+P0+C0+F0-59.txt", _vfhq_txt(512, 512, 25, (50, 60, 450, 470), None).rstrip("\n"))
+    _write(
+        meta / "test" / "Clip+xyz_-A1b2C3+P0+C0+F0-59.txt",
+        _vfhq_txt(512, 512, 25, (50, 60, 450, 470), None).rstrip("\n"),
+    )
     # Already cut clip video: used whole.
     _write(meta / "train" / "Clip+QwErTy12345+P2+C3+F100-199.txt", _vfhq_txt(720, 1280, 30, (10, 20, 300, 310), None))
     _write(meta / "train" / "Clip+BrokenFps01+P0+C0+F0-9.txt", _vfhq_txt(720, 1280, "abc", (10, 20, 300, 310), None))

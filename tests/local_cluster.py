@@ -144,11 +144,12 @@ class LocalCluster:
     def _node_ports(self) -> list[str]:
         p = free_ports(7)
         lo = p[6]
+        workers = 20000 + (lo % 400) * 100
         return ["--node-manager-port", str(p[0]), "--object-manager-port", str(p[1]),
                 "--dashboard-agent-listen-port", str(p[2]), "--dashboard-agent-grpc-port", str(p[3]),
                 "--runtime-env-agent-port", str(p[4]), "--metrics-export-port", str(p[5]),
                 # Worker ports: a small range of our own, away from other nodes' ranges.
-                "--min-worker-port", str(20000 + (lo % 400) * 100), "--max-worker-port", str(20000 + (lo % 400) * 100 + 99)]
+                "--min-worker-port", str(workers), "--max-worker-port", str(workers + 99)]
 
     def _spawn(self, name: str, args: list[str], num_cpus: int, num_gpus: int, resources: dict, env: dict) -> Node:
         resources = {**resources, f"node_{name}": 1}
@@ -157,21 +158,38 @@ class LocalCluster:
                "--object-store-memory", str(200 * 2**20), "--disable-usage-stats",
                "--include-log-monitor", "false", *args, *self._node_ports()]
         log = self.root / f"{name}.log"
-        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        out = open(log, "w")  # noqa: SIM115 - the node's log, written for the node's lifetime
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=self.root)
         node = Node(name, proc, num_cpus, num_gpus, resources, log)
         self.nodes[name] = node
         return node
 
-    def start(self, head_cpus: int = 1, workers: dict | None = None, timeout: float = 180) -> "LocalCluster":
+    def start(self, head_cpus: int = 1, workers: dict | None = None, timeout: float = 180) -> LocalCluster:
         """Start the head, then the workers ({name: dict(num_cpus=, num_gpus=, resources=)})."""
         try:
             for attempt in range(3):
                 self.port, self.dashboard_port, client_port = free_ports(3)
-                dash = ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                        "--dashboard-port", str(self.dashboard_port)] if self.dashboard else ["--include-dashboard", "false"]
-                head = self._spawn("head", ["--head", "--port", str(self.port), "--ray-client-server-port", str(client_port),
-                                            *dash], head_cpus, 0, {}, {**self.env, **HEAD_ENV})
+                dash = (
+                    [
+                        "--include-dashboard",
+                        "true",
+                        "--dashboard-host",
+                        "127.0.0.1",
+                        "--dashboard-port",
+                        str(self.dashboard_port),
+                    ]
+                    if self.dashboard
+                    else ["--include-dashboard", "false"]
+                )
+                head = self._spawn(
+                    "head",
+                    ["--head", "--port", str(self.port), "--ray-client-server-port", str(client_port), *dash],
+                    head_cpus,
+                    0,
+                    {},
+                    {**self.env, **HEAD_ENV},
+                )
                 try:
                     self._wait_port(self.port, timeout)
                     self.wait_nodes(timeout)
@@ -290,7 +308,7 @@ class LocalCluster:
         except subprocess.TimeoutExpired:
             pass
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc) -> None:

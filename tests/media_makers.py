@@ -70,7 +70,9 @@ def make_bad_inputs(folder: Path, media: Path) -> dict[str, Path]:
     face = Image.open(media / "images" / "s1.jpg").convert("RGB")
     out["cmyk_jpeg"] = folder / "cmyk.jpg"
     face.convert("CMYK").save(out["cmyk_jpeg"], "JPEG", quality=90)
-    rgba16 = np.dstack([np.asarray(face)[..., ::-1].astype(np.uint16) * 257, np.full(face.size[::-1], 65535, np.uint16)])
+    rgba16 = np.dstack(
+        [np.asarray(face)[..., ::-1].astype(np.uint16) * 257, np.full(face.size[::-1], 65535, np.uint16)]
+    )
     out["png16_alpha"] = folder / "deep.png"
     cv2.imwrite(str(out["png16_alpha"]), rgba16)
     big = cv2.resize(np.asarray(face)[..., ::-1], (12000, 12000), interpolation=cv2.INTER_LINEAR)
@@ -79,7 +81,9 @@ def make_bad_inputs(folder: Path, media: Path) -> dict[str, Path]:
     del big
     frames, fps = read_frames(media / "videos" / "d0.mp4", limit=50)
     # Stored a quarter turn clockwise, with a display matrix that turns it back (counter-clockwise).
-    out["rotated_video"] = write_video(folder / "rotated.mp4", [np.rot90(f, k=-1) for f in frames], fps, rotation_ccw=90)
+    out["rotated_video"] = write_video(
+        folder / "rotated.mp4", [np.rot90(f, k=-1) for f in frames], fps, rotation_ccw=90
+    )
     rng = np.random.default_rng(0)
     pts = np.cumsum(rng.choice([20, 40, 80], size=len(frames))).tolist()
     out["vfr_video"] = write_video(folder / "vfr.mp4", frames, fps, pts_ms=[int(p) for p in pts])

@@ -211,6 +211,11 @@ def make_many_shards(out_dir: str | Path, n_clips: int, frames: int = 4, clips_p
                 clips.append(clip_row(cid, sid, ds, frames, 15.0, run_id))
             infos.append(write_shard(schemas.table_from_rows(rows, schemas.FRAMES), out_dir, f"many-{first:05d}",
                                      row_group_rows=row_group_rows))
-        cat.commit_sources(schemas.table_from_rows(sources, schemas.SOURCES), schemas.table_from_rows(clips, schemas.CLIPS),
-                           schemas.empty_table(schemas.ERRORS), infos, run_id=run_id)
+        cat.commit_sources(
+            schemas.table_from_rows(sources, schemas.SOURCES),
+            schemas.table_from_rows(clips, schemas.CLIPS),
+            schemas.empty_table(schemas.ERRORS),
+            infos,
+            run_id=run_id,
+        )
     return out_dir

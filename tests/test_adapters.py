@@ -192,7 +192,10 @@ def test_celebvhq_raw_and_processed_clips(replicas):
     sources, errors = read(root, "celebvhq")
     raw = sources["downloaded_celebvhq/raw/-Ab_cd-EfGh.mp4"]
     assert raw.identity == "-Ab_cd-EfGh" and raw.split == "train"
-    assert [(c.key, c.start_s, c.end_s) for c in raw.clips] == [("-Ab_cd-EfGh_0", 0.5, 2.5), ("-Ab_cd-EfGh_1", 3.0, 6.04)]
+    assert [(c.key, c.start_s, c.end_s) for c in raw.clips] == [
+        ("-Ab_cd-EfGh_0", 0.5, 2.5),
+        ("-Ab_cd-EfGh_1", 3.0, 6.04),
+    ]
     # Normalised top/bottom/left/right on a 512x512 raw video.
     assert frame_box(raw.clips[0].box, raw.path) == approx((0.2 * 512, 0.1 * 512, 0.8 * 512, 0.9 * 512))
     # Attribute names come from the misspelt 'mete_info'.
@@ -229,7 +232,9 @@ def test_hdtf_times_crops_resolutions_and_gotchas(replicas):
     assert sources["WDA/BennieThompson1.mp4"].clips is None
     # Trailing-space time line with three ranges, only the split clips on disk.
     split_clips = [sources[f"WRA/clips/AdamKinzinger2_{k}.mp4"] for k in range(3)]
-    assert all(s.identity == "AdamKinzinger" and s.clips[0].start_s == 0 and s.clips[0].end_s is None for s in split_clips)
+    assert all(
+        s.identity == "AdamKinzinger" and s.clips[0].start_s == 0 and s.clips[0].end_s is None for s in split_clips
+    )
     assert "zoom_ratio" not in split_clips[2].clips[0].labels  # no ratio row for clip 2
     # Clip 1 is a landscape cut (1280x720): real crop row 416 498 12 498 at 720p applies.
     assert frame_box(split_clips[1].clips[0].box, split_clips[1].path) == approx((416, 12, 914, 510))
@@ -257,7 +262,9 @@ def test_talkinghead1kh_tubes_to_seconds_and_boxes(replicas):
     sources, errors = read(root, "talkinghead1kh")
     y9 = sources["train/1min_clips/--Y9imYnfBw_0000.mp4"]  # 30 fps, 512x480; tubes at 1280x720
     assert y9.identity == "--Y9imYnfBw" and y9.split == "train"
-    assert [(c.start_s, c.end_s) for c in y9.clips] == approx([(0, 272 / 30), (272 / 30, 424 / 30), (424 / 30, 483 / 30)])
+    assert [(c.start_s, c.end_s) for c in y9.clips] == approx(
+        [(0, 272 / 30), (272 / 30, 424 / 30), (424 / 30, 483 / 30)]
+    )
     sx, sy = 512 / 1280, 480 / 720
     assert frame_box(y9.clips[0].box, y9.path) == approx((504 * sx, 63 * sy, 792 * sx, 351 * sy))
     two = sources["train/1min_clips/-8lgFak3RwU_0000.mp4"]
@@ -315,7 +322,11 @@ def test_vfhq_clips_people_and_frames(replicas):
     assert one.identity == "xyz_-A1b2C3+P0" and one.split == "test"  # its txt is in meta_info/test
     assert (one.clips[0].start_s, one.clips[0].end_s) == approx((1 / 25, 59 / 25))
     cut = sources["clips/Clip+QwErTy12345+P2+C3+F100-199.mp4"]
-    assert cut.identity == "QwErTy12345+P2" and (cut.clips[0].start_s, cut.clips[0].end_s, cut.clips[0].box) == (0.0, None, None)
+    assert cut.identity == "QwErTy12345+P2" and (cut.clips[0].start_s, cut.clips[0].end_s, cut.clips[0].box) == (
+        0.0,
+        None,
+        None,
+    )
     by_name = {Path(e.file).name: e for e in errors}
     assert by_name["Clip+BrokenFps01+P0+C0+F0-9.txt"].line == 4
     assert "NoVideo0001.mp4" in by_name["Clip+NoVideo0001+P0+C0+F0-9.txt"].message
@@ -325,7 +336,12 @@ def test_voxceleb2_utterances_and_raw_videos(replicas):
     root = replicas["voxceleb2"]
     sources, errors = read(root, "voxceleb2")
     real = sources["dev/mp4/id00012/_raOc3-IRsw/00001.mp4"]  # the real txt: frames 349..350
-    assert (real.identity, real.split, real.labels["youtube_id"], real.labels["av_offset"]) == ("id00012", "train", "_raOc3-IRsw", "2")
+    assert (real.identity, real.split, real.labels["youtube_id"], real.labels["av_offset"]) == (
+        "id00012",
+        "train",
+        "_raOc3-IRsw",
+        "2",
+    )
     assert (real.clips[0].start_s, real.clips[0].end_s) == approx((0, 2 / 25))
     assert real.clips[0].box is None  # the utterance is already the face track
     assert sources["mp4/id00017/-xY_z123abc/00001.mp4"].split == "test"  # the test archive's layout

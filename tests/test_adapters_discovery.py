@@ -10,12 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from manifests.adapters import MetadataError, SourceSpec, make_adapter
-from manifests.adapters import probe
+from manifests.adapters import MetadataError, SourceSpec, make_adapter, probe
 from pipeline.config import DatasetEntry
 from pipeline.sources import discover
-from tests.dataset_replicas import (EXPECTED_COUNTS, build_celeba_kaggle, build_celebvhq, build_ffhq_without_json,
-                                    build_hdtf, build_mead, build_vggface2, build_voxceleb2_mp4_only)
+from tests.dataset_replicas import (
+    EXPECTED_COUNTS,
+    build_celeba_kaggle,
+    build_celebvhq,
+    build_ffhq_without_json,
+    build_hdtf,
+    build_mead,
+    build_vggface2,
+    build_voxceleb2_mp4_only,
+)
 
 
 def read(root: Path, name: str, **options) -> tuple[dict[str, SourceSpec], list[MetadataError]]:
@@ -96,7 +103,9 @@ def test_unreadable_folder_file_and_dangling_link_are_counted(photo_folder, monk
     shutil.copyfile(photo_folder / "sub" / "s1.jpg", photo_folder / "private.jpg")
     real_access = os.access
     monkeypatch.setattr(os, "scandir", scandir)
-    monkeypatch.setattr(os, "access", lambda path, mode: not str(path).endswith("private.jpg") and real_access(path, mode))
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: not str(path).endswith("private.jpg") and real_access(path, mode)
+    )
     found = discover([DatasetEntry(name="folder", root=str(photo_folder))], out=None)
     assert [s.rel_path for s in found.specs] == ["sub/s1.jpg"]
     assert kinds(found.metadata_errors) == ["unreadable"] * 3
@@ -181,12 +190,17 @@ def test_raw_downloads_in_other_containers_and_namings(tmp_path, fixtures_dir):
     raw = celebvhq / "downloaded_celebvhq" / "raw"
     (raw / "-Ab_cd-EfGh.mp4").rename(raw / "-Ab_cd-EfGh.webm")
     sources, _ = read(celebvhq, "celebvhq")
-    assert [c.key for c in sources["downloaded_celebvhq/raw/-Ab_cd-EfGh.webm"].clips] == ["-Ab_cd-EfGh_0", "-Ab_cd-EfGh_1"]
+    assert [c.key for c in sources["downloaded_celebvhq/raw/-Ab_cd-EfGh.webm"].clips] == [
+        "-Ab_cd-EfGh_0",
+        "-Ab_cd-EfGh_1",
+    ]
     hdtf = build_hdtf(tmp_path / "hdtf", fixtures_dir)
     (hdtf / "_videos_raw").mkdir()
     (hdtf / "RD" / "Radio13.mp4").rename(hdtf / "_videos_raw" / "RD_Radio13.mp4")
     sources, errors = read(hdtf, "hdtf")
-    assert [(c.key, c.start_s, c.end_s) for c in sources["_videos_raw/RD_Radio13.mp4"].clips] == [("Radio13_0", 0.0, 35.0)]
+    assert [(c.key, c.start_s, c.end_s) for c in sources["_videos_raw/RD_Radio13.mp4"].clips] == [
+        ("Radio13_0", 0.0, 35.0)
+    ]
     assert len(errors) == 1  # only the planted broken time line
 
 
@@ -198,7 +212,9 @@ def test_discovery_prints_and_keeps_one_count_line_per_dataset(tmp_path, fixture
     assert line == ("mead: 14 files found, 12 sources, 2 files without metadata, 0 metadata rows without a file, "
                     "0 unparseable rows; skipped 1 link_out_of_root, 1 symlink_loop, 2 unsupported_extension")
     c = found.counts["mead"]
-    assert (c.files_found, c.sources, c.no_metadata, c.rows_without_file, c.unparseable, c.skipped) == EXPECTED_COUNTS["mead"]
+    assert (c.files_found, c.sources, c.no_metadata, c.rows_without_file, c.unparseable, c.skipped) == EXPECTED_COUNTS[
+        "mead"
+    ]
 
 
 def test_stored_counts_give_back_the_printed_lines(tmp_path, fixtures_dir, capsys):

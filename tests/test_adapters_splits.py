@@ -40,8 +40,13 @@ def test_eval_split_is_identity_and_source_disjoint_and_about_n():
     eval_rows = [r for r in rows if r["clip_id"] in chosen]
     train_rows = [r for r in rows if r["clip_id"] not in chosen]
     assert {r["dataset"] for r in eval_rows} == {"vfhq", "celebvhq"}
-    ids = lambda rs: {r["identity"] for r in rs if r["identity"]}
-    srcs = lambda rs: {r["source_id"] for r in rs}
+
+    def ids(rs):
+        return {r["identity"] for r in rs if r["identity"]}
+
+    def srcs(rs):
+        return {r["source_id"] for r in rs}
+
     assert not ids(eval_rows) & ids(train_rows)
     assert not srcs(eval_rows) & srcs(train_rows)
     assert "cv-x" not in chosen and "hd-x" not in chosen
@@ -129,4 +134,7 @@ def test_identities_per_split(catalog):
     rows = catalog.execute(_sql("identities_per_split")).fetchall()
     assert rows == [("eval", "vfhq", 1, 2, 0)]
     # Labels are a map DuckDB can query.
-    assert catalog.execute("SELECT labels['emotion'] FROM sources WHERE dataset = 'mead'").fetchone()[0] in ("angry", ["angry"])
+    assert catalog.execute("SELECT labels['emotion'] FROM sources WHERE dataset = 'mead'").fetchone()[0] in (
+        "angry",
+        ["angry"],
+    )

@@ -68,9 +68,14 @@ def test_frames_are_stored_for_kept_clips_only(fixture_build):
     out, stats = fixture_build
     with Catalog(out, read_only=True) as cat:
         kept = table(cat, "SELECT clip_id, n_frames, out_size FROM clips WHERE verdict = 'kept'")
-        counts = {r["clip_id"]: r["n"] for r in table(cat, "SELECT clip_id, count(*) AS n FROM frames WHERE view = 0 GROUP BY clip_id")}
+        counts = {
+            r["clip_id"]: r["n"]
+            for r in table(cat, "SELECT clip_id, count(*) AS n FROM frames WHERE view = 0 GROUP BY clip_id")
+        }
         sample = table(cat, "SELECT jpeg, [len(landmarks), len(landmarks[1])] AS shape, face_box FROM frames LIMIT 3")
-        rejected_frames = table(cat, "SELECT count(*) AS n FROM frames f JOIN clips c USING (clip_id) WHERE c.verdict = 'rejected'")
+        rejected_frames = table(
+            cat, "SELECT count(*) AS n FROM frames f JOIN clips c USING (clip_id) WHERE c.verdict = 'rejected'"
+        )
     assert counts == {r["clip_id"]: r["n_frames"] for r in kept}
     assert rejected_frames[0]["n"] == 0
     for s in sample:
@@ -84,10 +89,13 @@ def test_frames_are_stored_for_kept_clips_only(fixture_build):
 def test_every_kept_frame_of_the_fixtures_has_its_features(fixture_build):
     out, _ = fixture_build
     with Catalog(out, read_only=True) as cat:
-        missing = table(cat, """SELECT f.clip_id, f.view, f.latent IS NULL AS no_latent, f.position_map IS NULL AS no_map,
+        missing = table(
+            cat,
+            """SELECT f.clip_id, f.view, f.latent IS NULL AS no_latent, f.position_map IS NULL AS no_map,
                                        f.pose IS NULL AS no_pose
                                 FROM frames f JOIN clips c USING (clip_id)
-                                WHERE f.latent IS NULL OR f.position_map IS NULL OR (f.view = 0 AND f.pose IS NULL)""")
+                                WHERE f.latent IS NULL OR f.position_map IS NULL OR (f.view = 0 AND f.pose IS NULL)""",
+        )
         videos = table(cat, """SELECT clip_id, intensity_exp, intensity_head, intensity_exp_level, intensity_head_level
                                FROM clips WHERE verdict = 'kept' AND media_type = 'video'""")
     assert missing == []
@@ -109,7 +117,10 @@ def test_shards_are_complete_and_checksummed(fixture_build):
 def test_rethreshold_query_reproduces_the_build(fixture_build):
     out, _ = fixture_build
     with Catalog(out, read_only=True) as cat:
-        built = {r["clip_id"]: (r["verdict"], r["reasons"]) for r in table(cat, "SELECT clip_id, verdict, reasons FROM clips")}
+        built = {
+            r["clip_id"]: (r["verdict"], r["reasons"])
+            for r in table(cat, "SELECT clip_id, verdict, reasons FROM clips")
+        }
         again = {r["clip_id"]: (r["verdict"], r["reasons"]) for r in cat.named("rethreshold").to_pylist()}
         # Every threshold as loose as it goes: every clip is kept, without recomputing anything.
         open_all = {k: (-1e9 if k.startswith("min_") else 1e9) for k in Thresholds().as_params()}
@@ -127,7 +138,9 @@ def _content(out: Path) -> dict:
     with Catalog(out, read_only=True) as cat:
         sources = cat.query("SELECT * EXCLUDE (run_id) FROM sources ORDER BY source_id").to_pylist()
         clips = cat.query("SELECT * EXCLUDE (run_id) FROM clips ORDER BY clip_id").to_pylist()
-        frames = cat.query("SELECT clip_id, frame_index, view, md5(jpeg::BLOB) AS h, landmarks AS lm FROM frames ORDER BY ALL").to_pylist()
+        frames = cat.query(
+            "SELECT clip_id, frame_index, view, md5(jpeg::BLOB) AS h, landmarks AS lm FROM frames ORDER BY ALL"
+        ).to_pylist()
         errors = cat.query("SELECT source_id, stage, message FROM errors ORDER BY ALL").to_pylist()
     return {"sources": sources, "clips": clips, "frames": frames, "errors": errors}
 
@@ -210,8 +223,8 @@ def test_bad_inputs_are_accounted_and_the_build_goes_on(media_dir, tmp_path):
 def test_short_videos_share_shards_by_bytes_not_by_count(media_dir, tmp_path):
     """Shard count follows bytes: many short clips pack into shards of `shard_target_mb`, and
     the stored frames and verdicts are those of one shard per video."""
-    from pipeline.build import plan_units
     from manifests.adapters.base import SourceSpec
+    from pipeline.build import plan_units
 
     # 40 short videos with default settings on two workers: one unit (so one shard) per worker.
     specs = [SourceSpec("folder", f"/m/c{i}.mp4", f"c{i}.mp4", "video") for i in range(40)]
@@ -238,3 +251,13 @@ def test_short_videos_share_shards_by_bytes_not_by_count(media_dir, tmp_path):
     with Catalog(apart, read_only=True) as cat:
         assert len(table(cat, "SELECT path FROM shards")) == 6
     assert _content(packed) == _content(apart)
+    # Every stored value of the six copies is the same: a source's rows do not depend on the
+    # sources its worker analysed before it (a per-worker count once leaked into face_conf).
+    with Catalog(packed, read_only=True) as cat:
+        rows = cat.query("SELECT * EXCLUDE (clip_id, source_id), source_id FROM frames "
+                         "ORDER BY source_id, frame_index, view").to_pylist()
+    by_source: dict[str, list] = {}
+    for r in rows:
+        by_source.setdefault(r.pop("source_id"), []).append(r)
+    first, *others = by_source.values()
+    assert len(others) == 5 and all(o == first for o in others)

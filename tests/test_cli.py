@@ -13,16 +13,28 @@ def one_line_error(capsys) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["build", "--input", "/no/such/folder", "--out", "{tmp}/o"], "dataset root not found"),
-    (["build", "--input", "{tmp}", "--out", "{tmp}/o", "--set", "thresholds.max_occlusoin=0.3"], "thresholds.max_occlusoin"),
-    (["build", "--input", "{tmp}", "--out", "{tmp}/o", "--set", "crop.out_size=500"], "crop.out_size"),
-    (["build", "--input", "{tmp}", "--out", "{tmp}/o", "--config", "{tmp}/missing.yaml"], "config file not found"),
-    (["build", "--input", "{tmp}", "--out", "{tmp}/o", "--set", "features.latents.weights=/no/vae"], "features.latents.weights"),
-    (["build", "--input", "{tmp}", "--out", "{tmp}/o", "--set", "features.pose.backend=dwpose"], "features.pose.det_path"),
-    (["build", "--dataset", "nosuch={tmp}", "--out", "{tmp}/o"], "unknown dataset adapter"),
-    (["query", "--catalog", "{tmp}/none.duckdb", "SELECT 1"], "no catalog"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["build", "--input", "/no/such/folder", "--out", "{tmp}/o"], "dataset root not found"),
+        (
+            ["build", "--input", "{tmp}", "--out", "{tmp}/o", "--set", "thresholds.max_occlusoin=0.3"],
+            "thresholds.max_occlusoin",
+        ),
+        (["build", "--input", "{tmp}", "--out", "{tmp}/o", "--set", "crop.out_size=500"], "crop.out_size"),
+        (["build", "--input", "{tmp}", "--out", "{tmp}/o", "--config", "{tmp}/missing.yaml"], "config file not found"),
+        (
+            ["build", "--input", "{tmp}", "--out", "{tmp}/o", "--set", "features.latents.weights=/no/vae"],
+            "features.latents.weights",
+        ),
+        (
+            ["build", "--input", "{tmp}", "--out", "{tmp}/o", "--set", "features.pose.backend=dwpose"],
+            "features.pose.det_path",
+        ),
+        (["build", "--dataset", "nosuch={tmp}", "--out", "{tmp}/o"], "unknown dataset adapter"),
+        (["query", "--catalog", "{tmp}/none.duckdb", "SELECT 1"], "no catalog"),
+    ],
+)
 def test_configuration_errors_are_one_line(args, needle, tmp_path, capsys):
     code = portrait([a.replace("{tmp}", str(tmp_path)) for a in args])
     assert code == 2

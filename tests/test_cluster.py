@@ -117,7 +117,9 @@ def content(out: Path) -> dict:
         return {
             "sources": cat.query("SELECT * EXCLUDE (run_id) FROM sources ORDER BY source_id").to_pylist(),
             "clips": cat.query("SELECT * EXCLUDE (run_id) FROM clips ORDER BY clip_id").to_pylist(),
-            "frames": cat.query("SELECT * EXCLUDE (latent) FROM frames ORDER BY clip_id, frame_index, view").to_pylist(),
+            "frames": cat.query(
+                "SELECT * EXCLUDE (latent) FROM frames ORDER BY clip_id, frame_index, view"
+            ).to_pylist(),
             "errors": cat.query("SELECT source_id, stage, message, kind FROM errors ORDER BY ALL").to_pylist(),
         }
 
@@ -159,7 +161,9 @@ def _array(v):
 
 def latents(out: Path) -> dict:
     with Catalog(out, read_only=True) as cat:
-        rows = cat.query("SELECT clip_id, frame_index, view, latent FROM frames ORDER BY clip_id, frame_index, view").to_pylist()
+        rows = cat.query(
+            "SELECT clip_id, frame_index, view, latent FROM frames ORDER BY clip_id, frame_index, view"
+        ).to_pylist()
     return {(r["clip_id"], r["frame_index"], r["view"]): _array(r["latent"]) for r in rows}
 
 
@@ -306,7 +310,9 @@ def test_same_results_on_three_nodes_one_node_and_inline(cluster_features, inlin
     ref = content(inline_features)
     # The comparison covers real features: crops, poses and position maps are there.
     assert ref["frames"] and all(f["jpeg"] for f in ref["frames"])
-    assert any(f["pose"] is not None for f in ref["frames"]) and any(f["position_map"] is not None for f in ref["frames"])
+    assert any(f["pose"] is not None for f in ref["frames"]) and any(
+        f["position_map"] is not None for f in ref["frames"]
+    )
     assert_same_build(content(out3), ref)
     z_ref, z = latents(inline_features), latents(out3)
     assert z.keys() == z_ref.keys()
@@ -376,7 +382,9 @@ def test_node_loss_mid_build_then_resume_matches_an_undisturbed_build(cluster, i
         done = cat.done_source_ids()
         lost = cat.query("SELECT DISTINCT source_id FROM errors WHERE kind = 'infra'").to_pylist()
         n = cat.query("SELECT count(*) AS n FROM sources").to_pylist()[0]["n"]
-    print(f"raylet of node {killed[0]} killed while it held a source; finished {len(done)}, lost to the node {len(lost)}")
+    print(
+        f"raylet of node {killed[0]} killed while it held a source; finished {len(done)}, lost to the node {len(lost)}"
+    )
     assert n == 2 and len(done) + len(lost) == 2  # every source accounted for
     assert_no_duplicates(out)
     assert build_cli(inputs, out, NO_FEATURES, cluster.address) == 0  # resume on the nodes left

@@ -55,6 +55,8 @@ def test_a_misspelt_field_is_refused():
 
     config = yaml.safe_load((REPO / "ray_cluster.yaml").read_text())
     bad = copy.deepcopy(config)
-    bad["available_node_types"]["gpu_worker"]["min_worker"] = bad["available_node_types"]["gpu_worker"].pop("min_workers")
+    bad["available_node_types"]["gpu_worker"]["min_worker"] = bad["available_node_types"]["gpu_worker"].pop(
+        "min_workers"
+    )
     with pytest.raises(Exception, match="min_worker"):
         validate_config(prepare_config(bad))

@@ -19,7 +19,11 @@ def config(small_vae_dir):
 
 def test_a_cluster_with_gpus_gets_a_gpu_pool_that_asks_no_cpu(config):
     cpu, gpu = stage_plans(config, "run", workers=3, gpus=2)
-    assert [n for n, _, _ in cpu.steps] == ["curate", "features"] and (cpu.num_cpus, cpu.num_gpus, cpu.max_workers) == (1, 0, 3)
+    assert [n for n, _, _ in cpu.steps] == ["curate", "features"] and (cpu.num_cpus, cpu.num_gpus, cpu.max_workers) == (
+        1,
+        0,
+        3,
+    )
     # The CPU pool may hold every CPU of the GPU nodes: a GPU actor asking any CPU could wait forever.
     assert [n for n, _, _ in gpu.steps] == ["latents"] and (gpu.num_cpus, gpu.num_gpus, gpu.max_workers) == (0, 1, 2)
     # device=cpu is honoured inside the GPU actor (a logical GPU), not a reason to leave the pool.

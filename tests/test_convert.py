@@ -132,7 +132,10 @@ def stdit2_forward(state, x, timestep, x_mask, fps, size_px):
     blk = lambda z, name: F.linear(F.silu(z), state[f"{name}.1.weight"], state[f"{name}.1.bias"])  # noqa: E731
     t_spc, t_tmp = blk(t_emb + data_info, "t_block"), blk(t_emb + fl, "t_block_temp")
     t0_spc, t0_tmp = blk(t0_emb + data_info, "t_block"), blk(t0_emb + fl, "t_block_temp")
-    select = lambda a, z: torch.where(x_mask[:, :, None, None], a.view(b, t, s, d), z.view(b, t, s, d)).view(b, t * s, d)  # noqa: E731
+
+    def select(a, z):
+        return torch.where(x_mask[:, :, None, None], a.view(b, t, s, d), z.view(b, t, s, d)).view(b, t * s, d)
+
     for i in range(cfg.depth):
         p = f"blocks.{i}."
         m = (state[p + "scale_shift_table"][None] + t_spc.view(b, 6, d)).chunk(6, 1)

@@ -1,9 +1,8 @@
 """One build over mini replicas of all nine datasets at once (their real layouts and metadata)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +35,9 @@ def test_every_dataset_is_built_with_its_metadata(mixed_build):
         per = {r["dataset"]: r for r in cat.query(
             "SELECT dataset, count(*) AS n, count(identity) AS with_identity, count(DISTINCT split) AS splits, "
             "bool_and(status IN ('kept', 'rejected', 'error')) AS accounted FROM sources GROUP BY dataset").to_pylist()}
-        labelled = cat.query("SELECT labels['emotion'] AS emotion, labels['view'] AS view FROM sources WHERE dataset = 'mead'").to_pylist()
+        labelled = cat.query(
+            "SELECT labels['emotion'] AS emotion, labels['view'] AS view FROM sources WHERE dataset = 'mead'"
+        ).to_pylist()
     assert set(per) == set(replicas)
     for name, row in per.items():
         assert row["n"] == discovery.found[name]
@@ -63,7 +64,9 @@ def test_clips_inherit_identity_split_and_labels(mixed_build):
             "SELECT c.clip_id FROM clips c JOIN sources s USING (source_id) "
             "WHERE c.dataset <> s.dataset OR (c.identity IS NULL AND s.identity IS NOT NULL) "
             "OR (c.split <> s.split AND c.split <> 'eval')").to_pylist()
-        hdtf = cat.query("SELECT start_s, end_s, labels['clip_key'] AS key FROM clips WHERE dataset = 'hdtf' LIMIT 5").to_pylist()
+        hdtf = cat.query(
+            "SELECT start_s, end_s, labels['clip_key'] AS key FROM clips WHERE dataset = 'hdtf' LIMIT 5"
+        ).to_pylist()
     assert mismatched == []
     assert any(r["key"] for r in hdtf)  # one HDTF video has no time row: whole file, no key
 
@@ -72,7 +75,9 @@ def test_eval_split_is_identity_disjoint(mixed_build):
     out, _, _ = mixed_build
     with Catalog(out, read_only=True) as cat:
         ev = cat.query("SELECT DISTINCT dataset, identity, source_id FROM clips WHERE split = 'eval'").to_pylist()
-        train = cat.query("SELECT DISTINCT identity, source_id FROM clips WHERE split IS DISTINCT FROM 'eval'").to_pylist()
+        train = cat.query(
+            "SELECT DISTINCT identity, source_id FROM clips WHERE split IS DISTINCT FROM 'eval'"
+        ).to_pylist()
         per_split = cat.named("identities_per_split").to_pylist()
     if not ev:
         pytest.skip("no kept VFHQ/CelebV-HQ clips in the replicas to draw from")
@@ -90,8 +95,10 @@ def test_discovery_counts_are_stored_per_dataset(mixed_build):
         notes = cat.query("SELECT notes_json FROM runs ORDER BY started_at DESC LIMIT 1").to_pylist()[0]["notes_json"]
     stored = json.loads(notes)["discovery"]
     assert stored == discovery.counts_json()
-    got = {name: (c["files_found"], c["sources"], c["no_metadata"], c["rows_without_file"], c["unparseable"], c["skipped"])
-           for name, c in stored.items()}
+    got = {
+        name: (c["files_found"], c["sources"], c["no_metadata"], c["rows_without_file"], c["unparseable"], c["skipped"])
+        for name, c in stored.items()
+    }
     assert got == EXPECTED_COUNTS
     assert [Path(p).name for p in stored["hdtf"]["unparseable_at"]] == ["RD_annotion_time.txt:3"]
 

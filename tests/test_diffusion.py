@@ -1,12 +1,15 @@
 """Diffusion: schedule, masked noise-prediction loss, DDIM, guidance, condition dropping."""
 from __future__ import annotations
 
+import pytest
 import torch
 
-import pytest
-
 from portrait_model.diffusion import (
-    GaussianDiffusion, conditional_frame_mask, drop_conditions, masked_mse, scheduler_sample,
+    GaussianDiffusion,
+    conditional_frame_mask,
+    drop_conditions,
+    masked_mse,
+    scheduler_sample,
 )
 
 torch.set_num_threads(1)

@@ -69,7 +69,8 @@ def small_devset(fixtures_dir, tmp_path_factory):
 
 def test_devset_labels_every_file_it_writes(small_devset):
     labels, _ = small_devset
-    rows = list(csv.DictReader(open(labels)))
+    with open(labels) as f:
+        rows = list(csv.DictReader(f))
     files = {r["file"] for r in rows}
     media = labels.parent / "media"
     assert files == {p.relative_to(media).as_posix() for p in media.rglob("*") if p.is_file()}
@@ -83,7 +84,11 @@ def test_eval_prints_figures_that_match_the_build(small_devset, capsys):
     assert portrait(["eval", "--labels", str(labels), "--catalog", str(out), "--all"]) == 0
     text = capsys.readouterr().out
     assert "clean keep-rate: 2/2 = 1.000" in text, text
-    lines = {ln.split()[0]: ln.split() for ln in text.splitlines() if ln and ln.split()[0] in ("lighting", "occlusion", "no_face")}
+    lines = {
+        ln.split()[0]: ln.split()
+        for ln in text.splitlines()
+        if ln and ln.split()[0] in ("lighting", "occlusion", "no_face")
+    }
     # filter precision recall fired right hits/positives
     assert lines["lighting"][2] == "1" and lines["occlusion"][2] == "1" and lines["no_face"][2] == "1", text
     assert "every file:" in text and "videos/d0__dark.mp4" in text

@@ -277,6 +277,8 @@ def test_build_with_scrfd_and_no_weights_is_one_line(tmp_path, capsys):
     from pipeline.cli import main as portrait
 
     (tmp_path / "in").mkdir()
-    code = portrait(["build", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--set", "faces.detector=scrfd"])
+    code = portrait(
+        ["build", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--set", "faces.detector=scrfd"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "faces.detector_path" in err[0], err

@@ -48,7 +48,9 @@ def test_the_catalog_says_which_backend_and_weights(feature_build, small_vae_dir
         run = cat.latest_run()
     models = json.loads(run["models_json"])
     assert models["latents"]["backend"] == "diffusers"
-    assert models["latents"]["stored"] == "posterior_mean" and models["latents"]["scaling_factor"] == pytest.approx(0.18215)
+    assert models["latents"]["stored"] == "posterior_mean" and models["latents"]["scaling_factor"] == pytest.approx(
+        0.18215
+    )
     assert models["position_map"]["backend"] == "mesh"
     assert models["pose"]["backend"] == "mediapipe"
     assert models["identity"]["backend"] == "none" and "features.identity.model_path" in models["identity"]["reason"]
@@ -72,7 +74,9 @@ def test_levels_are_recomputed_without_touching_the_shards(feature_build, tmp_pa
                         "('still-0000', 'still', 'x', 'video', 0, 0, 2, 25, 'kept', [], 'r', 0.0, 0.0)")
         intensity_levels(cat, 64, "again")
         edges_after = cat.query("SELECT edges FROM intensity_bins WHERE kind = 'head'").to_pylist()[0]["edges"]
-        still = cat.query("SELECT intensity_exp_level, intensity_head_level FROM clips WHERE clip_id = 'still-0000'").to_pylist()[0]
+        still = cat.query(
+            "SELECT intensity_exp_level, intensity_head_level FROM clips WHERE clip_id = 'still-0000'"
+        ).to_pylist()[0]
         shards_after = {p: (out / p).read_bytes() for p in cat.shard_paths()}
     assert edges_after != edges_before
     assert still == {"intensity_exp_level": 0, "intensity_head_level": 0}

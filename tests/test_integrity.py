@@ -14,7 +14,6 @@ import pytest
 
 from manifests.catalog import Catalog
 from manifests.shards import SHARD_DIR
-from pipeline import build as build_mod
 from pipeline import ray_runner
 from pipeline.build import build
 from pipeline.cli import main
@@ -208,8 +207,11 @@ def test_retry_errors_redoes_data_errors_only_when_asked(inputs, reference, copy
     stats = run_build(inputs, copy, retry_errors=True)
     assert stats.retried == 1 and stats.sources == {"error": 1}
     with Catalog(copy, read_only=True) as cat:
-        rows = cat.query("SELECT e.kind, e.run_id = (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1) AS redone FROM errors e "
-                         "JOIN sources s USING (source_id) WHERE s.rel_path = 'broken.mp4'").to_pylist()
+        rows = cat.query(
+            "SELECT e.kind, e.run_id = (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1) AS redone "
+            "FROM errors e "
+            "JOIN sources s USING (source_id) WHERE s.rel_path = 'broken.mp4'"
+        ).to_pylist()
     assert rows == [{"kind": "data", "redone": True}]
     assert content(copy) == reference[1]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.media_makers import frames_at
+
 torch = pytest.importorskip("torch")
 
 from stages.base import WeightsMissing  # noqa: E402
@@ -20,7 +22,6 @@ from stages.liveportrait import (  # noqa: E402
 )
 from stages.mesh_raster import coverage  # noqa: E402
 from stages.position_maps import PositionMapStage  # noqa: E402
-from tests.media_makers import frames_at
 
 SIZE = 256  # training crops of this test (small, for CPU speed); the networks see 256 face crops
 
@@ -72,13 +73,19 @@ def test_checkpoint_layout_matches_the_released_files():
     mods = {n: m.state_dict() for n, m in build_modules().items()}
     expect = {
         "appearance_feature_extractor": {
-            "first.conv.weight": (64, 3, 3, 3), "down_blocks.1.conv.weight": (256, 128, 3, 3),
-            "second.weight": (512, 256, 1, 1), "resblocks_3d.3dr5.norm2.running_var": (32,),
+            "first.conv.weight": (64, 3, 3, 3),
+            "down_blocks.1.conv.weight": (256, 128, 3, 3),
+            "second.weight": (512, 256, 1, 1),
+            "resblocks_3d.3dr5.norm2.running_var": (32,),
         },
         "motion_extractor": {
-            "detector.downsample_layers.0.0.weight": (96, 3, 4, 4), "detector.stages.2.8.grn.gamma": (1, 1, 1, 1536),
-            "detector.fc_kp.weight": (63, 768), "detector.fc_exp.weight": (63, 768),
-            "detector.fc_pitch.weight": (66, 768), "detector.fc_t.weight": (3, 768), "detector.fc_scale.weight": (1, 768),
+            "detector.downsample_layers.0.0.weight": (96, 3, 4, 4),
+            "detector.stages.2.8.grn.gamma": (1, 1, 1, 1536),
+            "detector.fc_kp.weight": (63, 768),
+            "detector.fc_exp.weight": (63, 768),
+            "detector.fc_pitch.weight": (66, 768),
+            "detector.fc_t.weight": (3, 768),
+            "detector.fc_scale.weight": (1, 768),
         },
         "warping_module": {
             "dense_motion_network.hourglass.encoder.down_blocks.0.conv.weight": (64, 110, 3, 3, 3),
@@ -87,7 +94,8 @@ def test_checkpoint_layout_matches_the_released_files():
             "dense_motion_network.mask.weight": (22, 142, 7, 7, 7),
             "dense_motion_network.compress.weight": (4, 32, 1, 1, 1),
             "dense_motion_network.occlusion.weight": (1, 142 * 16, 7, 7),
-            "third.conv.weight": (256, 512, 3, 3), "fourth.weight": (256, 256, 1, 1),
+            "third.conv.weight": (256, 512, 3, 3),
+            "fourth.weight": (256, 256, 1, 1),
         },
     }
     # Parameter counts of LivePortrait's own modules at these settings (BatchNorm counters excluded).

@@ -42,7 +42,7 @@ def s3(tmp_path_factory):
     if not exe.exists():
         pytest.skip("moto_server is not installed (pip install 'moto[server]')")
     port = free_ports(1)[0]
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115 - the server's, for its lifetime
     proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
     env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
@@ -144,7 +144,9 @@ def test_a_killed_s3_build_resumes_to_the_local_build(s3, media, tmp_path, capsy
         assert [r["status"] for r in cat.query("SELECT status FROM runs ORDER BY started_at").to_pylist()] == \
             ["interrupted", "finished"]
         committed = {r["path"] for r in cat.shards()}
-        assert cat.query("SELECT count(DISTINCT path) AS n FROM sources WHERE path LIKE 's3://%'").to_pylist()[0]["n"] == 3
+        assert (
+            cat.query("SELECT count(DISTINCT path) AS n FROM sources WHERE path LIKE 's3://%'").to_pylist()[0]["n"] == 3
+        )
     assert set(remote.files("shards")) == committed  # no marker, no uncommitted shard left
     assert not Path("s3:").exists() and not (REPO / "s3:").exists()
 

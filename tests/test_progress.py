@@ -34,7 +34,9 @@ def test_a_video_being_curated_reports_how_far_it_got(media_dir, monkeypatch):
     board = RecordingBoard()
     ChainUDF(plan.steps, "r", progress=board)({"unit": [0], "unit_json": units_to_json([[spec]])})
     duration = probe(str(video), "video").duration_s
-    assert board.calls and {(c[0], c[1], c[3], c[4]) for c in board.calls} == {(spec.source_id, "d0.mp4", duration, "s")}
+    assert board.calls and {(c[0], c[1], c[3], c[4]) for c in board.calls} == {
+        (spec.source_id, "d0.mp4", duration, "s")
+    }
     seconds = [c[2] for c in board.calls]
     assert seconds == sorted(seconds) and seconds[-1] >= 0.8 * duration  # it moved through the video
     assert board.snapshot() == {}  # a finished source leaves the board

@@ -14,8 +14,14 @@ import pytest
 
 from pipeline import devset as degrade
 from pipeline.config import Thresholds
-from stages.quality import (BackgroundMotion, QualityInputError, detail_4x_score, lighting_stats, occlusion_score,
-                            sharpness_score)
+from stages.quality import (
+    BackgroundMotion,
+    QualityInputError,
+    detail_4x_score,
+    lighting_stats,
+    occlusion_score,
+    sharpness_score,
+)
 
 T = Thresholds()  # the build's default thresholds
 HUMAN_IMAGES = ["d19", "d9", "s1", "s12", "s2"]  # photographs of real people

@@ -10,9 +10,10 @@ import torch
 
 from manifests import tensors
 from manifests.catalog import Catalog
-from model_shards import make_test_build
 from portrait_model.reader import ReaderError, ShardReader, open_index, select_clips
 from portrait_model.remap import compose_map
+
+from model_shards import make_test_build
 
 torch.set_num_threads(1)
 
@@ -49,8 +50,12 @@ def test_stage1_pairs_come_from_the_shards(build):
         batch = reader.batch_of([s])
         (fi, view), = s.frames
         ref_fi, ref_view = s.reference
-        np.testing.assert_array_equal(batch["reference"][0].numpy(), stored(build, clip.clip_id, ref_fi, ref_view, "latent"))
-        np.testing.assert_array_equal(batch["latents"][0, :, 0].numpy(), stored(build, clip.clip_id, fi, view, "latent"))
+        np.testing.assert_array_equal(
+            batch["reference"][0].numpy(), stored(build, clip.clip_id, ref_fi, ref_view, "latent")
+        )
+        np.testing.assert_array_equal(
+            batch["latents"][0, :, 0].numpy(), stored(build, clip.clip_id, fi, view, "latent")
+        )
         np.testing.assert_array_equal(batch["position_maps"][0, :, 0].numpy(),
                                       stored(build, clip.clip_id, fi, view, "position_map"))
     assert image.reference == (0, 0) and image.frames[0][0] == 0 and image.frames[0][1] > 0
@@ -83,7 +88,9 @@ def test_stage1_random_pairs_get_maps_against_their_own_reference(build):
     want = compose_map(stored(build, clip.clip_id, fi, 0, "position_map"),
                        stored(build, clip.clip_id, s.reference[0], 0, "position_map"))
     np.testing.assert_array_equal(batch["position_maps"][0, :, 0].numpy(), want)
-    np.testing.assert_array_equal(batch["reference"][0].numpy(), stored(build, clip.clip_id, s.reference[0], 0, "latent"))
+    np.testing.assert_array_equal(
+        batch["reference"][0].numpy(), stored(build, clip.clip_id, s.reference[0], 0, "latent")
+    )
 
 
 def test_stage2_windows_never_contain_the_reference_frame(fixtures_dir, tmp_path):
@@ -174,7 +181,10 @@ def test_readers_partition_an_epoch_without_overlap(build, readers):
 
 
 def test_shuffle_is_seeded(build):
-    order = lambda seed, epoch=0: [(s.clip, s.frames) for s in ShardReader(build, 1, 1, seed=seed, samples_per_clip=8).worker_samples(epoch, 0, 1)]
+    def order(seed, epoch=0):
+        reader = ShardReader(build, 1, 1, seed=seed, samples_per_clip=8)
+        return [(s.clip, s.frames) for s in reader.worker_samples(epoch, 0, 1)]
+
     assert order(5) == order(5)
     assert order(5) != order(6)
     assert order(5, 0) != order(5, 1)

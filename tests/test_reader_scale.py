@@ -19,9 +19,10 @@ import torch
 
 from manifests import shards as shard_module
 from manifests.catalog import Catalog
-from model_shards import make_many_shards, make_test_build
 from portrait_model.reader import ReaderError, ShardReader
 from tests.test_object_store import BUCKET, s3  # noqa: F401 - the local S3 server fixture
+
+from model_shards import make_many_shards, make_test_build
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -173,7 +174,9 @@ def test_plans_partition_many_units_and_repeat_for_a_seed(many):
     epoch = reader.epoch_plan(1)
     for readers in (1, 3, 16):
         parts = [reader.worker_plan(1, r, readers) for r in range(readers)]
-        combined = Counter(zip(*(np.concatenate([getattr(p, f) for p in parts]).tolist() for f in ("clip", "ref", "drive"))))
+        combined = Counter(
+            zip(*(np.concatenate([getattr(p, f) for p in parts]).tolist() for f in ("clip", "ref", "drive")))
+        )
         assert combined == Counter(zip(epoch.clip.tolist(), epoch.ref.tolist(), epoch.drive.tolist()))
         owners = [set(p.clip.tolist()) for p in parts]
         assert sum(len(o) for o in owners) == len(set().union(*owners))  # a clip's samples go to one reader

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_shards import MAP, SIZE, crop_map, identity_map
 from portrait_model.remap import compose_map
+
+from model_shards import MAP, SIZE, crop_map, identity_map
 
 
 def true_map(driving: tuple, reference: tuple) -> tuple[np.ndarray, np.ndarray]:

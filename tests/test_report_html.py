@@ -112,7 +112,9 @@ window.addEventListener('load', () => {
   document.body.setAttribute('data-images', imgs.length);
   document.body.setAttribute('data-loaded', imgs.filter(i => i.complete && i.naturalWidth > 0).length);
 });</script></body>"""))
-    dom = _chromium(browser, "--virtual-time-budget=15000", "--dump-dom", probe.as_uri(), profile=tmp_path / "p1").stdout
+    dom = _chromium(
+        browser, "--virtual-time-budget=15000", "--dump-dom", probe.as_uri(), profile=tmp_path / "p1"
+    ).stdout
     found = re.search(r'data-images="(\d+)" data-loaded="(\d+)"', dom)
     assert found, f"the page did not finish loading in Chromium: {dom[:300]!r}"
     images, loaded = map(int, found.groups())

@@ -10,12 +10,13 @@ import torch
 
 from manifests import tensors
 from manifests.catalog import Catalog
-from model_shards import make_test_build
 from portrait_model import diffusion as diffusion_module
-from portrait_model.presets import get_preset
 from portrait_model.model import build_model
+from portrait_model.presets import get_preset
 from portrait_model.sample import MotionInputs, generate_latents, resample_indices, sample_video
 from portrait_model.train import TrainConfig, train
+
+from model_shards import make_test_build
 
 torch.set_num_threads(1)
 CLIP = "d3-part0-0"
@@ -30,7 +31,9 @@ def build(fixtures_dir, tmp_path_factory):
 def write_driving_video(build: Path, path: Path, rate: int = 15) -> int:
     """The clip's stored frames as an mp4 (the driving video); returns its frame count."""
     with Catalog(build, read_only=True) as cat:
-        jpegs = cat.query(f"SELECT jpeg FROM frames WHERE clip_id = '{CLIP}' ORDER BY frame_index").column(0).to_pylist()
+        jpegs = (
+            cat.query(f"SELECT jpeg FROM frames WHERE clip_id = '{CLIP}' ORDER BY frame_index").column(0).to_pylist()
+        )
     import cv2
 
     with av.open(str(path), "w") as out:

@@ -44,7 +44,18 @@ def test_sample_command_writes_a_playable_mp4_of_the_driving_length(feature_buil
 
 
 def test_sample_without_vae_fails_with_one_line(feature_build, media_dir, driving, tmp_path, capsys):
-    code = portrait(["sample", "--checkpoint", str(tmp_path / "none.pt"), "--reference", str(media_dir / "images" / "s1.jpg"),
-                     "--driving", str(driving[0]), "--out", str(tmp_path / "o.mp4")])
+    code = portrait(
+        [
+            "sample",
+            "--checkpoint",
+            str(tmp_path / "none.pt"),
+            "--reference",
+            str(media_dir / "images" / "s1.jpg"),
+            "--driving",
+            str(driving[0]),
+            "--out",
+            str(tmp_path / "o.mp4"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--vae" in err[0]

@@ -11,16 +11,24 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from model_shards import make_test_build
+from portrait_model import PortraitModelError
 from portrait_model.diffusion import GaussianDiffusion
 from portrait_model.model import build_model
 from portrait_model.presets import get_preset
 from portrait_model.reader import ShardReader
-from portrait_model import PortraitModelError
 from portrait_model.train import (
-    CHECKPOINT, LOG_FILE, CheckpointError, TrainConfig, checkpoint_blocks, export_ema, load_checkpoint,
-    model_from_checkpoint, train,
+    CHECKPOINT,
+    LOG_FILE,
+    CheckpointError,
+    TrainConfig,
+    checkpoint_blocks,
+    export_ema,
+    load_checkpoint,
+    model_from_checkpoint,
+    train,
 )
+
+from model_shards import make_test_build
 
 torch.set_num_threads(1)
 
@@ -58,7 +66,8 @@ def test_tiny_model_overfits_one_clip(one_clip, tmp_path):
     before = fixed_loss(initial, batch)
     result = train(cfg)
     after = fixed_loss(result.model, batch)
-    print(f"loss at fixed noise: {before:.4f} -> {after:.4f}; training log {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")
+    print(f"loss at fixed noise: {before:.4f} -> {after:.4f}; "
+          f"training log {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")
     assert after <= before / 5
     assert len(result.losses) == 120 and (tmp_path / "run" / CHECKPOINT).is_file()
 
@@ -134,15 +143,19 @@ def test_periodic_and_last_checkpoints_and_an_ema_only_export(build, tmp_path):
     assert sorted(p.name for p in run.glob("checkpoint-*.pt")) == [
         "checkpoint-00000006.pt", "checkpoint-00000008.pt", "checkpoint-last.pt"]
     last = load_checkpoint(run / CHECKPOINT)
-    assert last["step"] == 8 and torch.equal(last["ema"]["x_embedder.proj.weight"],
-                                             load_checkpoint(run / "checkpoint-00000008.pt")["ema"]["x_embedder.proj.weight"])
+    assert last["step"] == 8 and torch.equal(
+        last["ema"]["x_embedder.proj.weight"],
+        load_checkpoint(run / "checkpoint-00000008.pt")["ema"]["x_embedder.proj.weight"],
+    )
     assert result.checkpoint == str(run / CHECKPOINT)
     export = export_ema(run / CHECKPOINT, tmp_path / "ema.pt")
     payload = load_checkpoint(export)
     assert set(payload) >= {"ema", "model_config", "stage", "step"} and "optimizer" not in payload
     assert export.stat().st_size < (run / CHECKPOINT).stat().st_size / 4
     model = model_from_checkpoint(export)
-    torch.testing.assert_close(model.x_embedder.proj.weight, last["ema"]["x_embedder.proj.weight"], rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(
+        model.x_embedder.proj.weight, last["ema"]["x_embedder.proj.weight"], rtol=1e-2, atol=1e-3
+    )
     with pytest.raises(CheckpointError, match="no 'model' weights"):
         model_from_checkpoint(export, use_ema=False)
 

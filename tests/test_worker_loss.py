@@ -41,9 +41,15 @@ def many_inputs(media_dir, tmp_path_factory) -> Path:
 def ray_build(inputs: Path, out: Path, kill_dir: Path, victims: tuple[str, ...]) -> dict:
     """Run tests/killing_build.py; kill its whole process group if it outlives the limit."""
     env = dict(os.environ, RAY_ADDRESS="")  # a fresh local instance, never a cluster found here
-    proc = subprocess.Popen([sys.executable, "-m", "tests.killing_build", str(inputs), str(out), str(kill_dir), ",".join(victims)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.killing_build", str(inputs), str(out), str(kill_dir), ",".join(victims)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=BUILD_LIMIT_S)
     except subprocess.TimeoutExpired:

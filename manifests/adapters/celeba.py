@@ -18,15 +18,23 @@ from __future__ import annotations
 
 import posixpath
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .base import IMAGE_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import image_info, with_headers
 from .root import DatasetRoot
-from .textfiles import (EntryError, NameTable, existing_inside, lines_or_error, read_name_csv, read_name_table,
-                        to_float, to_int)
+from .textfiles import (
+    EntryError,
+    NameTable,
+    existing_inside,
+    lines_or_error,
+    read_name_csv,
+    read_name_table,
+    to_float,
+    to_int,
+)
 
 _PARTITION = {"0": "train", "1": "val", "2": "test"}
 _ALIGNED_SIZE = (178.0, 218.0)
@@ -103,7 +111,9 @@ class CelebAAdapter:
         partition = self._table("list_eval_partition", 1, errors)
         attrs = self._table("list_attr_celeba", None, errors)
         bbox = self._table("list_bbox_celeba", 4, errors) if kind == "wild" else NameTable({}, [], [])
-        landmarks = self._table("list_landmarks_celeba" if kind == "wild" else "list_landmarks_align_celeba", 10, errors)
+        landmarks = self._table(
+            "list_landmarks_celeba" if kind == "wild" else "list_landmarks_align_celeba", 10, errors
+        )
         yield from errors
 
         names = list(identity.rows) or list(partition.rows)

@@ -18,8 +18,8 @@ which gathers all its clips in one source. Split 'train'.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex

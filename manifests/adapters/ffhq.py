@@ -11,11 +11,10 @@ identities (identity is null).
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterator
-
 import posixpath
 import re
+from collections.abc import Iterator
+from pathlib import Path
 
 from .base import IMAGE_EXTENSIONS, UNPARSEABLE, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex

@@ -16,11 +16,20 @@ import os
 import posixpath
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from .base import (LINK_LOOP, MEDIA_EXTENSIONS, METADATA_EXTENSIONS, OUTSIDE_ROOT, UNREADABLE, UNSUPPORTED,
-                   UNSUPPORTED_PICTURES, MetadataError, link_verdict)
+from .base import (
+    LINK_LOOP,
+    MEDIA_EXTENSIONS,
+    METADATA_EXTENSIONS,
+    OUTSIDE_ROOT,
+    UNREADABLE,
+    UNSUPPORTED,
+    UNSUPPORTED_PICTURES,
+    MetadataError,
+    link_verdict,
+)
 from .root import DatasetRoot
 
 # A link to a folder already listed by its real path: not followed again (its files would be
@@ -31,7 +40,7 @@ DUPLICATE_LINK = "link_to_listed_folder"
 class FileIndex:
     """Media files under some folders of a dataset root, found once, looked up many times."""
 
-    def __init__(self, root: "str | Path | DatasetRoot", dataset: str):
+    def __init__(self, root: str | Path | DatasetRoot, dataset: str):
         from ..storage import is_uri
 
         root = root.given if isinstance(root, DatasetRoot) else root
@@ -50,8 +59,8 @@ class FileIndex:
 
     # -- scanning --------------------------------------------------------------------------
     @classmethod
-    def scan(cls, root: "str | Path | DatasetRoot", dataset: str, folders: Iterable[str | Path] = ("",),
-             extensions: frozenset[str] = MEDIA_EXTENSIONS) -> "FileIndex":
+    def scan(cls, root: str | Path | DatasetRoot, dataset: str, folders: Iterable[str | Path] = ("",),
+             extensions: frozenset[str] = MEDIA_EXTENSIONS) -> FileIndex:
         """List ``extensions`` files under each of ``folders`` (relative to root; missing ones
         are ignored: layouts vary). Progress shows on a terminal only."""
         from tqdm import tqdm
@@ -107,7 +116,9 @@ class FileIndex:
                     is_link, is_dir = True, False
                 if is_dir:
                     if is_link and _is_ancestor(os.path.realpath(entry.path), entry.path):
-                        self._problem(LINK_LOOP, entry.path, "link loop: the folder link points back to a folder above it")
+                        self._problem(
+                            LINK_LOOP, entry.path, "link loop: the folder link points back to a folder above it"
+                        )
                     else:
                         subfolders.append(entry.path)
                     continue
@@ -134,7 +145,9 @@ class FileIndex:
             metadata = ext in METADATA_EXTENSIONS and ext not in extensions
             if ext not in extensions and not metadata:
                 if ext in UNSUPPORTED_PICTURES:
-                    self._problem(UNSUPPORTED, loc.url(rel), f"unsupported picture format {ext}: not decoded by this build")
+                    self._problem(
+                        UNSUPPORTED, loc.url(rel), f"unsupported picture format {ext}: not decoded by this build"
+                    )
                 else:
                     self.skipped[UNSUPPORTED] += 1
                 continue

@@ -3,8 +3,8 @@ and unreadable folders reported: the rules of ``files.FileIndex``)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .base import MetadataError, SourceSpec, media_type_of
 from .files import FileIndex

@@ -25,17 +25,26 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import parse_qs, urlparse
 
 from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import video_info
 from .root import DatasetRoot
-from .textfiles import (EntryError, Line, find_inside, lines_or_error, missing, parse_clock_range, to_float, to_int,
-                        videos_named)
+from .textfiles import (
+    EntryError,
+    Line,
+    find_inside,
+    lines_or_error,
+    missing,
+    parse_clock_range,
+    to_float,
+    to_int,
+    videos_named,
+)
 
 SUBSETS = ("RD", "WDA", "WRA")
 
@@ -113,17 +122,17 @@ class HDTFAdapter:
         for line, f in rows("video_url", 2, 2):
             m.urls[_stem(f[0])] = (line, f[1])
         for line, f in rows("resolution", 2, 2):
-            self._put(m.resolution, line, _stem(f[0]), lambda: to_int(f[1], "resolution"), errors)
+            self._put(m.resolution, line, _stem(f[0]), lambda f=f: to_int(f[1], "resolution"), errors)
         for line, f in rows("annotion_time", 1):
             if len(f) == 1:  # a name without ranges: the video has no time annotation
                 continue
-            ok = self._put(m.times, line, _stem(f[0]), lambda: [parse_clock_range(t) for t in f[1:]], errors)
+            ok = self._put(m.times, line, _stem(f[0]), lambda f=f: [parse_clock_range(t) for t in f[1:]], errors)
             if not ok:
                 m.bad.add(_stem(f[0]))
         for line, f in rows("crop_wh", 5, 5):
-            self._put(m.crops, line, _stem(f[0]), lambda: tuple(to_float(v, "crop value") for v in f[1:]), errors)
+            self._put(m.crops, line, _stem(f[0]), lambda f=f: tuple(to_float(v, "crop value") for v in f[1:]), errors)
         for line, f in rows("crop_ratio", 2, 2):
-            self._put(m.ratios, line, _stem(f[0]), lambda: to_float(f[1], "crop ratio"), errors)
+            self._put(m.ratios, line, _stem(f[0]), lambda f=f: to_float(f[1], "crop ratio"), errors)
         return m
 
     def _put(self, table: dict, line: Line, key: str, parse, errors: list[MetadataError]) -> bool:
@@ -167,7 +176,9 @@ class HDTFAdapter:
             try:
                 # universome/HDTF numbers only the ranges that have a crop row.
                 nnn = with_crop.index(k) if k in with_crop else None
-                names = [f"{name}_{k}"] + ([f"{subset}_{name}_{nnn:03d}", f"{name}_{nnn:03d}"] if nnn is not None else [])
+                names = [f"{name}_{k}"] + (
+                    [f"{subset}_{name}_{nnn:03d}", f"{name}_{nnn:03d}"] if nnn is not None else []
+                )
                 found = self._find(*names)
                 if found is None:
                     raise missing(f"{name}.mp4 or {' or '.join(n + '.mp4' for n in names)}")

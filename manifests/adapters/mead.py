@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .base import NO_METADATA, VIDEO_EXTENSIONS, MetadataError, SourceSpec
 from .files import FileIndex
@@ -27,7 +27,9 @@ from .root import DatasetRoot
 
 VIEWS = ("front", "down", "top", "left_30", "left_60", "right_30", "right_60")
 EMOTIONS = ("angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
-_PATH = re.compile(r"^(?P<actor>[MW]\d{3})/video/(?P<view>[^/]+)/(?P<emotion>[^/]+)/level_(?P<level>\d+)/(?P<utt>\d{3})\.mp4$")
+_PATH = re.compile(
+    r"^(?P<actor>[MW]\d{3})/video/(?P<view>[^/]+)/(?P<emotion>[^/]+)/level_(?P<level>\d+)/(?P<utt>\d{3})\.mp4$"
+)
 
 
 def parse_mead_path(rel: str) -> dict[str, str]:

@@ -13,12 +13,12 @@ folder is a prefix with objects under it and there are no links.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 class DatasetRoot:
-    def __init__(self, root: "str | os.PathLike | DatasetRoot"):
+    def __init__(self, root: str | os.PathLike | DatasetRoot):
         from ..storage import is_uri, resolve
 
         if isinstance(root, DatasetRoot):

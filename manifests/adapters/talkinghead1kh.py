@@ -15,8 +15,8 @@ are training videos: split ``train``, label ``list=small``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex

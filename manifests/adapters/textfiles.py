@@ -13,12 +13,14 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import islice
-from typing import Callable, Iterable, Iterator, TypeVar
+from pathlib import Path
+from typing import TypeVar
 
+from ..errors import PortraitError
 from .base import MISSING_FILE, OUTSIDE_ROOT, UNPARSEABLE, MetadataError
 from .files import FileIndex
 
@@ -26,13 +28,13 @@ T = TypeVar("T")
 _READERS = 16  # requests in flight when reading small files from an object store
 
 
-class EntryError(ValueError):
+class EntryError(PortraitError, ValueError):
     """One metadata entry cannot be read; the adapter turns it into a MetadataError.
 
     ``line`` names the offending line where it is not the one the adapter is reading.
     """
 
-    def __init__(self, message: str, line: "Line | None" = None, kind: str = UNPARSEABLE):
+    def __init__(self, message: str, line: Line | None = None, kind: str = UNPARSEABLE):
         super().__init__(message)
         self.line = line
         self.kind = kind
@@ -83,14 +85,14 @@ def _first_line(e: BaseException) -> str:
 
 
 def read_ahead(items: Iterable[T], path_of: Callable[[T], str],
-               batch: int = 256) -> Iterator[tuple[T, "str | EntryError"]]:
+               batch: int = 256) -> Iterator[tuple[T, str | EntryError]]:
     """``items`` in order, each with its file's text (or the EntryError reading it) for
     :func:`read_lines`. Files on an object store cost a request each: a batch is fetched in a
     thread pool ahead (VoxCeleb2 has a million utterance txts); local files are read as they
     come, as without it."""
     from ..storage import is_uri
 
-    def one(item: T) -> "str | EntryError":
+    def one(item: T) -> str | EntryError:
         try:
             return read_text(path_of(item))
         except EntryError as e:
@@ -103,7 +105,7 @@ def read_ahead(items: Iterable[T], path_of: Callable[[T], str],
             yield from zip(chunk, pool.map(one, chunk) if remote else map(one, chunk))
 
 
-def read_lines(path: str | Path, text: "str | EntryError | None" = None) -> Iterator[Line]:
+def read_lines(path: str | Path, text: str | EntryError | None = None) -> Iterator[Line]:
     """Non-blank lines, trailing whitespace (and a BOM) removed, numbered from 1. ``text``:
     the file's text already read (by :func:`read_ahead`), or the error reading it."""
     if isinstance(text, EntryError):

@@ -19,15 +19,24 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import video_info, with_headers
 from .root import DatasetRoot
-from .textfiles import (EntryError, find_inside, frame_span, missing, read_ahead, read_lines, to_float, to_int,
-                        videos_named)
+from .textfiles import (
+    EntryError,
+    find_inside,
+    frame_span,
+    missing,
+    read_ahead,
+    read_lines,
+    to_float,
+    to_int,
+    videos_named,
+)
 
 _NAME = re.compile(r"^Clip\+(?P<ytid>.+)\+P(?P<pid>\d+)\+C(?P<idx>\d+)\+F(?P<start>\d+)-(?P<end>\d+)$")
 _ROW_FIXED = 6  # frame, index, x0, y0, w, h; then the landmarks
@@ -48,7 +57,7 @@ def kept_frames(start: int, end: int) -> tuple[int, int]:
     return first, last
 
 
-def parse_meta(txt: str | Path, text: "str | EntryError | None" = None
+def parse_meta(txt: str | Path, text: str | EntryError | None = None
                ) -> tuple[dict[str, float], tuple[float, ...] | None, list[tuple[int, list[float]]]]:
     """(header H/W/FPS, CROP x0 y0 x1 y1, rows (frame, [x0, y0, w, h, lx, ly, ...])); ``text``:
     the file's, when already read."""
@@ -91,7 +100,9 @@ class VFHQAdapter:
     def iter_sources(self) -> Iterator[SourceSpec | MetadataError]:
         self.files = FileIndex.scan(self.root, self.name, [""], VIDEO_EXTENSIONS)
         yield from self.files.problems
-        txts = [t for t in self.files.metadata_files if posixpath.basename(t).startswith("Clip+") and t.endswith(".txt")]
+        txts = [
+            t for t in self.files.metadata_files if posixpath.basename(t).startswith("Clip+") and t.endswith(".txt")
+        ]
         if not txts:
             yield MetadataError(self.name, str(self.root), None, "no VFHQ clip metadata (Clip+...txt)")
             return
@@ -127,7 +138,7 @@ class VFHQAdapter:
         found = videos_named(self.files, m["ytid"]) if m else []
         return self.files.path_of(found[0]) if found else None
 
-    def _clip(self, txt: str, split: str, text: "str | EntryError | None" = None):
+    def _clip(self, txt: str, split: str, text: str | EntryError | None = None):
         stem = posixpath.basename(txt)[:-4]
         n = parse_clip_name(stem)
         identity = f"{n['ytid']}+P{n['pid']}"

@@ -12,8 +12,8 @@ Where a split's box file exists its rows list the images; otherwise the folder i
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .base import IMAGE_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
@@ -59,7 +59,7 @@ class VGGFace2Adapter:
             else:
                 names = [k[len(split) + 1:].rsplit(".", 1)[0] for k in self.files.listed(split)]
 
-            def header_path(name: str) -> str | None:
+            def header_path(name: str, split: str = split, boxes: dict = boxes) -> str | None:
                 return self.files.path_of(f"{split}/{name}.jpg") if name in boxes else None
 
             for name in with_headers(names, header_path, "image"):

@@ -17,8 +17,8 @@ folders are listed as they are.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
@@ -36,7 +36,7 @@ def is_pixel_box(x: float, y: float, w: float, h: float) -> bool:
     return max(abs(x), abs(y), w, h) > PIXEL_BOX_ABOVE
 
 
-def parse_utterance(txt: str | Path, text: "str | EntryError | None" = None
+def parse_utterance(txt: str | Path, text: str | EntryError | None = None
                     ) -> tuple[dict[str, str], list[tuple[int, tuple[float, float, float, float]]]]:
     """(header, rows) of a VoxCeleb txt; EntryError (with the line) on a malformed row.
     ``text``: the file's, when already read."""
@@ -129,7 +129,9 @@ class VoxCeleb2Adapter:
                                   labels=labels, clips=[clip])
         found = find_video(self.files, f"{self.raw_dir}/{ytid}")
         if found is None:
-            raise missing(f"dev/mp4/{ident}/{ytid}/{utt}.mp4 (nor test/mp4/..., mp4/..., nor {self.raw_dir}/{ytid}.mp4)")
+            raise missing(
+                f"dev/mp4/{ident}/{ytid}/{utt}.mp4 (nor test/mp4/..., mp4/..., nor {self.raw_dir}/{ytid}.mp4)"
+            )
         path, rel = found
         x, y, w, h = rows[0][1]
         if not is_pixel_box(x, y, w, h):  # VoxCeleb2: normalised, may overrun an edge
@@ -151,4 +153,6 @@ class VoxCeleb2Adapter:
                 path, rel = self.files.real(listed)
                 yield SourceSpec(self.name, path, rel, "video", identity=ident, split=split)
         if not found:
-            yield MetadataError(self.name, str(self.root), None, "no txt/ folder and no dev/mp4, test/mp4 or mp4 folder")
+            yield MetadataError(
+                self.name, str(self.root), None, "no txt/ folder and no dev/mp4, test/mp4 or mp4 folder"
+            )

@@ -41,7 +41,7 @@ class LivePortraitModels:
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256 (empty for random weights)
     random_weights: bool = False
 
-    def to(self, device) -> "LivePortraitModels":
+    def to(self, device) -> LivePortraitModels:
         for m in self.modules():
             m.to(device)
         return self

@@ -40,7 +40,9 @@ class ConvNeXtV2KeypointNet(nn.Module):
             self.downsample_layers.append(
                 nn.Sequential(ChannelsFirstLayerNorm(dims[i]), nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2))
             )
-        self.stages = nn.ModuleList(nn.Sequential(*[ConvNeXtV2Block(dims[i]) for _ in range(depths[i])]) for i in range(4))
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[ConvNeXtV2Block(dims[i]) for _ in range(depths[i])]) for i in range(4)
+        )
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         feat = dims[-1]
         self.fc_kp = nn.Linear(feat, 3 * num_kp)
