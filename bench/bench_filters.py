@@ -1,6 +1,6 @@
 """Curation accuracy on the labelled development set (prints figures; asserts nothing).
 
-Makes the development set from the fixtures (bench/devset_base.csv + pipeline/devset.py's
+Makes the development set from the fixtures (bench/devset_base.csv + pipeline/evaluation/devset.py's
 degradations) once into bench/out/devset, builds it with the default config (features off:
 only curation is measured) and prints `portrait eval`'s per-filter precision and recall, the
 clean keep-rate and the files it got wrong.

@@ -26,7 +26,7 @@ FIXTURES = Path(os.environ.get("PORTRAIT_FIXTURES", REPO.parent / "shared" / "fi
 def main() -> None:
     from pipeline.build import build
     from pipeline.config import load_config
-    from pipeline.preview import storage_report
+    from pipeline.reporting.preview import storage_report
     from pipeline.sources import dataset_entries, discover
     from tests.small_models import save_small_vae
 

@@ -38,13 +38,13 @@ from manifests.schemas import INFRA
 from manifests.shards import SHARD_DIR, build_files, check_shards, clean_uncommitted
 from manifests.storage import Location, StorageUnavailable, resolve
 from stages.base import SourceWork
-from stages.curate import CurateStage
 
 from . import ray_runner
 from .config import BuildConfig
 from .progress import BarUpdater
 from .results import UnitResult, classify_errors, units_to_json
 from .sources import Discovery
+from .steps import stage_steps
 from .weights import check_weights, fingerprints
 from .writer import WriterSettings
 
@@ -75,29 +75,6 @@ def library_versions() -> dict:
     return out
 
 
-def stage_steps(config: BuildConfig) -> list[tuple[str, type, dict]]:
-    """The stages a config runs, in order, with their settings: curate, then (with features)
-    the clip features and the latents."""
-    curate = dict(
-        fps=config.sampling.fps, max_image_side=config.sampling.max_image_side,
-        max_image_pixels=config.sampling.max_image_pixels,
-        motion_every=config.sampling.motion_every, detect_every=config.sampling.detect_every,
-        clips=config.clips.model_dump(), crop=config.crop.model_dump(), faces=config.faces.model_dump(),
-        thresholds=config.thresholds.as_params(),
-    )
-    steps: list[tuple[str, type, dict]] = [(CurateStage.name, CurateStage, curate)]
-    f = config.features
-    if f.enabled:
-        from stages.features import ClipFeatureStage, LatentFeatureStage
-
-        features = dict(position_map=f.position_map.model_dump(), pose=f.pose.model_dump(),
-                        identity=f.identity.model_dump(), intensity=f.intensity.model_dump(),
-                        image_views=f.image_views.model_dump(), jpeg_quality=config.crop.jpeg_quality)
-        steps += [(ClipFeatureStage.name, ClipFeatureStage, features),
-                  (LatentFeatureStage.name, LatentFeatureStage, f.latents.model_dump())]
-    return steps
-
-
 def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0) -> list[ray_runner.StagePlan]:
     """The Ray operators for this config, from the resources its stages declare.
 
@@ -112,10 +89,13 @@ def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0)
     node, GPU nodes included, so any CPU a GPU actor asks for may already be taken on the only
     nodes that have its GPU, and the GPU pool would then wait forever. Their own CPU work
     (decoding the crops) shares the node's CPUs with the CPU actors.
+
+    No stage is built here: each declares its resources for its settings (``resources_for``);
+    each actor builds its plan's stages once (ray_runner.ChainUDF).
     """
     plans: list[ray_runner.StagePlan] = []
     for name, factory, kwargs in stage_steps(config):
-        res = factory(**kwargs).resources  # constructors only read settings
+        res = factory.resources_for(**kwargs)
         on_gpu = res.num_gpus > 0 and gpus > 0
         if plans and (plans[-1].num_gpus > 0) == on_gpu:
             plans[-1].steps.append((name, factory, kwargs))
@@ -129,15 +109,15 @@ def stage_plans(config: BuildConfig, run_id: str, workers: int, gpus: float = 0)
     return plans
 
 
-def describe_stages(plans: list[ray_runner.StagePlan]) -> dict:
+def describe_stages(config: BuildConfig) -> dict:
     """{model: backend, weights, random_weights} of every stage's models (the trainer refuses
-    clips whose run has any random_weights). Stages are built here, in the driver
-    (constructors only read settings; describe() of a heavyweight backend loads it), so
-    missing weights fail before any worker starts."""
+    clips whose run has any random_weights). Each stage is built once, here in the driver, and
+    describes itself from its settings and the weights files' own configs without loading any
+    model (constructors only read settings), so missing or unusable weights paths fail before
+    any worker starts."""
     out: dict = {}
-    for p in plans:
-        for _, factory, kwargs in p.steps:
-            out.update(factory(**kwargs).describe())
+    for _, factory, kwargs in stage_steps(config):
+        out.update(factory(**kwargs).describe())
     return out
 
 
@@ -308,7 +288,7 @@ def open_out(out_dir: str | Path) -> Location:
 def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progress: bool = True,
           retry_errors: bool = False) -> BuildStats:
     check_weights(config)
-    models = describe_stages(stage_plans(config, "check", 1))
+    models = describe_stages(config)
     out = open_out(out_dir)
     refuse_lost_catalog(out)
     catalog = Catalog.for_build(out)
@@ -322,77 +302,18 @@ def build(config: BuildConfig, out_dir: str | Path, discovery: Discovery, progre
 
 def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: dict, progress: bool,
            retry_errors: bool) -> BuildStats:
-    from tqdm import tqdm
-
+    """Clean up, record the run, stream its units through the stages, commit, finalize."""
     stats = BuildStats()
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     clean_up(catalog)
     previous = catalog.latest_run()
     if previous and previous.get("config_hash") != config.hash():
         log.warning("the config differs from the previous build's; finished sources keep their old results")
-
-    done = catalog.done_source_ids(retry_errors)
-    lost_before = catalog.lost_source_ids()
-    todo = [s for s in discovery.specs if s.source_id not in done]
-    stats.skipped = len(discovery.specs) - len(todo)
-    committed = {r[0] for r in catalog.con.execute("SELECT source_id FROM sources").fetchall()}
-    stats.retried = sum(s.source_id in committed for s in todo)
-    workers = config.ray.max_workers
-    catalog.start_run({
-        "run_id": run_id, "started_at": datetime.now(timezone.utc), "schema_version": schemas.SCHEMA_VERSION,
-        "config_json": config.to_json(), "config_hash": config.hash(), "versions_json": json.dumps(library_versions()),
-        "models_json": json.dumps({**models, "weights_sha256": fingerprints(config)}),
-        "notes_json": json.dumps({"found": dict(discovery.found), "skipped_done": stats.skipped,
-                                  "retried_errors": stats.retried, "duplicates": discovery.duplicates,
-                                  # per dataset: files found, sources, no metadata, rows without file, unparseable
-                                  "discovery": discovery.counts_json()}),
-        "n_sources": len(todo), "status": "running",
-    })
-    # Metadata is re-read on every run: its errors replace the previous run's.
-    catalog.con.execute("DELETE FROM errors WHERE stage = 'metadata'")
-    catalog.record_errors(schemas.table_from_rows([
-        {"source_id": None, "path": e.file, "dataset": e.dataset, "stage": "metadata", "message": e.describe(),
-         "run_id": run_id, "kind": "data"}
-        for e in discovery.metadata_errors
-    ], schemas.ERRORS))
-
-    gpus = 0.0
-    on_ray = config.ray.executor == "ray" and bool(todo)  # nothing left to do: no Ray to start
-    if on_ray:
-        resources = ray_runner.init_ray(config.ray.address, config.ray.num_cpus)
-        workers = workers or max(1, int(resources.get("CPU", 1)))
-        gpus = float(resources.get("GPU", 0))
-        runner = ray_runner.run
-    else:
-        workers, runner = 1, ray_runner.run_inline
-    plans = stage_plans(config, run_id, workers, gpus)
-    st = config.storage
-    plans[-1].writer = WriterSettings(out=catalog.out.uri, run_id=run_id, shard_target_mb=st.shard_target_mb,
-                                      row_group_rows=st.row_group_rows, compression=st.compression)
-    units = plan_units(todo, workers, st.shard_target_mb, config.sampling.fps, alone=lost_before)
-    committer = Committer(catalog, run_id, stats, committed, st.publish_every_s, st.commit_every_s)
-    committer.publish()  # readers see the running run from the start
-    bar = tqdm(total=len(todo), unit="source", desc="build", disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    board, snapshot = ray_runner.progress_board(on_ray) if progress and todo else (None, None)
-    for p in plans:
-        p.progress = board
-    in_flight = [""]  # what the sources in flight have got to (progress.py), shown after the counts
-
-    def show(now: str | None = None) -> None:
-        in_flight[0] = in_flight[0] if now is None else now
-        bar.set_postfix(clips_kept=stats.clips["kept"], rejected=stats.clips["rejected"], errors=stats.sources["error"],
-                        **({"now": in_flight[0]} if in_flight[0] else {}))
-
+    work = _work_left(catalog, discovery, retry_errors, stats)
+    _start_run(catalog, config, discovery, models, run_id, stats, len(work.todo))
     status = "interrupted"
     try:
-        try:
-            with BarUpdater(snapshot, show) if board is not None else contextlib.nullcontext():
-                for row in runner(units_to_json(units), plans):
-                    bar.update(committer.add(row))
-                    show()
-        finally:
-            _commit_received(committer)
-        commit_lost(catalog, [s for s in todo if s.source_id not in committer.seen], run_id, stats)
+        _run_units(catalog, config, run_id, work, stats, progress)
         from .finalize import eval_split, intensity_levels
 
         intensity_levels(catalog, config.features.intensity.levels, run_id)
@@ -403,13 +324,91 @@ def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: 
         status = "failed"
         raise
     finally:
-        bar.close()
         end_run(catalog, run_id, status)
     # Units Ray retried after their worker died may have left shards no commit names.
     leftovers = clean_uncommitted(catalog.out, {r["path"] for r in catalog.shards("path")}, run_id=run_id)
     if leftovers.removed:
         log.info("removed %d shard file(s) of retried work", len(leftovers.removed))
     return stats
+
+
+@dataclass
+class WorkLeft:
+    todo: list[SourceSpec]  # sources this run processes, in discovery order
+    committed: set[str]  # sources with rows from earlier runs (replaced, not added)
+    lost_before: set[str]  # sources lost with a crashed worker before (a unit each)
+
+
+def _work_left(catalog: Catalog, discovery: Discovery, retry_errors: bool, stats: BuildStats) -> WorkLeft:
+    done = catalog.done_source_ids(retry_errors)
+    todo = [s for s in discovery.specs if s.source_id not in done]
+    stats.skipped = len(discovery.specs) - len(todo)
+    committed = {r[0] for r in catalog.con.execute("SELECT source_id FROM sources").fetchall()}
+    stats.retried = sum(s.source_id in committed for s in todo)
+    return WorkLeft(todo, committed, catalog.lost_source_ids())
+
+
+def _start_run(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: dict, run_id: str,
+               stats: BuildStats, n_todo: int) -> None:
+    """The run's row (config, versions, models, what discovery found) and the metadata errors,
+    which are re-read on every run and replace the previous run's."""
+    catalog.start_run({
+        "run_id": run_id, "started_at": datetime.now(timezone.utc), "schema_version": schemas.SCHEMA_VERSION,
+        "config_json": config.to_json(), "config_hash": config.hash(), "versions_json": json.dumps(library_versions()),
+        "models_json": json.dumps({**models, "weights_sha256": fingerprints(config)}),
+        "notes_json": json.dumps({"found": dict(discovery.found), "skipped_done": stats.skipped,
+                                  "retried_errors": stats.retried, "duplicates": discovery.duplicates,
+                                  # per dataset: files found, sources, no metadata, rows without file, unparseable
+                                  "discovery": discovery.counts_json()}),
+        "n_sources": n_todo, "status": "running",
+    })
+    catalog.con.execute("DELETE FROM errors WHERE stage = 'metadata'")
+    catalog.record_errors(schemas.table_from_rows([
+        {"source_id": None, "path": e.file, "dataset": e.dataset, "stage": "metadata", "message": e.describe(),
+         "run_id": run_id, "kind": "data"}
+        for e in discovery.metadata_errors
+    ], schemas.ERRORS))
+
+
+def _run_units(catalog: Catalog, config: BuildConfig, run_id: str, work: WorkLeft, stats: BuildStats,
+               progress: bool) -> None:
+    """Plan the operators and the units, stream the units' results into the committer (with
+    the progress bar), and account for sources whose worker never came back."""
+    from tqdm import tqdm
+
+    on_ray = config.ray.executor == "ray" and bool(work.todo)  # nothing left to do: no Ray to start
+    workers, gpus, runner = 1, 0.0, ray_runner.run_inline
+    if on_ray:
+        resources = ray_runner.init_ray(config.ray.address, config.ray.num_cpus)
+        workers = config.ray.max_workers or max(1, int(resources.get("CPU", 1)))
+        gpus, runner = float(resources.get("GPU", 0)), ray_runner.run
+    plans = stage_plans(config, run_id, workers, gpus)
+    st = config.storage
+    plans[-1].writer = WriterSettings(out=catalog.out.uri, run_id=run_id, shard_target_mb=st.shard_target_mb,
+                                      row_group_rows=st.row_group_rows, compression=st.compression)
+    units = plan_units(work.todo, workers, st.shard_target_mb, config.sampling.fps, alone=work.lost_before)
+    committer = Committer(catalog, run_id, stats, work.committed, st.publish_every_s, st.commit_every_s)
+    committer.publish()  # readers see the running run from the start
+    board, snapshot = ray_runner.progress_board(on_ray) if progress and work.todo else (None, None)
+    for p in plans:
+        p.progress = board
+    with tqdm(total=len(work.todo), unit="source", desc="build", disable=not progress, dynamic_ncols=True,
+              file=sys.stderr) as bar:
+        in_flight = [""]  # what the sources in flight have got to (progress.py), shown after the counts
+
+        def show(now: str | None = None) -> None:
+            in_flight[0] = in_flight[0] if now is None else now
+            bar.set_postfix(clips_kept=stats.clips["kept"], rejected=stats.clips["rejected"],
+                            errors=stats.sources["error"], **({"now": in_flight[0]} if in_flight[0] else {}))
+
+        try:
+            with BarUpdater(snapshot, show) if board is not None else contextlib.nullcontext():
+                for row in runner(units_to_json(units), plans):
+                    bar.update(committer.add(row))
+                    show()
+        finally:
+            _commit_received(committer)
+    commit_lost(catalog, [s for s in work.todo if s.source_id not in committer.seen], run_id, stats)
 
 
 def _commit_received(committer: Committer) -> None:

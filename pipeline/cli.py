@@ -73,8 +73,8 @@ def cmd_build(args) -> int:
     from .build import build
     from .config import load_config
     from .quiet import local_ray_auth
+    from .reporting.summary import print_summary
     from .sources import dataset_entries, discover
-    from .summary import print_summary
     from .weights import check_weights
 
     overrides = _key_values(args.set, "--set")
@@ -124,7 +124,7 @@ def add_query_parser(sub) -> None:
 def cmd_query(args) -> int:
     from manifests.catalog import Catalog
 
-    from .summary import print_table
+    from .reporting.summary import print_table
 
     if bool(args.sql) == bool(args.named):
         raise ConfigError("give either SQL or --named NAME")
@@ -196,7 +196,7 @@ def add_preview_parser(sub) -> None:
 
 
 def cmd_preview(args) -> int:
-    from .preview import preview_clip
+    from .reporting.preview import preview_clip
 
     clip = preview_clip(_out_dir(args.catalog), args.clip, args.png, args.frames, args.vae)
     print(f"wrote {args.png} (clip {clip})")
@@ -214,11 +214,11 @@ def add_report_parser(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from .summary import print_report
+    from .reporting.summary import print_report
 
     out = _out_dir(args.catalog)
     if args.html:
-        from .report_html import write_report
+        from .reporting.report_html import write_report
 
         path = write_report(out, args.html)
         print(f"wrote {path}", file=sys.stderr)
@@ -253,7 +253,7 @@ def add_eval_parsers(sub) -> None:
 
 
 def cmd_devset(args) -> int:
-    from .devset import make_devset
+    from .evaluation.devset import make_devset
 
     try:
         labels = make_devset(Path(args.base), Path(args.media), Path(args.out),
@@ -266,7 +266,7 @@ def cmd_devset(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate, print_report
+    from .evaluation.evaluate import evaluate, print_report
 
     report = evaluate([_out_dir(c) for c in args.catalog], args.labels)  # LabelsError: one line in main()
     print_report(report, all_files=args.all)

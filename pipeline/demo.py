@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nNamed query `rethreshold` with looser lighting and blur thresholds (no recompute):")
     portrait(["query", "--catalog", str(build_out / "catalog.duckdb"), "--named", "rethreshold",
               "--param", "min_lighting_mean=10", "--param", "min_lighting_std=2", "--param", "min_sharpness=0.05"])
-    from pipeline.contact_sheet import write_contact_sheet
+    from pipeline.reporting.contact_sheet import write_contact_sheet
 
     sheet = out / "contact_sheet.png"
     shown = write_contact_sheet(build_out, sheet)

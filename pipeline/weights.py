@@ -2,44 +2,26 @@
 
 A missing file must be one clear line naming the setting, from the driver, not an actor dying
 on a cluster node. The sha256 of every weights file goes into ``runs.models_json`` so a build
-says exactly which weights made its features.
+says exactly which weights made its features. Which backend reads which file is the stages'
+own fact (``weight_files`` of each stage class, stages/); this module only asks them.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from manifests.shards import sha256_of
+from stages.base import WEIGHT_SUFFIXES
 
 from .config import BuildConfig, ConfigError
-
-_WEIGHT_SUFFIXES = {".safetensors", ".pth", ".onnx", ".bin", ".ckpt", ".pt"}
-
-
-def _looks_like_path(value: str) -> bool:
-    return value.startswith(("/", ".", "~")) or Path(value).suffix in _WEIGHT_SUFFIXES or Path(value).exists()
+from .steps import stage_steps
 
 
 def weight_settings(config: BuildConfig) -> dict[str, str]:
-    """Setting name -> path, for every weights path the chosen backends will read."""
-    f = config.features
-    out = {}
-    if config.faces.detector == "scrfd":
-        out["faces.detector_path"] = config.faces.detector_path or ""
-    if not f.enabled:
-        return out
-    if f.latents.weights and _looks_like_path(f.latents.weights):
-        out["features.latents.weights"] = f.latents.weights
-    if f.latents.config_dir:
-        out["features.latents.config_dir"] = f.latents.config_dir
-    if f.pose.backend == "dwpose":
-        out["features.pose.det_path"] = f.pose.det_path or ""
-        out["features.pose.pose_path"] = f.pose.pose_path or ""
-    if f.identity.model_path:
-        out["features.identity.model_path"] = f.identity.model_path
-    if f.position_map.backend == "liveportrait" and (
-        f.position_map.weights_dir or not f.position_map.allow_random_weights
-    ):
-        out["features.position_map.weights_dir"] = f.position_map.weights_dir or ""
+    """Setting name -> path, for every weights path the chosen backends will read ('' where
+    one is needed and not set), as each stage of the config declares them."""
+    out: dict[str, str] = {}
+    for _, factory, kwargs in stage_steps(config):
+        out.update(factory.weight_files(**kwargs))
     return out
 
 
@@ -57,7 +39,7 @@ def fingerprint(path: str) -> dict[str, str]:
     files = (
         [p]
         if p.is_file()
-        else sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in _WEIGHT_SUFFIXES | {".json", ".yaml"})
+        else sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in WEIGHT_SUFFIXES | {".json", ".yaml"})
     )
     return {f.name if p.is_file() else f.relative_to(p).as_posix(): sha256_of(f) for f in files}
 

@@ -188,20 +188,74 @@ def _model_config(cfg: TrainConfig, preset: ModelConfig, source: dict | None, pa
     return replace(saved, name=preset.name, num_frames=preset.num_frames)
 
 
+@dataclass
+class _Start:
+    """What a run starts from, one of three ways or none: this run's own last checkpoint
+    (``resume``: continue exactly where it stopped), another run's checkpoint (``init``: e.g.
+    stage 2 from stage 1; weights and EMA, step 0), an Open-Sora checkpoint (``opensora``: a
+    path; weights only), or random weights when all three are empty."""
+    checkpoint: Path  # this run's checkpoint-last.pt
+    resume: dict | None = None
+    init: dict | None = None
+    opensora: str | None = None
+
+    @property
+    def step(self) -> int:
+        return int(self.resume["step"]) if self.resume is not None else 0
+
+
+@dataclass
+class _Run:
+    """What the steps of one run share; ``step`` and ``ema_steps`` advance as it trains."""
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    model_cfg: ModelConfig
+    model: RealPortraitDiT
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    train_fps: list
+    step: int
+    ema_steps: int
+    net: torch.nn.Module | None = None  # the model, DDP-wrapped when world > 1
+    diffusion: GaussianDiffusion | None = None
+
+
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> TrainResult:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / CHECKPOINT
     preset = get_preset(cfg.preset)
-    frames = cfg.frames or preset.num_frames
+    checkpoint = run_dir / CHECKPOINT
+    resume = _own_checkpoint(cfg, checkpoint)
+    reader = _open_reader(cfg, preset, rank, world, int(resume["step"]) if resume is not None else 0)
+    train_fps = reader.video_fps()
+    start = _starting_point(cfg, checkpoint, resume)
+    model_cfg = _start_model_config(cfg, rank, preset, start, train_fps)
+    run = _build_run(cfg, rank, world, device, model_cfg, start, train_fps)
+    loader = torch.utils.data.DataLoader(
+        reader, batch_size=None, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+        persistent_workers=cfg.num_workers > 0,
+    )
+    run.net = _wrap_for_ranks(run.model, world, device)
+    run.diffusion = GaussianDiffusion()
+    return _run_steps(run, loader, run_dir)
 
-    resume = load_checkpoint(ckpt_path) if cfg.resume and ckpt_path.is_file() else None
+
+# ---- where the run starts ----------------------------------------------------------------------
+def _own_checkpoint(cfg: TrainConfig, path: Path) -> dict | None:
+    """This run's last checkpoint when it resumes, checked to be of this stage."""
+    resume = load_checkpoint(path) if cfg.resume and path.is_file() else None
     if resume is not None and int(resume.get("stage", cfg.stage)) != cfg.stage:
-        raise CheckpointError(f"{ckpt_path} is a stage-{resume.get('stage')} checkpoint and this is a stage-"
+        raise CheckpointError(f"{path} is a stage-{resume.get('stage')} checkpoint and this is a stage-"
                               f"{cfg.stage} run: use a new --run-dir (stage 2: --init-from that checkpoint)")
-    step = int(resume["step"]) if resume is not None else 0
+    return resume
+
+
+def _open_reader(cfg: TrainConfig, preset: ModelConfig, rank: int, world: int, step: int) -> ShardReader:
+    """This rank's reader, positioned after the ``step`` batches already consumed."""
     reader = ShardReader(
-        cfg.data, cfg.stage, cfg.batch_size, seed=cfg.seed, frames=frames,
+        cfg.data, cfg.stage, cfg.batch_size, seed=cfg.seed, frames=cfg.frames or preset.num_frames,
         samples_per_clip=cfg.samples_per_clip, latent_size=cfg.latent_size,
         include_eval=cfg.include_eval, include_random_weights=cfg.include_random_weights,
         dataset_weights=cfg.dataset_weights, rank=rank, world_size=world, start_batch=step,
@@ -209,154 +263,235 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Tra
         skip_bad_shards=cfg.skip_bad_shards,
     )
     reader.first_batch()  # fail here, in one line, on unreadable data (e.g. no latents)
-    train_fps = reader.video_fps()
+    return reader
+
+
+def _starting_point(cfg: TrainConfig, checkpoint: Path, resume: dict | None) -> _Start:
+    """Resume wins over --init-from, which wins over --init-from-opensora."""
+    if resume is not None:
+        return _Start(checkpoint, resume=resume)
+    if cfg.init_from:
+        return _Start(checkpoint, init=load_checkpoint(cfg.init_from))
+    return _Start(checkpoint, opensora=cfg.init_from_opensora)
+
+
+def _start_model_config(cfg: TrainConfig, rank: int, preset: ModelConfig, start: _Start,
+                        train_fps: list) -> ModelConfig:
+    """The model's configuration for this start; warns when mixed frame rates meet a model
+    without an fps embedding."""
     mixed_fps = len(train_fps) > 1
+    if start.opensora:
+        from .convert import opensora_config, read_state_dict
 
-    init = None
-    if resume is None and cfg.init_from:
-        init = load_checkpoint(cfg.init_from)
-    if resume is None and init is None and cfg.init_from_opensora:
-        from .convert import load_opensora, opensora_config, read_state_dict
-
-        model_cfg = replace(opensora_config(read_state_dict(cfg.init_from_opensora), cfg.preset, mixed_fps),
+        model_cfg = replace(opensora_config(read_state_dict(start.opensora), cfg.preset, mixed_fps),
                             num_frames=preset.num_frames)
     else:
-        model_cfg = _model_config(cfg, preset, resume or init, str(ckpt_path if resume else cfg.init_from), mixed_fps)
+        path = str(start.checkpoint if start.resume is not None else cfg.init_from)
+        model_cfg = _model_config(cfg, preset, start.resume or start.init, path, mixed_fps)
     if mixed_fps and not model_cfg.fps_embed:
         _log(cfg, rank, f"warning: clips of {len(train_fps)} frame rates {train_fps} and a model without an fps "
                         "embedding: temporal motion speed will be ambiguous")
+    return model_cfg
 
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_model(model_cfg)
-    model.set_grad_checkpointing(checkpoint_blocks(cfg.grad_checkpointing, model_cfg))
-    ema_steps = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        ema_steps = int(resume.get("ema_steps", step))
-        pos = resume["reader"]
+
+def _load_start_weights(cfg: TrainConfig, rank: int, world: int, model: RealPortraitDiT, start: _Start,
+                        train_fps: list) -> int:
+    """Loads the starting weights into ``model``; returns the EMA updates already made."""
+    if start.resume is not None:
+        model.load_state_dict(start.resume["model"])
+        pos = start.resume["reader"]
         if (pos["world_size"], pos["num_workers"], pos["batch_size"]) != (world, cfg.num_workers, cfg.batch_size):
             _log(cfg, rank, "warning: world size, workers or batch size changed: the reader position is approximate")
-        _log(cfg, rank, f"resumed from {ckpt_path} at step {step}")
-    elif init is not None:
-        model.load_state_dict(init["model"])
-        _log(cfg, rank, f"initialised from stage-{init.get('stage', '?')} checkpoint {cfg.init_from}")
-    elif cfg.init_from_opensora:
-        report = load_opensora(model, cfg.init_from_opensora, fps=train_fps[0] if train_fps else 12.5)
+        _log(cfg, rank, f"resumed from {start.checkpoint} at step {start.step}")
+        return int(start.resume.get("ema_steps", start.step))
+    if start.init is not None:
+        model.load_state_dict(start.init["model"])
+        _log(cfg, rank, f"initialised from stage-{start.init.get('stage', '?')} checkpoint {cfg.init_from}")
+    elif start.opensora:
+        from .convert import load_opensora
+
+        report = load_opensora(model, start.opensora, fps=train_fps[0] if train_fps else 12.5)
         _log(cfg, rank, f"initialised from Open-Sora checkpoint {report['source']} (sha256 {report['sha256'][:12]})")
     elif cfg.stage == 2:
         _log(cfg, rank, "warning: stage 2 without --init-from starts from random weights")
-    ema = copy.deepcopy(model).requires_grad_(False)
-    if resume is not None:
-        ema.load_state_dict(resume["ema"])
-    elif init is not None and not cfg.ema_reset:
-        ema.load_state_dict(init["ema"])
-        ema_steps = int(init.get("ema_steps", init.get("step", 0)))
+    return 0
 
+
+def _start_ema(cfg: TrainConfig, model: RealPortraitDiT, start: _Start, ema_steps: int) -> tuple[torch.nn.Module, int]:
+    """The EMA copy of ``model``, with the starting checkpoint's EMA weights unless reset."""
+    ema = copy.deepcopy(model).requires_grad_(False)
+    if start.resume is not None:
+        ema.load_state_dict(start.resume["ema"])
+    elif start.init is not None and not cfg.ema_reset:
+        ema.load_state_dict(start.init["ema"])
+        ema_steps = int(start.init.get("ema_steps", start.init.get("step", 0)))
+    return ema, ema_steps
+
+
+# ---- model, EMA and optimiser ------------------------------------------------------------------
+def _build_run(cfg: TrainConfig, rank: int, world: int, device: torch.device, model_cfg: ModelConfig,
+               start: _Start, train_fps: list) -> _Run:
+    """Model, EMA and optimiser on ``device``, in the state the start gives them."""
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = build_model(model_cfg)
+    model.set_grad_checkpointing(checkpoint_blocks(cfg.grad_checkpointing, model_cfg))
+    ema_steps = _load_start_weights(cfg, rank, world, model, start, train_fps)
+    ema, ema_steps = _start_ema(cfg, model, start, ema_steps)
     model.to(device)
     ema.to(device)
-    # Fused AdamW (one kernel for all parameters) where the parameters live on a GPU; with
-    # ``zero`` each rank keeps the moments of its share of the parameters only.
-    adam = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
-    if cfg.zero and world > 1:
-        from torch.distributed.optim import ZeroRedundancyOptimizer
-
-        opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, **adam)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), **adam)
-    if resume is not None:
-        opt.load_state_dict(resume["optimizer"])
-        _set_rng_state(resume["rng"])
+    opt = _make_optimizer(cfg, model, world, device)
+    if start.resume is not None:
+        opt.load_state_dict(start.resume["optimizer"])
+        _set_rng_state(start.resume["rng"])
     counts = parameter_counts(model)
     _log(cfg, rank, f"model {model_cfg.name}: {counts['total'] / 1e6:.2f}M parameters "
                     f"(backbone {counts['backbone'] / 1e6:.2f}M, control {counts['control'] / 1e6:.2f}M), "
                     f"{model.checkpoint_blocks} checkpointed blocks")
+    return _Run(cfg, rank, world, device, model_cfg, model, ema, opt, train_fps, start.step, ema_steps)
 
-    loader = torch.utils.data.DataLoader(
-        reader, batch_size=None, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-        persistent_workers=cfg.num_workers > 0,
-    )
-    net = model
-    if world > 1:
-        # Gradients as views into the all-reduce buckets: no second copy of the gradients.
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
-    diffusion = GaussianDiffusion()
-    autocast = device.type == "cuda" and cfg.bf16
-    warmup = warmup_steps(cfg)
-    log_file, writer = (None, None)
-    if rank == 0:
-        log_file, writer = _open_log(run_dir / LOG_FILE, step)
-    saver = CheckpointWriter(run_dir, cfg.keep_checkpoints) if rank == 0 else None
 
-    result = TrainResult(step=step, log=str(run_dir / LOG_FILE))
-    batches = iter(loader)
-    start = window_start = time.perf_counter()
-    window_clips, window_wait, window_losses = 0, 0.0, []
-    grad_norm = torch.zeros(())
-    try:
-        model.train()
-        while step < cfg.steps:
-            waited = time.perf_counter()
-            batch = next(batches)
-            x0 = batch["latents"].to(device, torch.float32, non_blocking=True)
-            reference = batch["reference"].to(device, torch.float32, non_blocking=True)
-            maps = batch["position_maps"].to(device, torch.float32, non_blocking=True)
-            window_wait += time.perf_counter() - waited
-            gen = _step_generator(cfg.seed, rank, step)
-            reference, maps = drop_conditions(reference, maps, cfg.p_drop_reference, cfg.p_drop_motion,
-                                              cfg.p_drop_both, generator=gen)
-            p_cond = cfg.p_condition_frames if cfg.stage == 2 else 0.0
-            x_mask = conditional_frame_mask(x0.shape[0], x0.shape[2], p_cond, gen).to(device)
-            lr = cfg.lr * min(1.0, (step + 1) / warmup) if warmup else cfg.lr
-            for group in opt.param_groups:
-                group["lr"] = lr
-            call = net
-            if model_cfg.fps_embed:
-                call = functools.partial(net, fps=batch["fps"].to(device, torch.float32))
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                loss = diffusion.training_loss(call, x0, reference, maps, x_mask, generator=gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            decay = min(cfg.ema_decay, (1 + ema_steps) / (10 + ema_steps)) if cfg.ema_warmup else cfg.ema_decay
-            _ema_update(ema, model, decay)
-            ema_steps += 1
-            step += 1
-            window_losses.append(loss.detach())  # reduced (and synchronised) only when logged
-            window_clips += x0.shape[0] * world
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                values = _mean_across_ranks(torch.stack(window_losses).float(), world)
-                result.losses.extend(values)
-                now = time.perf_counter()
-                n = len(window_losses)
-                peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else 0.0
-                row = dict(step=step, loss=f"{values[-1]:.6f}", grad_norm=f"{float(grad_norm):.4f}", lr=f"{lr:.3g}",
-                           clips_per_s=f"{window_clips / max(now - window_start, 1e-9):.2f}",
-                           data_wait_ms=f"{1000 * window_wait / n:.1f}", peak_mem_gb=f"{peak:.2f}",
-                           elapsed_s=f"{now - start:.1f}")
-                if writer is not None:
-                    writer.writerow(row)
-                    log_file.flush()
-                _log(cfg, rank, f"step {step} loss {row['loss']} grad {row['grad_norm']} "
+def _make_optimizer(cfg: TrainConfig, model: RealPortraitDiT, world: int,
+                    device: torch.device) -> torch.optim.Optimizer:
+    """Fused AdamW (one kernel for all parameters) where the parameters live on a GPU; with
+    ``zero`` each rank keeps the moments of its share of the parameters only."""
+    adam = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    if cfg.zero and world > 1:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        return ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, **adam)
+    return torch.optim.AdamW(model.parameters(), **adam)
+
+
+def _wrap_for_ranks(model: RealPortraitDiT, world: int, device: torch.device) -> torch.nn.Module:
+    if world == 1:
+        return model
+    # Gradients as views into the all-reduce buckets: no second copy of the gradients.
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
+
+
+# ---- the steps ---------------------------------------------------------------------------------
+class _Progress:
+    """The CSV log (rank 0) and the losses, clips and data wait of the steps since its last row."""
+
+    def __init__(self, run: _Run, run_dir: Path, result: TrainResult):
+        self.run, self.result = run, result
+        self.log_file, self.writer = _open_log(run_dir / LOG_FILE, run.step) if run.rank == 0 else (None, None)
+
+    def start(self) -> None:
+        self.started = self.window_start = time.perf_counter()
+        self.clips, self.wait, self.losses = 0, 0.0, []
+
+    def add(self, loss: torch.Tensor, clips: int) -> None:
+        self.losses.append(loss.detach())  # reduced (and synchronised) only when logged
+        self.clips += clips
+
+    def write(self, grad_norm: torch.Tensor, lr: float) -> None:
+        run = self.run
+        values = _mean_across_ranks(torch.stack(self.losses).float(), run.world)
+        self.result.losses.extend(values)
+        now = time.perf_counter()
+        n = len(self.losses)
+        peak = torch.cuda.max_memory_allocated(run.device) / 1e9 if run.device.type == "cuda" else 0.0
+        row = dict(step=run.step, loss=f"{values[-1]:.6f}", grad_norm=f"{float(grad_norm):.4f}", lr=f"{lr:.3g}",
+                   clips_per_s=f"{self.clips / max(now - self.window_start, 1e-9):.2f}",
+                   data_wait_ms=f"{1000 * self.wait / n:.1f}", peak_mem_gb=f"{peak:.2f}",
+                   elapsed_s=f"{now - self.started:.1f}")
+        if self.writer is not None:
+            self.writer.writerow(row)
+            self.log_file.flush()
+        _log(run.cfg, run.rank, f"step {run.step} loss {row['loss']} grad {row['grad_norm']} "
                                 f"{row['clips_per_s']} clips/s, data wait {row['data_wait_ms']} ms/step")
-                window_start, window_clips, window_wait, window_losses = now, 0, 0.0, []
-            if cfg.save_checkpoints and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                if hasattr(opt, "consolidate_state_dict"):
-                    opt.consolidate_state_dict(to=0)  # every rank sends its shard of the moments
-                payload = _checkpoint_payload(cfg, world, model, ema, opt, step, ema_steps, model_cfg, train_fps)
-                if saver is not None:
-                    result.checkpoint = str(saver.save(step, payload))
-                if world > 1:
-                    dist.barrier()
+        self.window_start, self.clips, self.wait, self.losses = now, 0, 0.0, []
+
+    def close(self) -> None:
+        if self.log_file is not None:
+            self.log_file.close()
+
+
+def _run_steps(run: _Run, loader: torch.utils.data.DataLoader, run_dir: Path) -> TrainResult:
+    """Steps until ``cfg.steps``, logging every ``log_every`` and checkpointing every
+    ``checkpoint_every`` steps and at the end."""
+    cfg = run.cfg
+    progress = _Progress(run, run_dir, TrainResult(step=run.step, log=str(run_dir / LOG_FILE)))
+    saver = CheckpointWriter(run_dir, cfg.keep_checkpoints) if run.rank == 0 else None
+    result = progress.result
+    batches = iter(loader)
+    progress.start()
+    try:
+        run.model.train()
+        while run.step < cfg.steps:
+            waited = time.perf_counter()
+            batch, x0, reference, maps = _batch_on_device(next(batches), run.device)
+            progress.wait += time.perf_counter() - waited
+            loss, grad_norm, lr = _train_step(run, batch, x0, reference, maps)
+            progress.add(loss, x0.shape[0] * run.world)
+            if run.step % cfg.log_every == 0 or run.step == cfg.steps:
+                progress.write(grad_norm, lr)
+            if cfg.save_checkpoints and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps):
+                saved = _save_checkpoint(run, saver)
+                if saved is not None:
+                    result.checkpoint = saved
         if saver is not None:
             saver.close()
     finally:
-        if log_file is not None:
-            log_file.close()
-    result.step = step
-    result.model = model
+        progress.close()
+    result.step = run.step
+    result.model = run.model
     return result
+
+
+def _batch_on_device(batch: dict, device: torch.device) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch with its latents, reference and position maps as float32 on ``device``."""
+    x0 = batch["latents"].to(device, torch.float32, non_blocking=True)
+    reference = batch["reference"].to(device, torch.float32, non_blocking=True)
+    maps = batch["position_maps"].to(device, torch.float32, non_blocking=True)
+    return batch, x0, reference, maps
+
+
+def _learning_rate(cfg: TrainConfig, step: int) -> float:
+    warmup = warmup_steps(cfg)
+    return cfg.lr * min(1.0, (step + 1) / warmup) if warmup else cfg.lr
+
+
+def _train_step(run: _Run, batch: dict, x0: torch.Tensor, reference: torch.Tensor,
+                maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One optimiser and EMA step on one batch: (loss, gradient norm, learning rate)."""
+    cfg, device = run.cfg, run.device
+    gen = _step_generator(cfg.seed, run.rank, run.step)
+    reference, maps = drop_conditions(reference, maps, cfg.p_drop_reference, cfg.p_drop_motion,
+                                      cfg.p_drop_both, generator=gen)
+    p_cond = cfg.p_condition_frames if cfg.stage == 2 else 0.0
+    x_mask = conditional_frame_mask(x0.shape[0], x0.shape[2], p_cond, gen).to(device)
+    lr = _learning_rate(cfg, run.step)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    call = run.net
+    if run.model_cfg.fps_embed:
+        call = functools.partial(run.net, fps=batch["fps"].to(device, torch.float32))
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16):
+        loss = run.diffusion.training_loss(call, x0, reference, maps, x_mask, generator=gen)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.opt.step()
+    decay = min(cfg.ema_decay, (1 + run.ema_steps) / (10 + run.ema_steps)) if cfg.ema_warmup else cfg.ema_decay
+    _ema_update(run.ema, run.model, decay)
+    run.ema_steps += 1
+    run.step += 1
+    return loss, grad_norm, lr
+
+
+def _save_checkpoint(run: _Run, saver: CheckpointWriter | None) -> str | None:
+    """Every rank takes part (sharded moments, barrier); rank 0 writes. Its path, on rank 0."""
+    if hasattr(run.opt, "consolidate_state_dict"):
+        run.opt.consolidate_state_dict(to=0)  # every rank sends its shard of the moments
+    payload = _checkpoint_payload(run.cfg, run.world, run.model, run.ema, run.opt, run.step, run.ema_steps,
+                                  run.model_cfg, run.train_fps)
+    saved = str(saver.save(run.step, payload)) if saver is not None else None
+    if run.world > 1:
+        dist.barrier()
+    return saved
 
 
 @torch.no_grad()

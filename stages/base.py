@@ -2,16 +2,21 @@
 
 A stage is a plain class (:class:`Stage`):
 
-- ``__init__`` takes its settings as plain values (no config objects from pipeline/) and loads
-  nothing, so the driver can build it cheaply; it sets ``resources``: what one worker of the
-  stage needs. The planner (pipeline/build.py: ``stage_plans``) reads only that to group
-  consecutive stages into actor pools.
+- ``__init__`` takes its own typed settings sections (:class:`Settings` models, defined next to
+  the stage that reads them; pipeline/config.py composes the build config from those same
+  classes) and loads nothing, so the driver can build it cheaply.
+- Class-level facts, known from the settings without building the stage:
+  ``resources_for(**settings)``: what one worker of the stage needs (the planner,
+  pipeline/build.py: ``stage_plans``, reads only that to group consecutive stages into actor
+  pools); ``weight_files(**settings)``: {setting name: path} of every weights file the chosen
+  backends will read (checked and fingerprinted by pipeline/weights.py).
 - ``setup()`` loads the models, once per worker.
 - ``process(work) -> work`` takes one source's :class:`SourceWork` and returns it with the
   stage's results added. A failure of the input is recorded in the work
   (:meth:`SourceWork.fail`), never raised; the runner turns anything that does escape into
   the same kind of error row (:meth:`SourceWork.fail_on`).
-- ``describe()`` names its backends and weights, by model (recorded in ``runs.models_json``).
+- ``describe()`` names its backends and weights, by model (recorded in ``runs.models_json``),
+  without loading any model: the driver calls it.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
 
 from manifests import schemas, tensors
 from manifests.adapters.base import SourceSpec
@@ -27,7 +33,20 @@ from manifests.adapters.base import SourceSpec
 from . import jpeg
 from .errors import StageError, WeightsMissing
 
-__all__ = ["Resources", "SourceWork", "Stage", "StageError", "WeightsMissing", "internal_message", "resolve_device"]
+__all__ = ["Resources", "Settings", "SourceWork", "Stage", "StageError", "WeightsMissing", "internal_message",
+           "resolve_device"]
+
+
+class Settings(BaseModel):
+    """Base of every settings section: unknown keys are errors (a typo must not silently fall
+    back to a default), and assignments are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# Suffixes of model weights files (pipeline/weights.py fingerprints them; a latents ``weights``
+# value with one of them is a path, not a Hugging Face repo id).
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".pth", ".onnx", ".bin", ".ckpt", ".pt"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,17 @@ class Stage:
 
     name = "stage"
     resources = Resources()
+
+    @classmethod
+    def resources_for(cls, **settings) -> Resources:
+        """What one worker needs with these settings (the constructor's keyword arguments)."""
+        return cls.resources
+
+    @classmethod
+    def weight_files(cls, **settings) -> dict[str, str]:
+        """{setting name: path} of the weights files these settings make the stage read ('' when
+        the chosen backend needs one and none is set)."""
+        return {}
 
     def setup(self) -> None:
         """Load models (once per worker)."""

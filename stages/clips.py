@@ -11,16 +11,34 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from pydantic import Field
+
+from .base import Settings
 
 END, CUT, FACE_LOST, IDENTITY_JUMP, MAX_LENGTH = "end", "cut", "face_lost", "identity_jump", "max_length"
 OCCLUSION = "occlusion"  # the curate stage splits a track around an occluded stretch
+# The cut detector's histogram (its distance is compared with ``cut_threshold``):
+_HIST_SIDE = 64  # frames are reduced to this square first: cheap, and noise and detail do not count
+_HIST_BINS = [16, 8]  # hue x saturation bins: coarse enough that lighting flicker is no cut
+
+
+class ClipsConfig(Settings):
+    """The ``clips:`` section of the build config."""
+
+    max_clip_s: float = Field(10.0, gt=0, description="longer face tracks are split")
+    max_jump: float = Field(0.5, gt=0, description="face centre jump (in face sizes) between samples that ends a clip")
+    max_scale_change: float = Field(1.6, gt=1, description="face size ratio between samples that ends a clip")
+    cut_threshold: float = Field(0.5, gt=0, le=1, description="frame histogram distance that marks a cut")
+    min_occluded_s: float = Field(
+        0.5, gt=0, description="an occluded stretch this long becomes its own (rejected) clip"
+    )
 
 
 def frame_histogram(rgb: np.ndarray) -> np.ndarray:
     """A small HSV histogram for cut detection (normalised)."""
-    small = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(rgb, (_HIST_SIDE, _HIST_SIDE), interpolation=cv2.INTER_AREA)
     hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
+    hist = cv2.calcHist([hsv], [0, 1], None, _HIST_BINS, [0, 180, 0, 256])
     return cv2.normalize(hist, None).flatten()
 
 
@@ -39,6 +57,11 @@ class ClipSplitter:
 
     def __post_init__(self):
         self.reset()
+
+    @classmethod
+    def from_settings(cls, clips: ClipsConfig) -> ClipSplitter:
+        return cls(max_clip_s=clips.max_clip_s, max_jump=clips.max_jump, max_scale_change=clips.max_scale_change,
+                   cut_threshold=clips.cut_threshold)
 
     def reset(self) -> None:
         self._start_t: float | None = None

@@ -14,6 +14,21 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from pydantic import Field
+
+from .base import Settings
+from .face_geometry import crop_affine, cv2_affine
+
+
+class CropConfig(Settings):
+    """The ``crop:`` section of the build config."""
+
+    out_size: int = Field(
+        512, ge=64, multiple_of=8, description="side of the stored square crop (the VAE needs multiples of 8)"
+    )
+    scale: float = Field(3.2, gt=1, description="crop side / face box side: head, hair and shoulders")
+    shift_down: float = Field(0.35, description="crop centre below the face centre, in face sizes")
+    jpeg_quality: int = Field(90, ge=50, le=100)
 
 
 @dataclass(frozen=True)
@@ -30,8 +45,7 @@ class Crop:
 
     def matrix(self, out_size: int) -> np.ndarray:
         """2x3 affine frame -> crop, continuous coordinates (pixel i covers [i, i+1))."""
-        s = out_size / self.size
-        return np.array([[s, 0, -s * self.x0], [0, s, -s * self.y0]], dtype=np.float64)
+        return crop_affine((self.x0 + self.size / 2, self.y0 + self.size / 2), self.size, out_size)
 
 
 def plan_crop(face_boxes: np.ndarray, width: int, height: int, scale: float, shift_down: float) -> Crop:
@@ -59,15 +73,6 @@ def _slide(start: float, side: float, limit: float, lo: float, hi: float) -> flo
     # Keep the faces inside regardless.
     start = min(start, lo)
     return max(start, hi - side)
-
-
-def cv2_affine(m: np.ndarray) -> np.ndarray:
-    """An affine in continuous pixel coordinates (pixel i covers [i, i+1)) as OpenCV expects it
-    (pixel centres at integers): shift by half a pixel on both sides."""
-    m = np.asarray(m, dtype=np.float64)
-    out = m.copy()
-    out[:, 2] = m[:, 2] + 0.5 * (m[:, 0] + m[:, 1]) - 0.5
-    return out
 
 
 def crop_image(rgb: np.ndarray, crop: Crop, out_size: int, frame_scale: float = 1.0) -> np.ndarray:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from manifests import tensors
 from manifests.adapters.base import ClipSpec, SourceSpec
@@ -18,10 +19,11 @@ from manifests.schemas import INFRA, KEPT, REJECTED
 from manifests.verdicts import judge, occluded_share
 
 from . import clips as clipping
-from .base import Resources, SourceWork, Stage, StageError
-from .crop import Crop, crop_image, plan_crop
+from .base import Resources, Settings, SourceWork, Stage, StageError
+from .clips import ClipsConfig
+from .crop import Crop, CropConfig, crop_image, plan_crop
 from .decode import Frame, VideoReader, read_image
-from .faces import FaceAnalyzer
+from .faces import FaceAnalyzer, FacesConfig
 from .jpeg import encode_jpeg
 from .probe import DEFAULT_PIXEL_BUDGET, ProbeResult, probe
 from .quality import BackgroundMotion, face_quality, picture_sharpness
@@ -29,6 +31,67 @@ from .quality import BackgroundMotion, face_quality, picture_sharpness
 _BUFFER_MARGIN = 1.25  # buffered frames keep 1.25x the pixels the output crop needs
 _BUFFER_WINDOW = 3.0  # and only a window this many crop sides wide around the face
 _MAX_FACELESS = 64  # whole-picture stats kept of frames with no face (why none was found)
+# Scorer cut-offs that shape a verdict besides the thresholds of the config:
+_N_FACES_QUANTILE = 0.8  # a clip's n_faces: faces seen in at least 20% of frames (one spurious detection is not)
+_BLOWN_SHARE = 0.5  # share of the picture at >= 240 grey: blown out (a faceless source's reason 'lighting')
+
+
+class SamplingConfig(Settings):
+    """The ``sampling:`` section of the build config."""
+
+    fps: float = Field(12.5, gt=0, description="frames per second sampled from videos and stored")
+    max_image_side: int = Field(4096, ge=256, description="larger images are reduced before analysis")
+    max_image_pixels: int = Field(
+        DEFAULT_PIXEL_BUDGET,
+        ge=1_000_000,
+        description="pixel budget of one decoded image "
+        "(after JPEG draft reduction): a larger one is an error, judged from its header before decoding",
+    )
+    motion_every: int = Field(2, ge=1, description="background motion is measured between every k-th sampled frame")
+    detect_every: int = Field(
+        3, ge=1, description="all faces are detected every k-th sampled frame; the mesh tracks in between"
+    )
+
+
+class Thresholds(Settings):
+    """Verdict thresholds. Names are the parameters of manifests/sql/rethreshold.sql.
+
+    Set from the distributions measured on the labelled development set (real clean media
+    and strong degradations of them, `bench/bench_filters.py`); docs/filters.md gives the
+    figures and each score's blind spots.
+    """
+
+    min_crop_source_px: float = Field(256, description="source pixels behind the crop side")
+    min_face_px: float = Field(100, description="face box side in source pixels")
+    min_face_frac: float = Field(0.15, description="face side / crop side")
+    max_pad_frac: float = Field(0.25, description="share of the crop outside the frame")
+    max_face_cut: float = Field(0.05, description="share of the face outside the frame (reason padding)")
+    max_faces: int = Field(1, description="faces in one frame")
+    min_face_conf: float = Field(
+        0.6, description="detector confidence: below it the face is not surely a face (reason no_face)"
+    )
+    min_face_human: float = Field(
+        0.5, description="person probability inside the face oval: animals score ~0 (reason no_face)"
+    )
+    max_frame_occlusion: float = Field(
+        0.5, description="a frame is occluded above this (0 = clear, 1 = mouth or an eye covered)"
+    )
+    max_occluded_share: float = Field(0.2, description="share of a clip's frames that may be occluded")
+    min_lighting_mean: float = Field(45, description="face luma, 0..255")
+    max_lighting_mean: float = Field(220)
+    min_lighting_std: float = Field(10, description="face luma spread: flat faces are washed out")
+    max_lighting_clipped: float = Field(0.2, description="share of face pixels crushed or blown")
+    max_bg_motion: float = Field(5.0, description="% of the frame diagonal per second")
+    min_sharpness: float = Field(
+        0.036, description="fine-band RMS / luma spread of the face at training scale (reason blur)"
+    )
+    min_detail_4x: float = Field(
+        0.095, description="face spectral energy above a 4x-smaller source's limit over that below (reason resolution)"
+    )
+    min_clip_s: float = Field(1.0, description="video clip duration, seconds")
+
+    def as_params(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.model_dump().items()}
 
 
 @dataclass
@@ -58,29 +121,32 @@ class CurateStage(Stage):
     name = "curate"
     resources = Resources(num_cpus=1)
 
-    def __init__(self, *, fps: float, max_image_side: int, clips: dict, crop: dict, thresholds: dict,
-                 motion_every: int = 1, detect_every: int = 1, faces: dict | None = None,
-                 max_image_pixels: int = DEFAULT_PIXEL_BUDGET):
-        self.fps = fps
-        self.max_image_pixels = int(max_image_pixels)
-        self.detect_every = max(1, int(detect_every))
-        self.motion_every = max(1, int(motion_every))
-        self.max_image_side = max_image_side
-        self.min_occluded_s = float(clips.get("min_occluded_s", 0.5))
-        self.clip_settings = {k: v for k, v in clips.items() if k != "min_occluded_s"}
-        self.out_size = int(crop["out_size"])
-        self.crop_scale = float(crop["scale"])
-        self.shift_down = float(crop["shift_down"])
-        self.jpeg_quality = int(crop["jpeg_quality"])
-        self.thresholds = thresholds
-        self.face_settings = dict(faces or {})
+    def __init__(self, *, sampling: SamplingConfig, clips: ClipsConfig, crop: CropConfig, faces: FacesConfig,
+                 thresholds: Thresholds):
+        self.fps = sampling.fps
+        self.max_image_pixels = sampling.max_image_pixels
+        self.detect_every = sampling.detect_every
+        self.motion_every = sampling.motion_every
+        self.max_image_side = sampling.max_image_side
+        self.min_occluded_s = float(clips.min_occluded_s)
+        self.clip_settings = clips
+        self.out_size = int(crop.out_size)
+        self.crop_scale = float(crop.scale)
+        self.shift_down = float(crop.shift_down)
+        self.jpeg_quality = int(crop.jpeg_quality)
+        self.thresholds = thresholds.as_params()  # judge() and the rethreshold query take plain floats
+        self.face_settings = faces
         self.faces: FaceAnalyzer | None = None
         self.motion = None
 
+    @classmethod
+    def weight_files(cls, *, faces: FacesConfig, **_) -> dict[str, str]:
+        return {"faces.detector_path": faces.detector_path or ""} if faces.detector == "scrfd" else {}
+
     def _analyzer(self) -> FaceAnalyzer:
         f = self.face_settings
-        return FaceAnalyzer(min_confidence=f.get("min_confidence", 0.5), check_hands=f.get("hands", True),
-                            detector=f.get("detector", "mediapipe"), detector_path=f.get("detector_path"))
+        return FaceAnalyzer(min_confidence=f.min_confidence, check_hands=f.hands, detector=f.detector,
+                            detector_path=f.detector_path)
 
     def setup(self) -> None:
         self.faces = self._analyzer()
@@ -133,7 +199,7 @@ class CurateStage(Stage):
 
     def _video(self, spec: SourceSpec, path: str, info: ProbeResult, work: SourceWork, faceless: list) -> None:
         reader = VideoReader(path, info.rotation)
-        splitter = clipping.ClipSplitter(**self.clip_settings)
+        splitter = clipping.ClipSplitter.from_settings(self.clip_settings)
         ranges = spec.clips or [ClipSpec(start_s=0.0, end_s=None)]
         for rng in ranges:
             splitter.reset()
@@ -339,9 +405,6 @@ def faceless_reasons(stats: list[dict], thresholds: dict) -> list[str]:
     return reasons or ["no_face"]
 
 
-_BLOWN_SHARE = 0.5  # share of the picture at >= 240 grey: blown out
-
-
 def _source_reasons(clips: list[dict], min_clip_s: float) -> list[str]:
     """Why a source kept nothing: the reasons of its clips judged on their content. Fragments
     (clips under ``min_clip_s``, scored on a few frames) only speak when nothing else does."""
@@ -377,7 +440,7 @@ def _aggregate(recs: list[FrameRecord], crop: Crop, source_px: float, occlusion_
         "face_frac": face_px / crop_px,
         "pad_frac": float(crop.pad_frac),
         # Faces seen in at least 20% of frames: one spurious detection does not reject a clip.
-        "n_faces": int(n_faces[int(np.floor(0.8 * (len(n_faces) - 1)))]),
+        "n_faces": int(n_faces[int(np.floor(_N_FACES_QUANTILE * (len(n_faces) - 1)))]),
         "face_conf": _median(r.face_conf for r in recs),
         "face_human": _median(r.human for r in recs),
         "face_cut": _median(r.face_cut for r in recs),

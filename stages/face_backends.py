@@ -109,19 +109,21 @@ class ScrfdDetector:
         self.model = model
 
     def describe(self) -> dict:
-        self.setup()
-        import insightface
-
-        return {
+        """What the settings say; once loaded (in a worker: the driver loads no model), also
+        the weights' sha256 and what insightface made of them."""
+        info = {
             "backend": self.backend,
             "model_path": self.model_path,
-            "sha256": self._sha256,
-            "det_size": list(self.model.input_size),
+            "det_size": list(self.det_size),
             "min_confidence": self.min_confidence,
-            "nms_iou": float(self.model.nms_thresh),
-            "insightface_version": insightface.__version__,
             "random_weights": False,
         }
+        if self.model is not None:
+            import insightface
+
+            info.update(sha256=self._sha256, det_size=list(self.model.input_size),
+                        nms_iou=float(self.model.nms_thresh), insightface_version=insightface.__version__)
+        return info
 
     def close(self) -> None:
         self.model = None

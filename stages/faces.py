@@ -28,11 +28,14 @@ re-thresholds it as before.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from .crop import cv2_affine
+from .base import Settings
+from .face_geometry import FACE_OVAL, crop_affine, warp_square
 
 N_LANDMARKS = 478
 _MESH_INPUT = 256  # side of the square face crop fed to the mesh
@@ -43,6 +46,22 @@ _POSE_FACE = list(range(11))  # BlazePose keypoints of the face: nose, eyes, ear
 # The pose model's crop side / face side, tried in turn until it finds the person: head and
 # shoulders (a close-up has little more), then more of the body (a covered face leaves it that).
 _POSE_CONTEXTS = (3.0, 4.0)
+# Cut-offs that shape n_faces, face_human and face_conf (named once, here):
+_SAME_FACE_IOU = 0.3  # above this box IoU a detection frame's face is the carried one (its checks may carry over)
+_TRACK_IOU = 0.1  # a face overlapping the track's (or the dataset's seed) box above this continues it
+_MIN_OTHER_HUMAN = 0.5  # another face counts as a person from this person probability (animals score ~0)
+_OTHER_FACE_AXES = 0.35  # half-axes of the ellipse read on another face, share of its box sides: its skin only
+
+
+class FacesConfig(Settings):
+    """The ``faces:`` section of the build config."""
+
+    detector: Literal["mediapipe", "scrfd"] = Field(
+        "mediapipe", description="mediapipe: both BlazeFace ranges (embedded); scrfd: insightface SCRFD"
+    )
+    detector_path: str | None = Field(None, description="scrfd: the detection ONNX, e.g. det_10g.onnx from buffalo_l")
+    min_confidence: float = Field(0.5, gt=0, lt=1, description="detection score below which a face is not counted")
+    hands: bool = Field(True, description="look for hands over the mouth and eyes (mediapipe Hands)")
 
 
 @dataclass
@@ -62,7 +81,7 @@ class FaceObs:
     def n_faces(self) -> int:
         return len(self.scores)
 
-    def significant_faces(self, min_rel_size: float = SIGNIFICANT_SIZE, min_human: float = 0.5) -> int:
+    def significant_faces(self, min_rel_size: float = SIGNIFICANT_SIZE, min_human: float = _MIN_OTHER_HUMAN) -> int:
         """Human faces at least ``min_rel_size`` of the primary's size (background faces, and
         the cat in a painting, don't count)."""
         if self.primary is None:
@@ -208,7 +227,7 @@ class FaceAnalyzer:
             crop, m = self._check_crop(rgb, obs.landmarks)
             self._n_checked += 1
             same = (carry is not None and carry.landmarks is not None and carry.human is not None
-                    and box_iou(carry.face_box, obs.face_box) > 0.3)
+                    and box_iou(carry.face_box, obs.face_box) > _SAME_FACE_IOU)
             if same and self._n_checked % _CHECK_EVERY != 0:
                 obs.human, obs.others_human = carry.human, carry.others_human
             else:
@@ -236,13 +255,13 @@ class FaceAnalyzer:
         c = (lo + hi) / 2
         for context in _POSE_CONTEXTS:
             side = context * float(max(hi - lo))
-            s = _CHECK_INPUT / max(side, 1.0)
-            m = np.array([[s, 0, _CHECK_INPUT / 2 - s * c[0]], [0, s, _CHECK_INPUT / 2 - s * c[1]]], dtype=np.float64)
-            res = self._pose.process(_warp(rgb, m, c, side, border=cv2.BORDER_CONSTANT))
+            m = crop_affine(c, max(side, 1.0), _CHECK_INPUT)
+            res = self._pose.process(warp_square(rgb, m, c, side, _CHECK_INPUT, border=cv2.BORDER_CONSTANT))
             if res.pose_landmarks is None:
                 continue
             lm = res.pose_landmarks.landmark
-            kp = (np.array([(lm[i].x, lm[i].y) for i in _POSE_FACE], dtype=np.float64) * _CHECK_INPUT - m[:, 2]) / s
+            kp = (np.array([(lm[i].x, lm[i].y) for i in _POSE_FACE], dtype=np.float64) * _CHECK_INPUT - m[:, 2])
+            kp /= m[0, 0]  # back to frame pixels
             x, y = np.median(kp, axis=0)
             if lo[0] <= x <= hi[0] and lo[1] <= y <= hi[1]:
                 return float(np.mean([min(max(lm[i].visibility, 0.0), 1.0) for i in _POSE_FACE]))
@@ -259,11 +278,13 @@ class FaceAnalyzer:
             b = boxes[i]
             c = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])
             side = _CHECK_CONTEXT * float(sizes[i])
-            s = _CHECK_INPUT / max(side, 1.0)
-            m = np.array([[s, 0, _CHECK_INPUT / 2 - s * c[0]], [0, s, _CHECK_INPUT / 2 - s * c[1]]], dtype=np.float64)
-            prob = self._segmenter.process(_warp(rgb, m, c, side, border=cv2.BORDER_CONSTANT)).segmentation_mask
+            m = crop_affine(c, max(side, 1.0), _CHECK_INPUT)
+            s = m[0, 0]
+            crop = warp_square(rgb, m, c, side, _CHECK_INPUT, border=cv2.BORDER_CONSTANT)
+            prob = self._segmenter.process(crop).segmentation_mask
             ell = np.zeros(prob.shape, np.uint8)
-            axes = (max(1, int(0.35 * s * (b[2] - b[0]))), max(1, int(0.35 * s * (b[3] - b[1]))))
+            half = _OTHER_FACE_AXES * s
+            axes = (max(1, int(half * (b[2] - b[0]))), max(1, int(half * (b[3] - b[1]))))
             cv2.ellipse(ell, (_CHECK_INPUT // 2, _CHECK_INPUT // 2), axes, 0, 0, 360, 1, -1)
             out[int(i)] = float(prob[ell.astype(bool)].mean())
         return out
@@ -273,16 +294,13 @@ class FaceAnalyzer:
     def _check_crop(rgb: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = landmarks.min(0), landmarks.max(0)
         c, side = (lo + hi) / 2, _CHECK_CONTEXT * float(max(hi - lo))
-        s = _CHECK_INPUT / max(side, 1.0)
-        m = np.array([[s, 0, _CHECK_INPUT / 2 - s * c[0]], [0, s, _CHECK_INPUT / 2 - s * c[1]]], dtype=np.float64)
+        m = crop_affine(c, max(side, 1.0), _CHECK_INPUT)
         # Black outside the frame: replicated border pixels read as a person to the segmenter.
-        crop = _warp(rgb, m, c, side, border=cv2.BORDER_CONSTANT)
+        crop = warp_square(rgb, m, c, side, _CHECK_INPUT, border=cv2.BORDER_CONSTANT)
         return crop, m
 
     def _human(self, crop: np.ndarray, pts: np.ndarray) -> float:
         """Mean person probability inside the (slightly eroded) face oval of the crop."""
-        from .quality import FACE_OVAL
-
         prob = self._segmenter.process(crop).segmentation_mask
         oval = np.zeros(prob.shape, np.uint8)
         cv2.fillPoly(oval, [np.round(pts[FACE_OVAL]).astype(np.int32)], 1)
@@ -304,7 +322,7 @@ class FaceAnalyzer:
         sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         if anchor is not None:
             overlaps = np.array([box_iou(b, anchor) for b in boxes])
-            if overlaps.max() > 0.1:
+            if overlaps.max() > _TRACK_IOU:
                 return int(np.argmax(overlaps))
         return int(np.argmax(sizes * scores))
 
@@ -312,37 +330,13 @@ class FaceAnalyzer:
         """478 landmarks (frame pixels) of the face in ``box``, from a square crop around it."""
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         side = _MESH_CONTEXT * max(box[2] - box[0], box[3] - box[1])
-        s = _MESH_INPUT / side
         # Affine map frame -> crop (continuous coordinates); border pixels are replicated so edge faces keep context.
-        m = np.array([[s, 0, _MESH_INPUT / 2 - s * cx], [0, s, _MESH_INPUT / 2 - s * cy]], dtype=np.float64)
-        crop = _warp(rgb, m, (cx, cy), side, size=_MESH_INPUT)
+        m = crop_affine((cx, cy), side, _MESH_INPUT)
+        crop = warp_square(rgb, m, (cx, cy), side, _MESH_INPUT)
         res = self._mesh.process(crop)
         if not res.multi_face_landmarks:
             return None
         lm = res.multi_face_landmarks[0].landmark
         pts = np.array([(p.x, p.y) for p in lm], dtype=np.float64) * _MESH_INPUT
-        return (pts - m[:, 2]) / s
+        return (pts - m[:, 2]) / m[0, 0]
 
-
-def _warp(rgb: np.ndarray, m: np.ndarray, centre, side: float, size: int = _CHECK_INPUT,
-          border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
-    """The square ``size`` crop of ``rgb`` under the frame -> crop affine ``m`` (scale m[0, 0]),
-    resampling only the region around ``centre`` (not the whole frame); border pixels are
-    replicated so faces at the frame edge keep context."""
-    s = m[0, 0]
-    cx, cy = centre
-    h, w = rgb.shape[:2]
-    x0, y0 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
-    x1, y1 = min(w, int(np.ceil(cx + side / 2))), min(h, int(np.ceil(cy + side / 2)))
-    src, fx, fy = rgb[y0:y1, x0:x1], 1.0, 1.0
-    if s < 0.5 and src.size:
-        # warpAffine cannot area-average: shrink first (INTER_AREA), then warp near 1:1.
-        rw, rh = src.shape[1], src.shape[0]
-        src = cv2.resize(src, (max(1, round(rw * s)), max(1, round(rh * s))), interpolation=cv2.INTER_AREA)
-        fx, fy = src.shape[1] / rw, src.shape[0] / rh
-    if not src.size:
-        return np.zeros((size, size, 3), np.uint8)
-    # Continuous coordinates: region pixel q = (p - (x0, y0)) * f, so p = q / f + (x0, y0).
-    warp = np.array([[s / fx, 0, m[0, 2] + s * x0], [0, s / fy, m[1, 2] + s * y0]], dtype=np.float64)
-    return cv2.warpAffine(np.ascontiguousarray(src), cv2_affine(warp), (size, size),
-                          flags=cv2.INTER_LINEAR, borderMode=border)

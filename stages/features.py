@@ -18,12 +18,14 @@ from manifests import tensors
 from manifests.schemas import KEPT
 
 from . import intensity as intensity_mod
-from .base import SourceWork, Stage, StageError
-from .identity import IdentityStage
+from .base import Resources, SourceWork, Stage, StageError
+from .identity import IdentityConfig, IdentityStage
+from .image_views import ImageViewsConfig
+from .intensity import IntensityConfig
 from .jpeg import encode_jpeg
-from .latents import LatentStage
-from .pose import PoseStage
-from .position_maps import PositionMapStage, choose_references
+from .latents import LatentsConfig, LatentStage
+from .pose import PoseConfig, PoseStage
+from .position_maps import PositionMapConfig, PositionMapStage, choose_references
 
 
 def _grouped_frames(frames: list[dict]) -> dict[str, list[dict]]:
@@ -45,20 +47,30 @@ def _landmark_box(landmarks: np.ndarray, size: int) -> list[float]:
 class ClipFeatureStage(Stage):
     name = "features"
 
-    def __init__(self, *, position_map: dict, pose: dict, identity: dict, intensity: dict, image_views: dict,
-                 jpeg_quality: int = 90):
-        pm = dict(position_map)
-        self.n_references = int(pm.pop("n_references", 1))
-        self.reference_rule = pm.pop("reference_rule", "frontal_neutral")
-        self.position_maps = None if pm.get("backend") == "none" else PositionMapStage(**pm)
-        if self.position_maps is not None:  # LivePortrait maps want a GPU; the mesh rasteriser does not
-            self.resources = self.position_maps.resources
-        pose = dict(pose)
-        self.pose = None if pose.get("backend") == "none" else PoseStage(**pose)
-        self.identity = IdentityStage(**identity)
-        self.intensity = dict(intensity)
-        self.image_views = dict(image_views)
+    def __init__(self, *, position_map: PositionMapConfig, pose: PoseConfig, identity: IdentityConfig,
+                 intensity: IntensityConfig, image_views: ImageViewsConfig, jpeg_quality: int):
+        self.n_references = int(position_map.n_references)
+        self.reference_rule = position_map.reference_rule
+        self.position_maps = (
+            None if position_map.backend == "none" else PositionMapStage.from_settings(position_map)
+        )
+        self.resources = self.resources_for(position_map=position_map)
+        self.pose = None if pose.backend == "none" else PoseStage.from_settings(pose)
+        self.identity = IdentityStage.from_settings(identity)
+        self.intensity = intensity
+        self.image_views = image_views
         self.jpeg_quality = jpeg_quality
+
+    @classmethod
+    def resources_for(cls, *, position_map: PositionMapConfig, **_) -> Resources:
+        # LivePortrait maps want a GPU; the mesh rasteriser does not.
+        return cls.resources if position_map.backend == "none" else PositionMapStage.resources_for(position_map)
+
+    @classmethod
+    def weight_files(cls, *, position_map: PositionMapConfig, pose: PoseConfig, identity: IdentityConfig,
+                     **_) -> dict[str, str]:
+        return {**PoseStage.weight_files(pose), **IdentityStage.weight_files(identity),
+                **PositionMapStage.weight_files(position_map)}
 
     def setup(self) -> None:
         for stage in (self.position_maps, self.pose, self.identity):
@@ -70,8 +82,8 @@ class ClipFeatureStage(Stage):
             "position_map": self.position_maps.describe() if self.position_maps else {"backend": "none"},
             "pose": self.pose.describe() if self.pose else {"backend": "none"},
             "identity": self.identity.describe(),
-            "intensity": {"backend": "landmarks", **self.intensity},
-            "image_views": {"backend": "albumentations", **self.image_views},
+            "intensity": {"backend": "landmarks", **self.intensity.model_dump()},
+            "image_views": {"backend": "albumentations", **self.image_views.model_dump()},
         }
 
     def process(self, work: SourceWork) -> SourceWork:
@@ -108,7 +120,7 @@ class ClipFeatureStage(Stage):
             emb = self.identity.embed(crops, lms)
             clip["identity_embedding"] = tensors.encode(emb, "float32")
             out_frames.extend(rows)
-            if clip["media_type"] == "image" and self.image_views.get("k", 0) > 0:
+            if clip["media_type"] == "image" and self.image_views.k > 0:
                 views = self._views(clip, rows[0], crops[0], lms[0])
                 if self.pose is not None and views:  # views are training frames too: same columns
                     for v, p in zip(views, self.pose.estimate([work.crop(v) for v in views])):
@@ -118,12 +130,12 @@ class ClipFeatureStage(Stage):
 
     def _intensities(self, clip: dict, lms: list[np.ndarray]) -> None:
         stack = np.stack(lms)
-        point_set = self.intensity.get("point_set", "hunyuan5")
+        point_set = self.intensity.point_set
         if clip["media_type"] == "image":
             return  # one frame: no motion to measure
         clip["intensity_exp"], clip["intensity_head"] = intensity_mod.intensities(stack, point_set)
         _, exp_w, head_w = intensity_mod.window_intensities(
-            stack, self.intensity.get("window", 16), self.intensity.get("window_stride", 4), point_set
+            stack, self.intensity.window, self.intensity.window_stride, point_set
         )
         clip["intensity_exp_windows"] = exp_w.tolist()
         clip["intensity_head_windows"] = head_w.tolist()
@@ -132,8 +144,8 @@ class ClipFeatureStage(Stage):
         from .image_views import make_views
 
         # Seeded per clip (its id is a hash), so a view does not depend on processing order.
-        seed = int(self.image_views.get("seed", 0)) + int(clip["clip_id"][:8], 16)
-        views = make_views(crop, lm, k=int(self.image_views["k"]), seed=seed,
+        seed = int(self.image_views.seed) + int(clip["clip_id"][:8], 16)
+        views = make_views(crop, lm, k=int(self.image_views.k), seed=seed,
                            map_size=self.position_maps.map_size if self.position_maps else 64)
         out = []
         for k, v in enumerate(views, start=1):
@@ -156,12 +168,17 @@ class LatentFeatureStage(Stage):
 
     name = "latents"
 
-    def __init__(self, **latents):
-        latents = dict(latents)
-        if latents.get("backend", "auto") == "auto":
-            latents["backend"] = "diffusers" if latents.get("weights") else "none"
-        self.stage = LatentStage(**latents)
+    def __init__(self, *, latents: LatentsConfig):
+        self.stage = LatentStage.from_settings(latents)
         self.resources = self.stage.resources
+
+    @classmethod
+    def resources_for(cls, *, latents: LatentsConfig, **_) -> Resources:
+        return LatentStage.resources_for(latents)
+
+    @classmethod
+    def weight_files(cls, *, latents: LatentsConfig, **_) -> dict[str, str]:
+        return LatentStage.weight_files(latents)
 
     def setup(self) -> None:
         self.stage.setup()

@@ -14,13 +14,23 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
-from .base import WeightsMissing
+from .base import Settings, WeightsMissing
 from .intensity import five_points
 
 STAGE = "identity"
 _SETTING = "features.identity.model_path"
 log = logging.getLogger(__name__)
+
+
+class IdentityConfig(Settings):
+    """The ``features.identity:`` section of the build config."""
+
+    model_path: str | None = Field(
+        None, description="ArcFace ONNX (e.g. insightface w600k_r50.onnx); None: no embeddings"
+    )
+    n_frames: int = Field(4, ge=1)
 
 
 def align(crop: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
@@ -49,6 +59,14 @@ class IdentityStage:
         self.n_frames = n_frames
         self.model = None
         self._sha256 = None
+
+    @classmethod
+    def from_settings(cls, settings: IdentityConfig) -> IdentityStage:
+        return cls(model_path=settings.model_path, n_frames=settings.n_frames)
+
+    @staticmethod
+    def weight_files(settings: IdentityConfig) -> dict[str, str]:
+        return {_SETTING: settings.model_path} if settings.model_path else {}
 
     def setup(self) -> None:
         if self.model_path is None or self.model is not None:
@@ -100,15 +118,15 @@ class IdentityStage:
                 "reason": f"no ArcFace model given ({_SETTING}); identity embeddings are null",
                 "random_weights": False,
             }
-        self.setup()
-        return {
+        info = {
             "stage": STAGE,
             "backend": "insightface_arcface",
             "model_path": self.model_path,
-            "sha256": self._sha256,
-            "input_mean": float(self.model.input_mean),
-            "input_std": float(self.model.input_std),
             "n_frames": self.n_frames,
             "alignment": "norm_crop 112, mesh 5 points (33+133, 362+263, 1, 61, 291)",
             "random_weights": False,
         }
+        if self.model is not None:  # known once loaded (in a worker; the driver loads no model)
+            info.update(sha256=self._sha256, input_mean=float(self.model.input_mean),
+                        input_std=float(self.model.input_std))
+        return info

@@ -18,9 +18,17 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from . import mesh_raster
-from .base import StageError
+from .base import Settings, StageError
+
+
+class ImageViewsConfig(Settings):
+    """The ``features.image_views:`` section of the build config."""
+
+    k: int = Field(2, ge=0, description="random-crop driving views per image (stage-1 image data)")
+    seed: int = 0
 
 STAGE = "image_views"
 

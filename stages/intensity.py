@@ -24,7 +24,12 @@ The face scale always uses the five ``hunyuan5`` points so both sets share one n
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+from pydantic import Field
+
+from .base import Settings
 
 # Order of the five points: image-left eye, image-right eye, nose tip, image-left mouth
 # corner, image-right mouth corner (the ArcFace / RetinaFace keypoint order).
@@ -33,6 +38,15 @@ NOSE = 2  # index of the nose tip among the five points
 _EXTRA_MESH = ((13,), (14,), (159,), (145,), (386,), (374,), (105,), (334,))
 POINT_SETS = {"hunyuan5": FIVE_POINT_MESH, "expressive": FIVE_POINT_MESH + _EXTRA_MESH}
 DEFAULT_LEVELS = 64
+
+
+class IntensityConfig(Settings):
+    """The ``features.intensity:`` section of the build config."""
+
+    levels: int = Field(DEFAULT_LEVELS, ge=2, description="d: discrete intensity levels (HunyuanPortrait uses 64)")
+    point_set: Literal["hunyuan5", "expressive"] = "hunyuan5"
+    window: int = Field(16, ge=2, description="training window, frames")
+    window_stride: int = Field(4, ge=1)
 
 
 def mesh_points(landmarks: np.ndarray, groups=FIVE_POINT_MESH) -> np.ndarray:

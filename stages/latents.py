@@ -16,14 +16,17 @@ Only safetensors are read (no pickle). Random weights only with ``allow_random_w
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from manifests.shards import sha256_of
 
-from .base import Resources, WeightsMissing, resolve_device
+from .base import WEIGHT_SUFFIXES, Resources, Settings, WeightsMissing, resolve_device
 
 STAGE = "latents"
 log = logging.getLogger(__name__)
@@ -45,6 +48,27 @@ SD15_VAE_CONFIG = dict(
 _SETTING = "features.latents.weights"
 _CONFIG_SETTING = "features.latents.config_dir"
 _DTYPES = ("float16", "bfloat16", "float32")
+
+
+class LatentsConfig(Settings):
+    """The ``features.latents:`` section of the build config."""
+
+    backend: Literal["auto", "none", "diffusers"] = Field(
+        "auto", description="auto: diffusers when weights are given, else none"
+    )
+    weights: str | None = Field(
+        None, description="SD1.5 VAE: diffusers folder, .safetensors file, or a repo id in the local HF cache"
+    )
+    config_dir: str | None = Field(
+        None, description="config for a single .safetensors file (folder with config.json, or LDM .yaml)"
+    )
+    hf_cache_dir: str | None = None
+    device: str = "auto"
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    batch_size: int = Field(8, ge=1)
+    allow_random_weights: bool = Field(
+        False, description="random VAE weights (tests, benchmarks); recorded in the catalog"
+    )
 
 
 class LatentStage:
@@ -84,6 +108,35 @@ class LatentStage:
         # its actor (read there, not here: the driver may have no GPU).
         self.resources = Resources(num_cpus=1.0, num_gpus=1.0 if backend == "diffusers" else 0.0)
 
+    # ---- from the build config -----------------------------------------------------------
+    @staticmethod
+    def chosen_backend(settings: LatentsConfig) -> str:
+        """'auto': diffusers when weights are given, else none."""
+        if settings.backend == "auto":
+            return "diffusers" if settings.weights else "none"
+        return settings.backend
+
+    @classmethod
+    def from_settings(cls, settings: LatentsConfig) -> LatentStage:
+        return cls(backend=cls.chosen_backend(settings), weights=settings.weights, config_dir=settings.config_dir,
+                   device=settings.device, dtype=settings.dtype, allow_random_weights=settings.allow_random_weights,
+                   batch_size=settings.batch_size, hf_cache_dir=settings.hf_cache_dir)
+
+    @classmethod
+    def resources_for(cls, settings: LatentsConfig) -> Resources:
+        return Resources(num_cpus=1.0, num_gpus=1.0 if cls.chosen_backend(settings) == "diffusers" else 0.0)
+
+    @staticmethod
+    def weight_files(settings: LatentsConfig) -> dict[str, str]:
+        """The weights and config paths given (a repo id of the local HF cache is not a path)."""
+        out = {}
+        w = settings.weights
+        if w and (w.startswith(("/", ".", "~")) or Path(w).suffix in WEIGHT_SUFFIXES or Path(w).exists()):
+            out[_SETTING] = w
+        if settings.config_dir:
+            out[_CONFIG_SETTING] = settings.config_dir
+        return out
+
     # ---- loading -------------------------------------------------------------------------
     def setup(self) -> None:
         if self.backend == "none" or self.vae is not None:
@@ -91,10 +144,13 @@ class LatentStage:
         import torch
 
         self._device = resolve_device(self.device)
-        if self.weights is None:
+        kind, path = self._locate()
+        if kind == "random":
             vae = self._random_vae()
+        elif kind == "folder":
+            vae = self._load_folder(path)
         else:
-            vae = self._load_weights(self.weights)
+            vae = self._load_single_file(path)
         # Upcast where the VAE says fp16 is unsafe, and always on CPU (no fast fp16 kernels).
         want = getattr(torch, self.dtype)
         if self._device == "cpu" or (want == torch.float16 and vae.config.get("force_upcast", False)):
@@ -109,10 +165,7 @@ class LatentStage:
         from diffusers import AutoencoderKL
 
         if not self.allow_random_weights:
-            raise WeightsMissing(
-                f"{_SETTING} is not set: give a VAE folder, .safetensors file or cached repo id "
-                "(or set features.latents.backend: none, or allow_random_weights for tests)"
-            )
+            raise _weights_not_set()
         import torch
 
         config = dict(SD15_VAE_CONFIG)
@@ -129,20 +182,31 @@ class LatentStage:
             raise WeightsMissing(f"{_CONFIG_SETTING}: no config.json in {p}")
         return str(p)
 
-    def _load_weights(self, weights: str):
+    def _locate(self) -> tuple[str, Path | None]:
+        """What setup() will load, checked without loading anything (describe() runs in the
+        driver): ('random', None), ('folder', a diffusers VAE folder) or ('single', a
+        .safetensors file whose config ``config_dir`` gives). WeightsMissing: one clear line."""
+        if self.weights is None:
+            if not self.allow_random_weights:
+                raise _weights_not_set()
+            if self.config_dir is not None:
+                self._config_folder()
+            return "random", None
+        weights = self.weights
         path = Path(weights).expanduser()
         if path.is_dir():
-            return self._load_folder(path)
+            return "folder", self._vae_folder(path)
         if path.suffix == ".safetensors":
             if not path.is_file():
                 raise WeightsMissing(f"{_SETTING}: file not found: {path}")
-            return self._load_single_file(path)
+            self._single_file_config()
+            return "single", path
         if path.suffix in (".ckpt", ".bin", ".pt", ".pth"):
             raise WeightsMissing(
                 f"{_SETTING}: {path.name} is a pickle checkpoint; convert it to .safetensors"
             )
         if "/" in weights and not path.exists() and not weights.startswith(("/", ".", "~")):
-            return self._load_folder(self._from_hf_cache(weights))
+            return "folder", self._vae_folder(self._from_hf_cache(weights))
         raise WeightsMissing(
             f"{_SETTING}: not found: {weights} (expected a folder, a .safetensors file or a cached repo id)"
         )
@@ -158,25 +222,19 @@ class LatentStage:
                 "Hugging Face cache (downloads are disabled)"
             ) from None
 
-    def _load_folder(self, folder: Path):
-        from diffusers import AutoencoderKL
-
+    @staticmethod
+    def _vae_folder(folder: Path) -> Path:
+        """The diffusers VAE folder (a whole pipeline folder's ``vae/``), checked."""
         if not (folder / "config.json").is_file() and (folder / "vae" / "config.json").is_file():
             folder = folder / "vae"  # a whole pipeline folder
         if not (folder / "config.json").is_file():
             raise WeightsMissing(f"{_SETTING}: {folder} has no diffusers config.json")
-        # The file from_pretrained reads; other variants (e.g. .fp16.safetensors) only if it is absent.
-        main = folder / "diffusion_pytorch_model.safetensors"
-        files = [main] if main.is_file() else sorted(folder.glob("*.safetensors"))
-        if not files:
+        if not _folder_weights(folder):
             raise WeightsMissing(f"{_SETTING}: {folder} has no .safetensors weights (pickle files are not read)")
-        self._files = {str(f): sha256_of(f) for f in files}
-        self._source = str(folder)
-        return AutoencoderKL.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+        return folder
 
-    def _load_single_file(self, path: Path):
-        from diffusers import AutoencoderKL
-
+    def _single_file_config(self) -> dict:
+        """Keyword arguments telling diffusers the config of a single .safetensors file, checked."""
         if self.config_dir is None:
             raise WeightsMissing(
                 f"{_CONFIG_SETTING} is required with a single .safetensors file (a folder with the "
@@ -184,9 +242,35 @@ class LatentStage:
             )
         cfg = Path(self.config_dir)
         if cfg.suffix in (".yaml", ".yml") and cfg.is_file():
-            kwargs = {"original_config": str(cfg)}
-        else:
-            kwargs = {"config": self._config_folder()}
+            return {"original_config": str(cfg)}
+        return {"config": self._config_folder()}
+
+    def _vae_config(self, kind: str, path: Path | None) -> dict:
+        """The VAE's diffusers config as the files say, read without loading the model (an LDM
+        .yaml gives only its scale factor)."""
+        if kind == "folder":
+            return json.loads((path / "config.json").read_text())
+        if self.config_dir is None:
+            return dict(SD15_VAE_CONFIG)
+        cfg = Path(self.config_dir)
+        if kind == "single" and cfg.suffix in (".yaml", ".yml") and cfg.is_file():
+            import yaml
+
+            params = ((yaml.safe_load(cfg.read_text()) or {}).get("model") or {}).get("params") or {}
+            return {"scaling_factor": params["scale_factor"]} if "scale_factor" in params else {}
+        return json.loads((Path(self._config_folder()) / "config.json").read_text())
+
+    def _load_folder(self, folder: Path):
+        from diffusers import AutoencoderKL
+
+        self._files = {str(f): sha256_of(f) for f in _folder_weights(folder)}
+        self._source = str(folder)
+        return AutoencoderKL.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+
+    def _load_single_file(self, path: Path):
+        from diffusers import AutoencoderKL
+
+        kwargs = self._single_file_config()
         self._files = {str(path): sha256_of(path)}
         self._source = str(path)
         return AutoencoderKL.from_single_file(str(path), local_files_only=True, **kwargs)
@@ -256,17 +340,48 @@ class LatentStage:
                 "reason": f"no VAE weights configured ({_SETTING}); latents left empty",
                 "random_weights": False,
             }
-        self.setup()
+        if self.vae is not None:  # loaded (in a worker): what was loaded
+            return {
+                "stage": STAGE,
+                "backend": "diffusers",
+                "weights": self._source,
+                "sha256": dict(self._files),
+                "scaling_factor": self.scaling_factor,
+                "shift_factor": self.shift_factor,
+                "stored": "posterior_mean",
+                "dtype": "float16",
+                "compute_dtype": str(self._compute_dtype).replace("torch.", ""),
+                "device": self._device,
+                "random_weights": self._source == "random",
+            }
+        # The driver loads no model: what the settings and the files' configs say (the weights'
+        # sha256 are recorded beside, pipeline/weights.py; the compute dtype is decided where
+        # the device is known, in the worker).
+        kind, path = self._locate()
+        config = self._vae_config(kind, path)
+        shift = config.get("shift_factor")
         return {
             "stage": STAGE,
             "backend": "diffusers",
-            "weights": self._source,
-            "sha256": dict(self._files),
-            "scaling_factor": self.scaling_factor,
-            "shift_factor": self.shift_factor,
+            "weights": "random" if kind == "random" else str(path),
+            "scaling_factor": None if config.get("scaling_factor") is None else float(config["scaling_factor"]),
+            "shift_factor": 0.0 if shift is None else float(shift),
             "stored": "posterior_mean",
             "dtype": "float16",
-            "compute_dtype": str(self._compute_dtype).replace("torch.", ""),
-            "device": self._device,
-            "random_weights": self._source == "random",
+            "compute_dtype_setting": self.dtype,
+            "device": self.device,
+            "random_weights": kind == "random",
         }
+
+
+def _folder_weights(folder: Path) -> list[Path]:
+    """The weights from_pretrained reads; other variants (e.g. .fp16.safetensors) only if it is absent."""
+    main = folder / "diffusion_pytorch_model.safetensors"
+    return [main] if main.is_file() else sorted(folder.glob("*.safetensors"))
+
+
+def _weights_not_set() -> WeightsMissing:
+    return WeightsMissing(
+        f"{_SETTING} is not set: give a VAE folder, .safetensors file or cached repo id "
+        "(or set features.latents.backend: none, or allow_random_weights for tests)"
+    )

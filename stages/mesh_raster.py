@@ -22,8 +22,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from .face_geometry import NOSE_TIP
+
 N_MESH_VERTICES = 468  # the tessellation covers the face mesh; the 10 iris points are not in it
-NOSE_TIP = 1
 
 
 @lru_cache(maxsize=1)

@@ -25,14 +25,26 @@ import contextlib
 import io
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from .base import WeightsMissing
+from .base import Settings, WeightsMissing
 
 STAGE = "pose"
 N_KEYPOINTS = 133
 log = logging.getLogger(__name__)
+
+
+class PoseConfig(Settings):
+    """The ``features.pose:`` section of the build config."""
+
+    backend: Literal["mediapipe", "dwpose", "none"] = "mediapipe"
+    det_path: str | None = Field(None, description="dwpose: yolox_l.onnx")
+    pose_path: str | None = Field(None, description="dwpose: dw-ll_ucoco_384.onnx")
+    device: str = "auto"
+    det_score_thr: float = Field(0.3, ge=0.05, le=1)
 
 BODY = slice(0, 17)
 FEET = slice(17, 23)
@@ -139,6 +151,17 @@ class PoseStage:
         self.det_score_thr = det_score_thr
         self._det = self._pose = None
         self._device = None
+
+    @classmethod
+    def from_settings(cls, settings: PoseConfig) -> PoseStage:
+        return cls(backend=settings.backend, det_path=settings.det_path, pose_path=settings.pose_path,
+                   device=settings.device, det_score_thr=settings.det_score_thr)
+
+    @staticmethod
+    def weight_files(settings: PoseConfig) -> dict[str, str]:
+        if settings.backend != "dwpose":
+            return {}
+        return {"features.pose.det_path": settings.det_path or "", "features.pose.pose_path": settings.pose_path or ""}
 
     def _check_paths(self) -> None:
         settings = (("features.pose.det_path", self.det_path), ("features.pose.pose_path", self.pose_path))

@@ -23,11 +23,15 @@ Backends:
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
+from . import face_geometry as fg
 from . import mesh_raster
-from .base import Resources, StageError, WeightsMissing, resolve_device
+from .base import Resources, Settings, StageError, WeightsMissing, resolve_device
+from .face_geometry import N_LANDMARKS
 
 STAGE = "position_maps"
 SETTING_PREFIX = "features.position_map"
@@ -35,13 +39,25 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("mesh", "liveportrait")
 REFERENCE_RULES = ("frontal_neutral", "frontal", "first", "middle")
-N_LANDMARKS = 478
 
-# MediaPipe face mesh indices used by the reference rule.
-_NOSE_TIP, _CHEEK_R, _CHEEK_L = 1, 234, 454  # cheeks: image-left and image-right face contour
-_EYE_R, _EYE_L = 33, 263  # outer eye corners
-_LIP_UP, _LIP_DOWN = 13, 14  # inner lips
-_TOP, _CHIN = 10, 152
+# MediaPipe face mesh points used by the reference rule (defined and explained in face_geometry).
+_NOSE_TIP, _CHEEK_R, _CHEEK_L = fg.NOSE_TIP, fg.CONTOUR_RIGHT, fg.CONTOUR_LEFT  # image-left, image-right contour
+_EYE_R, _EYE_L = fg.EYE_OUTER_RIGHT, fg.EYE_OUTER_LEFT  # outer eye corners
+_LIP_UP, _LIP_DOWN = fg.LIP_INNER_TOP, fg.LIP_INNER_BOTTOM  # inner lips
+_TOP, _CHIN = fg.TOP, fg.CHIN
+
+
+class PositionMapConfig(Settings):
+    """The ``features.position_map:`` section of the build config."""
+
+    backend: Literal["mesh", "liveportrait", "none"] = "mesh"
+    weights_dir: str | None = Field(None, description="liveportrait: folder with the three base_models .pth files")
+    map_size: int = Field(64, ge=8, description="stored position map side")
+    n_references: int = Field(1, ge=1, description="reference frames per clip (maps are against the first)")
+    reference_rule: Literal["frontal_neutral", "frontal", "first", "middle"] = Field(
+        "frontal_neutral", description="how references are chosen (stages/position_maps.py: choose_references)")
+    device: str = "auto"
+    allow_random_weights: bool = False
 
 
 class PositionMapStage:
@@ -82,6 +98,23 @@ class PositionMapStage:
         # A GPU stage wherever the cluster has GPUs (the mesh rasteriser is CPU work); ``device``
         # picks the torch device inside its actor.
         self.resources = Resources(num_cpus=1.0, num_gpus=1.0 if backend == "liveportrait" else 0.0)
+
+    @classmethod
+    def from_settings(cls, settings: PositionMapConfig) -> PositionMapStage:
+        """The stage for the ``features.position_map`` section (its reference settings are the
+        feature stage's: stages/features.py)."""
+        return cls(backend=settings.backend, weights_dir=settings.weights_dir, map_size=settings.map_size,
+                   device=settings.device, allow_random_weights=settings.allow_random_weights)
+
+    @staticmethod
+    def resources_for(settings: PositionMapConfig) -> Resources:
+        return Resources(num_cpus=1.0, num_gpus=1.0 if settings.backend == "liveportrait" else 0.0)
+
+    @staticmethod
+    def weight_files(settings: PositionMapConfig) -> dict[str, str]:
+        if settings.backend == "liveportrait" and (settings.weights_dir or not settings.allow_random_weights):
+            return {f"{SETTING_PREFIX}.weights_dir": settings.weights_dir or ""}
+        return {}
 
     @property
     def channels(self) -> list[str]:

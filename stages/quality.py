@@ -17,21 +17,50 @@ import numpy as np
 
 from manifests.errors import PortraitError
 
+from .face_geometry import (  # FaceMesh (refined, 478 points) index sets, one definition each
+    BRIDGE,
+    CHEEKS,
+    EYE_CORNERS,
+    FACE_OVAL,
+    FOREHEAD,
+    FOREHEAD_TOP,
+    INNER_LOWER,
+    INNER_UPPER,
+    LIPS_INNER,
+    LIPS_OUTER,
+    LOWER_CHEEKS,
+    NOSE,
+    UPPER_CHEEKS,
+)
+
 FACE_SIDE = 128  # the landmark box of the face is resampled to this side before scoring
 _MARGIN = 0.12  # context around the landmark box, share of its side
 
-# FaceMesh (refined, 478 points) indices.
-LIPS_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
-LIPS_INNER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]
-# Inner lip contour, upper and lower halves, corner to corner: the mouth line lies between them.
-_INNER_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
-_INNER_LOWER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
-# Eye corners (outer, inner) of the two eyes.
-EYE_CORNERS = [(33, 133), (263, 362)]
-FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
-             148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
-# Cheek points well away from mouth, eyes, hair and beard line: the face's own skin colour.
-CHEEKS = [50, 280, 205, 425, 118, 347, 101, 330]
+# Cut-offs that shape the scores the verdicts judge, one place per scorer. A cue ramp (lo, hi) is
+# 0 at or below lo and 1 at or above hi (``_ramp``); figures in docs/filters.md.
+# occlusion: skin that must show next to the mouth and eyes, and hands over them
+_NOSE_SKIN = (0.1, 0.4)  # skin-like share around the nose: a hand, mic or mask over the mouth covers it too
+_BRIDGE_SKIN = (0.15, 0.45)  # skin-like share between the eyes: a bar or patch over both eyes covers it
+_HAND_COVER = (0.15, 0.4)  # share of the lips or of an eye under a hand's landmarks: partly covered is not covered
+_EYE_AXES = (0.6, 0.3)  # half-axes of the region read around an eye, in eye widths: open or closed alike
+# occlusion: does the mouth still look like a mouth (each cue relative to the face's own contrast)
+_LIP_DETAIL = (0.08, 0.3)  # luma spread on the lips: lips are among the most structured parts of a face
+_LIP_EDGES = (0.15, 0.6)  # mean gradient on the lips over the face's 75th percentile: a patch is flat
+_MOUTH_LINE = (0.05, 0.3)  # how much darker the line between the lips is than the lips
+_TEETH_LINE = (0.3, 0.6)  # how much brighter an open mouth's teeth are than the lips
+_COLOUR_FACE = 6.0  # skin chroma above which the face has colour (greyscale photos skip the colour cues)
+_LIP_CHROMA = (0.2, 0.6)  # lip chroma over skin chroma: dark, metallic or neutral objects have none
+_LIP_REDNESS = (1.0, 4.0)  # lips' a* above the skin around them (a partial cue: paintings, pale lips)
+_REDNESS_FLOOR, _REDNESS_WEIGHT = 0.55, 0.45  # redness scales visibility from 0.55 to 1: alone it never occludes
+# occlusion: does an eye still look like an eye
+_EYE_DETAIL = (0.3, 0.8)  # 5-95 percentile spread in the eye region: a hand or patch is flat
+_EYE_DARK = (0.5, 1.1)  # how much darker than the cheeks its darkest pixels are (iris, pupil, lashes)
+# lighting
+_CRUSHED, _BLOWN = 16, 240  # luma below / above which a face pixel is crushed / blown ('clipped')
+# detail_4x: whitened spectral energy just above a 4x-smaller source's limit over just below it
+_ABOVE_4X = (0.14, 0.22)  # cycles/px, above a 4x source's 0.125 limit
+_BELOW_4X = (0.06, 0.11)  # cycles/px, below it
+_MIN_SPECTRUM = 48  # faces under this many native pixels give NaN: too few samples (min_face_px judges them)
 
 
 class QualityInputError(PortraitError, ValueError):
@@ -155,9 +184,10 @@ def occlusion_of(face: _Face, hands: list) -> dict[str, float]:
     nose = _skin_share(face, lab, oval, NOSE, FOREHEAD + UPPER_CHEEKS)
     bridge = _skin_share(face, lab, oval, BRIDGE, FOREHEAD_TOP + LOWER_CHEEKS)
     lips = cv2.dilate(face.polygon(LIPS_OUTER).astype(np.uint8), _disc(2)).astype(bool)
-    hand_eyes = max(_hand_cover(face, hands, _eye_ellipse(face, o, i, 0.6, 0.3)) for o, i in EYE_CORNERS)
-    occ["mouth"] = max(occ["mouth"], 1.0 - _ramp(nose, 0.1, 0.4), _ramp(_hand_cover(face, hands, lips), 0.15, 0.4))
-    occ["eyes"] = max(occ["eyes"], 1.0 - _ramp(bridge, 0.15, 0.45), _ramp(hand_eyes, 0.15, 0.4))
+    hand_eyes = max(_hand_cover(face, hands, _eye_ellipse(face, o, i, *_EYE_AXES)) for o, i in EYE_CORNERS)
+    hand_mouth = _hand_cover(face, hands, lips)
+    occ["mouth"] = max(occ["mouth"], 1.0 - _ramp(nose, *_NOSE_SKIN), _ramp(hand_mouth, *_HAND_COVER))
+    occ["eyes"] = max(occ["eyes"], 1.0 - _ramp(bridge, *_BRIDGE_SKIN), _ramp(hand_eyes, *_HAND_COVER))
     return occ
 
 
@@ -232,27 +262,27 @@ def _mouth_visibility(face, lum, smooth, a, b, grad, spread, grad_ref, skin_chro
     if lips.sum() < 12 or band.sum() < 6:
         return 1.0  # mouth too small to judge at this scale (strong profile): no evidence either way
     detail = min(
-        _ramp(float(lum[lips].std()) / spread, 0.08, 0.3), _ramp(float(grad[lips].mean()) / grad_ref, 0.15, 0.6)
+        _ramp(float(lum[lips].std()) / spread, *_LIP_DETAIL), _ramp(float(grad[lips].mean()) / grad_ref, *_LIP_EDGES)
     )
     # Mouth line: the midline between the inner lip contours, versus the lips around it.
-    mid = (face.pts[_INNER_UPPER] + face.pts[_INNER_LOWER]) / 2
+    mid = (face.pts[INNER_UPPER] + face.pts[INNER_LOWER]) / 2
     xy = np.clip(np.round(mid).astype(int), 0, np.array(face.shape[::-1]) - 1)
     # The darkest value a couple of pixels across the predicted line: landmarks are off by a pixel
     # or two, and pressed lips leave only a thin line.
     darkest = cv2.erode(smooth, np.ones((5, 1), np.uint8))
     line_l = float(np.median(darkest[xy[:, 1], xy[:, 0]]))
     band_l = float(np.median(lum[band]))
-    line = _ramp((band_l - line_l) / spread, 0.05, 0.3)
+    line = _ramp((band_l - line_l) / spread, *_MOUTH_LINE)
     # An open mouth showing teeth has a bright, not a dark, midline: either contrast with the
     # lips is a mouth; a patch or a hand has neither.
     brightest = cv2.dilate(smooth, np.ones((5, 1), np.uint8))
     teeth_l = float(np.median(brightest[xy[:, 1], xy[:, 0]]))
-    line = max(line, _ramp((teeth_l - band_l) / spread, 0.3, 0.6))
+    line = max(line, _ramp((teeth_l - band_l) / spread, *_TEETH_LINE))
     colour = redness = 1.0
-    if skin_chroma > 6.0:  # a colour face (greyscale photos skip the colour cues)
+    if skin_chroma > _COLOUR_FACE:  # a colour face (greyscale photos skip the colour cues)
         # Lips are at least about as saturated as the cheeks: dark, metallic or neutral objects are not.
         lip_chroma = float(np.median(np.hypot(a[band], b[band])))
-        colour = _ramp(lip_chroma / skin_chroma, 0.2, 0.6)
+        colour = _ramp(lip_chroma / skin_chroma, *_LIP_CHROMA)
         # Lips are redder than the skin right around them; a hand over the mouth is not. Only a
         # partial cue (paintings, statues, pale lips): alone it never makes a mouth occluded.
         core = cv2.erode(band.astype(np.uint8), _disc(1)).astype(bool)
@@ -263,7 +293,8 @@ def _mouth_visibility(face, lum, smooth, a, b, grad, spread, grad_ref, skin_chro
             lips_u8, _disc(2)
         ).astype(bool)
         if ring.sum() >= 10:
-            redness = 0.55 + 0.45 * _ramp(float(np.median(a[core]) - np.median(a[ring])), 1.0, 4.0)
+            redness = _REDNESS_FLOOR + _REDNESS_WEIGHT * _ramp(
+                float(np.median(a[core]) - np.median(a[ring])), *_LIP_REDNESS)
     return detail * line * colour * redness
 
 
@@ -279,7 +310,7 @@ def _eye_visibility(face, smooth, outer, inner, spread, skin_l) -> float:
     cv2.ellipse(
         m,
         (int(round(centre[0])), int(round(centre[1]))),
-        (max(int(round(0.6 * width)), 2), max(int(round(0.3 * width)), 1)),
+        (max(int(round(_EYE_AXES[0] * width)), 2), max(int(round(_EYE_AXES[1] * width)), 1)),
         angle,
         0,
         360,
@@ -290,8 +321,8 @@ def _eye_visibility(face, smooth, outer, inner, spread, skin_l) -> float:
     if region.size < 8:
         return 1.0
     p5, p95 = np.percentile(region, [5, 95])
-    detail = _ramp(float(p95 - p5) / spread, 0.3, 0.8)
-    dark = _ramp((skin_l - float(p5)) / spread, 0.5, 1.1)
+    detail = _ramp(float(p95 - p5) / spread, *_EYE_DETAIL)
+    dark = _ramp((skin_l - float(p5)) / spread, *_EYE_DARK)
     return detail * dark
 
 
@@ -315,7 +346,7 @@ def _lighting(face: _Face) -> dict[str, float]:
     return {
         "mean": float(y.mean()),
         "std": float(y.std()),
-        "clipped": float(np.mean((y < 16) | (y > 240))),
+        "clipped": float(np.mean((y < _CRUSHED) | (y > _BLOWN))),
     }
 
 
@@ -387,7 +418,7 @@ def detail_4x_score(frame_rgb: np.ndarray, landmarks: np.ndarray) -> float:
     x0, y0 = int(max(0, math.floor(lo[0]))), int(max(0, math.floor(lo[1])))
     x1, y1 = int(min(w, math.ceil(hi[0]))), int(min(h, math.ceil(hi[1])))
     n = min(x1 - x0, y1 - y0, _SPECTRUM_SIDE)
-    if n < 48:
+    if n < _MIN_SPECTRUM:
         return float("nan")
     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
     patch = cv2.cvtColor(np.ascontiguousarray(frame_rgb[cy - n // 2: cy - n // 2 + n, cx - n // 2: cx - n // 2 + n]),
@@ -402,8 +433,8 @@ def _detail_4x(patch: np.ndarray) -> float:
     power = np.abs(np.fft.fft2(p)) ** 2
     f = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
     white = power * f ** 2
-    high = white[(f >= 0.14) & (f < 0.22)].mean()
-    low = white[(f >= 0.06) & (f < 0.11)].mean()
+    high = white[(f >= _ABOVE_4X[0]) & (f < _ABOVE_4X[1])].mean()
+    low = white[(f >= _BELOW_4X[0]) & (f < _BELOW_4X[1])].mean()
     return float(high / low) if low > 1e-9 else float("nan")
 
 
@@ -563,14 +594,8 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray, step: float = 0.02
 
 # ------------------------------------------------------------------- occluder cues: skin, hands
 
-# Regions whose skin must be visible around the mouth and eyes, and where the face's own skin
-# colour is read from (far from each region: an occluder over one does not bias its reference).
-FOREHEAD = [151, 9, 108, 337, 69, 299, 10, 109, 338]
-FOREHEAD_TOP = [10, 151, 109, 338]
-BRIDGE = [168, 6, 197, 122, 351]  # between the eyes
-UPPER_CHEEKS = [118, 347, 116, 345, 117, 346]
-LOWER_CHEEKS = [205, 425, 187, 411, 207, 427]
-NOSE = [1, 4, 5, 195, 197, 45, 275, 44, 274]
+# Regions whose skin must be visible around the mouth and eyes, and the skin references they
+# are judged against: FOREHEAD, FOREHEAD_TOP, BRIDGE, UPPER_CHEEKS, LOWER_CHEEKS, NOSE (face_geometry.py).
 
 
 def _samples(face: _Face, idx: list[int], r: int) -> np.ndarray:

@@ -381,8 +381,9 @@ def build_talkinghead1kh(root: Path, fixtures: Path) -> Path:
 
 def build_mead(root: Path, fixtures: Path) -> Path:
     # Under one wrapper folder, as the per-actor archives are often unpacked. Real MEAD clips
-    # (dreamtalk ships them) under their real names; M030's surprised level_3 has ten
-    # utterances, so the last one (010) is MEAD's test sentence, in both views.
+    # (dreamtalk ships them) under their real names; M030's surprised level_3 has utterances
+    # 001-010, all before MEAD's test sentences (025-030 of each emotion and level), so all train
+    # (010 also in a second view, the same take).
     base = root / "MEAD"
     for n in range(1, 11):
         _copy(

@@ -294,14 +294,19 @@ def test_mead_labels_from_the_path(replicas):
     assert {e.kind for e in errors} == {"no_metadata", "symlink_loop", "link_out_of_root"}
 
 
-def test_mead_test_split_is_the_last_sentences_of_each_actor_emotion_level(replicas):
+def test_mead_split_follows_the_published_protocol_not_the_download(replicas):
+    """The replica holds utterances 001-010 of each group: all before the test sentences
+    (025-030 of an emotion's level, 031-040 of neutral; tests/test_adapters_splits.py), so all
+    train, whatever else was downloaded; the old fraction rule stays on request."""
     sources, _ = read(replicas["mead"], "mead")
     group = {s.labels["utterance"]: s.split for k, s in sources.items() if "front/surprised/level_3" in k}
-    assert group == {f"{n:03d}": ("test" if n == 10 else "train") for n in range(1, 11)}
-    # Every view of the test sentence is test: the views are one take, filmed at once.
-    assert sources["MEAD/M030/video/left_30/surprised/level_3/010.mp4"].split == "test"
-    # A group of one sentence keeps it for training.
+    assert group == {f"{n:03d}": "train" for n in range(1, 11)}
+    assert sources["MEAD/M030/video/left_30/surprised/level_3/010.mp4"].split == "train"
     assert sources["MEAD/W009/video/front/happy/level_3/001.mp4"].split == "train"
+    old, _ = read(replicas["mead"], "mead", test_fraction=0.1)
+    # Every view of a test sentence is test: the views are one take, filmed at once.
+    assert old["MEAD/M030/video/front/surprised/level_3/010.mp4"].split == "test"
+    assert old["MEAD/M030/video/left_30/surprised/level_3/010.mp4"].split == "test"
     off, _ = read(replicas["mead"], "mead", test_fraction=0)
     assert {s.split for s in off.values()} == {"train"}
 

@@ -1,4 +1,5 @@
-"""The seeded eval split (manifests/splits.py) and the named queries over datasets."""
+"""The seeded eval split (manifests/splits.py), MEAD's published test split and the named queries
+over datasets."""
 from __future__ import annotations
 
 import random
@@ -8,9 +9,10 @@ import duckdb
 import pytest
 
 from manifests import schemas
-from manifests.adapters import MetadataError, make_adapter
+from manifests.adapters import MetadataError, SourceSpec, make_adapter
+from manifests.adapters.mead import EMOTIONS
 from manifests.splits import choose_eval
-from tests.dataset_replicas import build_all_replicas
+from tests.dataset_replicas import build_all_replicas, build_mead
 
 
 def synthetic_clips(seed: int = 7) -> list[dict]:
@@ -83,6 +85,111 @@ def test_eval_split_over_the_replicas(tmp_path, fixtures_dir):
     # The two-person VFHQ video goes whole or not at all.
     shared = [r["clip_id"] for r in records if r["identity"] and r["identity"].startswith("K_-9xq2ZmQw")]
     assert len(shared) == 2 and (set(shared) <= chosen or not set(shared) & chosen)
+
+
+# -- MEAD's published split ------------------------------------------------------------------------
+def mead_tree(root, actors=("M003", "W009"), views=("front", "left_30")) -> list[str]:
+    """Every clip MEAD records for these actors and views (30 sentences per emotion and level,
+    40 for neutral, level 1 only), as empty files: the adapter reads only the paths."""
+    rels = []
+    for actor in actors:
+        for view in views:
+            for emotion in EMOTIONS:
+                for level in (1,) if emotion == "neutral" else (1, 2, 3):
+                    for n in range(1, (40 if emotion == "neutral" else 30) + 1):
+                        rel = f"{actor}/video/{view}/{emotion}/level_{level}/{n:03d}.mp4"
+                        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                        (root / rel).write_bytes(b"")
+                        rels.append(rel)
+    return rels
+
+
+def mead_splits(root, **options) -> dict[str, str]:
+    items = list(make_adapter("mead", str(root), **options).iter_sources())
+    assert not [i for i in items if isinstance(i, MetadataError)]
+    return {i.rel_path: i.split for i in items if isinstance(i, SourceSpec)}
+
+
+def test_mead_test_split_is_the_last_sentences_of_each_emotion_and_level(tmp_path):
+    mead_tree(tmp_path)
+    splits = mead_splits(tmp_path)
+    for rel, split in splits.items():
+        _, _, view, emotion, level, name = rel.split("/")
+        n = int(name[:3])
+        # github.com/uniBruce/Mead README: the last 10 of neutral's 40, the last 6 of the others' 30.
+        assert split == ("test" if n > (30 if emotion == "neutral" else 24) else "train"), rel
+    by_group: dict[tuple, int] = {}
+    for rel, split in splits.items():
+        actor, _, view, emotion, level, _ = rel.split("/")
+        by_group[(actor, view, emotion, level)] = by_group.get((actor, view, emotion, level), 0) + (split == "test")
+    assert len(by_group) == 2 * 2 * 22  # actors x views x (7 emotions x 3 levels + neutral)
+    assert all(n == (10 if g[2] == "neutral" else 6) for g, n in by_group.items())
+
+
+def test_mead_partial_download_gives_every_file_the_split_of_the_full_set(tmp_path):
+    mead_tree(tmp_path / "full")
+    full = mead_splits(tmp_path / "full")
+    rng = random.Random(5)
+    rels = sorted(full)
+    subsets = [
+        rng.sample(rels, 40),  # scattered files
+        [r for r in rels if r.startswith("W009/video/front/angry/level_2/")][:26],  # the first 26 of a level
+        [r for r in rels if "/neutral/" in r and r.startswith("M003/video/left_30/")][-3:],  # the last 3 only
+        [r for r in rels if r.endswith("/030.mp4")],  # one sentence of every emotion and level
+        ["M003/video/front/happy/level_3/001.mp4"],  # a single file
+    ]
+    for k, subset in enumerate(subsets):
+        root = tmp_path / f"part{k}"
+        for rel in subset:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(b"")
+        assert mead_splits(root) == {rel: full[rel] for rel in subset}, k
+    # Under a wrapper folder, as the per-actor archives are often unpacked: the same splits.
+    wrapped = tmp_path / "wrapped"
+    for rel in subsets[0]:
+        (wrapped / "MEAD" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (wrapped / "MEAD" / rel).write_bytes(b"")
+    assert mead_splits(wrapped) == {f"MEAD/{rel}": full[rel] for rel in subsets[0]}
+
+
+def test_mead_split_settings(tmp_path):
+    rels = mead_tree(tmp_path, actors=("M003",), views=("front",))
+    # Per emotion, "other" for the emotions not named.
+    splits = mead_splits(tmp_path, test_sentences={"other": 3, "sad": 0}, sentences={"neutral": 40, "other": 30})
+    assert splits["M003/video/front/angry/level_2/027.mp4"] == "train"
+    assert splits["M003/video/front/angry/level_2/028.mp4"] == "test"
+    assert {splits[r] for r in rels if "/sad/" in r} == {"train"}
+    (tmp_path / "M003/video/front/sad/level_1/031.mp4").write_bytes(b"")  # beyond the count, yet 0 test: train
+    assert mead_splits(tmp_path, test_sentences={"sad": 0})["M003/video/front/sad/level_1/031.mp4"] == "train"
+    (tmp_path / "M003/video/front/sad/level_1/031.mp4").unlink()
+    assert splits["M003/video/front/neutral/level_1/031.mp4"] == "test"  # neutral keeps its default 10
+    # A number beyond the configured count is after the last sentence: test.
+    assert mead_splits(tmp_path, sentences={"other": 20})["M003/video/front/fear/level_1/030.mp4"] == "test"
+    # The older rule only when asked for: the last tenth of what is present, per actor, emotion, level.
+    fraction = mead_splits(tmp_path, test_fraction=0.1)
+    assert fraction["M003/video/front/neutral/level_1/036.mp4"] == "train"
+    assert fraction["M003/video/front/neutral/level_1/037.mp4"] == "test"
+    assert set(mead_splits(tmp_path, test_fraction=0).values()) == {"train"}
+    for bad in ({"test_sentences": {"joy": 2}}, {"test_sentences": {"other": -1}}, {"sentences": {"other": 2.5}},
+                {"test_sentences": {"other": 31}}, {"test_fraction": 1.0},
+                {"test_fraction": 0.1, "test_sentences": {"other": 6}}):
+        with pytest.raises(ValueError, match="mead"):
+            make_adapter("mead", str(tmp_path), **bad)
+
+
+def test_mead_replica_split_follows_the_protocol(tmp_path, fixtures_dir):
+    # The replica's M030 surprised level_3 holds utterances 001-010 only: all before 025, all train,
+    # whereas the old fraction rule made 010 (the last present) a test sentence.
+    splits = mead_splits_with_errors(build_mead(tmp_path / "mead", fixtures_dir))
+    assert {s for rel, s in splits.items() if "/surprised/level_3/" in rel} == {"train"}
+    old = mead_splits_with_errors(tmp_path / "mead", test_fraction=0.1)
+    assert old["MEAD/M030/video/front/surprised/level_3/010.mp4"] == "test"
+
+
+def mead_splits_with_errors(root, **options) -> dict[str, str]:
+    """Splits of the sources of a tree that also holds misfits (the replica's planted errors)."""
+    items = make_adapter("mead", str(root), **options).iter_sources()
+    return {i.rel_path: i.split for i in items if isinstance(i, SourceSpec)}
 
 
 # -- named queries ---------------------------------------------------------------------------

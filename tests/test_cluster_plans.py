@@ -27,7 +27,7 @@ def test_a_cluster_with_gpus_gets_a_gpu_pool_that_asks_no_cpu(config):
     # The CPU pool may hold every CPU of the GPU nodes: a GPU actor asking any CPU could wait forever.
     assert [n for n, _, _ in gpu.steps] == ["latents"] and (gpu.num_cpus, gpu.num_gpus, gpu.max_workers) == (0, 1, 2)
     # device=cpu is honoured inside the GPU actor (a logical GPU), not a reason to leave the pool.
-    assert gpu.steps[0][2]["device"] == "cpu"
+    assert gpu.steps[0][2]["latents"].device == "cpu"
 
 
 def test_without_gpus_every_stage_shares_one_cpu_pool(config):

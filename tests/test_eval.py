@@ -8,7 +8,7 @@ import csv
 import pytest
 
 from pipeline.cli import main as portrait
-from pipeline.evaluate import EvalReport, FileResult
+from pipeline.evaluation.evaluate import EvalReport, FileResult
 from stages.curate import _source_reasons, occlusion_runs
 
 
@@ -51,7 +51,7 @@ def test_precision_recall_and_keep_rate_arithmetic():
 
 @pytest.fixture(scope="module")
 def small_devset(fixtures_dir, tmp_path_factory):
-    from pipeline.devset import make_devset
+    from pipeline.evaluation.devset import make_devset
 
     root = tmp_path_factory.mktemp("devset")
     base = root / "base.csv"

@@ -127,7 +127,10 @@ def test_scrfd_is_given_bgr_and_honours_min_confidence(det_path):
 
 
 def test_scrfd_describe_records_the_weights(det_path):
-    info = ScrfdDetector(str(det_path), det_size=(320, 320)).describe()
+    det = ScrfdDetector(str(det_path), det_size=(320, 320))
+    assert "sha256" not in det.describe() and det.model is None  # the driver's record loads nothing
+    det.setup()
+    info = det.describe()
     assert info["backend"] == "insightface_scrfd"
     assert info["model_path"] == str(det_path)
     assert info["sha256"] == hashlib.sha256(det_path.read_bytes()).hexdigest()

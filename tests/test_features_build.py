@@ -2,6 +2,7 @@
 which backend and weights made them; intensity levels come from catalog-only bin edges."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import cv2
@@ -11,7 +12,7 @@ import pytest
 from manifests import tensors
 from manifests.catalog import Catalog
 from pipeline.finalize import intensity_levels
-from pipeline.preview import preview_clip, storage_report
+from pipeline.reporting.preview import preview_clip, storage_report
 
 
 def test_every_kept_frame_has_its_features(feature_build):
@@ -55,9 +56,11 @@ def test_the_catalog_says_which_backend_and_weights(feature_build, small_vae_dir
     assert models["pose"]["backend"] == "mediapipe"
     assert models["identity"]["backend"] == "none" and "features.identity.model_path" in models["identity"]["reason"]
     assert not any(isinstance(m, dict) and m.get("random_weights") for m in models.values())
+    # The driver records the weights without loading the VAE: their path here, their sha256 beside.
+    assert models["latents"]["weights"] == str(small_vae_dir)
     sha = models["weights_sha256"]["features.latents.weights"]
-    assert sha["diffusion_pytorch_model.safetensors"] == models["latents"]["sha256"][
-        str(small_vae_dir / "diffusion_pytorch_model.safetensors")]
+    weights_file = small_vae_dir / "diffusion_pytorch_model.safetensors"
+    assert sha["diffusion_pytorch_model.safetensors"] == hashlib.sha256(weights_file.read_bytes()).hexdigest()
 
 
 def test_levels_are_recomputed_without_touching_the_shards(feature_build, tmp_path):

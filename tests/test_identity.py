@@ -141,6 +141,10 @@ def test_missing_model_fails_with_one_line(tmp_path, arcface_path):
     with pytest.raises(WeightsMissing, match="features.identity.model_path: file not found") as err:
         IdentityStage(str(tmp_path / "w600k_r50.onnx")).setup()
     assert "\n" not in str(err.value)
-    info = IdentityStage(str(arcface_path)).describe()
+    stage = IdentityStage(str(arcface_path))
+    before = stage.describe()  # what the driver records: no model loaded
+    assert before["backend"] == "insightface_arcface" and stage.model is None and "sha256" not in before
+    stage.setup()
+    info = stage.describe()
     assert info["backend"] == "insightface_arcface" and len(info["sha256"]) == 64
     assert info["input_mean"] == 127.5 and info["random_weights"] is False

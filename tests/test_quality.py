@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import devset as degrade
 from pipeline.config import Thresholds
+from pipeline.evaluation import devset as degrade
 from stages.quality import (
     BackgroundMotion,
     QualityInputError,

@@ -7,6 +7,7 @@ apt-get can): without one it is skipped, saying so.
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 from manifests.catalog import Catalog
 from manifests.schemas import CLIP_SCORES
 from pipeline.cli import main as portrait
-from pipeline.devset import dark_frame, down_up_frame
+from pipeline.evaluation.devset import dark_frame, down_up_frame
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome", "headless_shell")
 
@@ -73,7 +74,8 @@ def test_page_is_self_contained_and_complete(report, report_build):
         assert f'alt="histogram of {name}"' in page
     for title in ("Kept and rejected", "Scores", "Storage by feature", "Runs and models", "Discovery"):
         assert title in page
-    digest = re.search(r'"sha256": \{"[^"]+": "([0-9a-f]{64})"', sha).group(1)
+    vae = json.loads(sha)["weights_sha256"]["features.latents.weights"]
+    digest = vae["diffusion_pytorch_model.safetensors"]
     assert digest[:16] in page  # model identities: the VAE weights' sha256
 
 

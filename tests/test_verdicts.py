@@ -1,5 +1,5 @@
 """Verdicts through the real build: real fixture media a curator keeps are kept, strong
-degradations of them (made by pipeline/devset.py) are rejected for the right reason."""
+degradations of them (made by pipeline/evaluation/devset.py) are rejected for the right reason."""
 from __future__ import annotations
 
 import shutil
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from manifests.catalog import Catalog
-from pipeline import devset
 from pipeline.build import build
 from pipeline.config import load_config
+from pipeline.evaluation import devset
 from pipeline.sources import dataset_entries, discover
 
 

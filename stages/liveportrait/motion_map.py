@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..crop import cv2_affine
+from ..face_geometry import cv2_affine
 from .keypoints import transform_keypoints
 
 FACE_CROP = 256  # the networks' input size

@@ -17,7 +17,7 @@ from manifests import tensors
 from manifests.catalog import Catalog
 from stages.jpeg import decode_jpeg
 
-from .config import ConfigError
+from ..config import ConfigError
 from .contact_sheet import TILE
 
 # COCO-17 body limbs and hand chains (offsets inside a 21-point hand), for drawing only.

@@ -8,7 +8,7 @@ a curator rejects at a glance: dark, blown out, an opaque occluder over mouth an
 the eyes that follows the face (flat, textured, hand, microphone, phone, sticker), the background
 replaced by moving texture, downscaled 4x, downscaled 4x and upscaled back, strong blur, two
 people side by side; plus pictures with no person and animals. ``DIR/labels.csv`` says what the
-build should do with each file; ``portrait eval`` (pipeline/evaluate.py) compares a build of
+build should do with each file; ``portrait eval`` (pipeline/evaluation/evaluate.py) compares a build of
 ``DIR/media`` with it.
 
 Degradations are parameterised by a seed derived from the file name, so the same input always
@@ -32,19 +32,19 @@ import av
 import cv2
 import numpy as np
 
-# FaceMesh indices (the same model the build uses; see stages/quality.py).
-LIPS_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
-EYES = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
-        263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
-BROWS = [70, 63, 105, 66, 107, 336, 296, 334, 293, 300]
-CHEEKS = [50, 280, 205, 425, 118, 347]
-NOSE_BRIDGE, CHIN = 6, 152
+# FaceMesh index sets: the build's own (the same model places the occluders as scores them).
+from stages.face_geometry import BROWS, CHEEKS_DEVSET, CHIN, EYES, LIPS_OUTER, NOSE_BRIDGE
 
 VIDEO_EXT = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
 
 
 # ------------------------------------------------------------------------------ video plumbing
 
+# The devset keeps its own video I/O: it rewrites *every* frame of a file as PyAV decodes it,
+# stored pixels as they are (no display rotation applied: the written file has none either). The
+# build's decoder (stages/decode.py: VideoReader) picks frames by timestamp at a sampling rate,
+# reads through decord first and applies the display rotation: used here, it would change the
+# dev set's media. It has no writer to share.
 def _frames(src: str | Path, max_frames: int | None = None) -> tuple[Fraction, Iterator[np.ndarray]]:
     """Frame rate and the RGB frames of ``src`` (the first ``max_frames`` only, if given)."""
     container = av.open(str(src))
@@ -99,6 +99,9 @@ def map_video(src: str | Path, dst: str | Path, fn: Callable[[int, np.ndarray], 
 
 
 def _read_image(path: Path) -> np.ndarray:
+    """RGB in display orientation at full size. Not stages/decode.py's read_image: that one
+    composites transparency over white and reduces to ``max_image_side``, which would change
+    the degraded images (bench/devset_base.csv holds an RGBA photograph)."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
@@ -230,7 +233,12 @@ class _MovingTexture:
 
 class _PersonMask:
     """Soft background alpha from mediapipe's general selfie segmentation model (square 256
-    input; the build's background-motion score uses the other, landscape, model)."""
+    input; the build's background-motion score uses the other, landscape, model).
+
+    The devset's own, on purpose: the build segments people twice (stages/faces.py: the general
+    model on a face crop, for the human check; stages/quality.py: BackgroundMotion, the landscape
+    model on a reduced frame), neither on the whole frame with this soft edge. Either would
+    move the edge between person and moving texture, so the moving-background files would change."""
 
     def __init__(self):
         import mediapipe as mp
@@ -260,7 +268,7 @@ def _target(landmarks: np.ndarray, where: str) -> tuple[np.ndarray, float, float
 def skin_colour(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
     samples = []
-    for x, y in np.round(landmarks[CHEEKS]).astype(int):
+    for x, y in np.round(landmarks[CHEEKS_DEVSET]).astype(int):
         samples.append(rgb[max(y - 3, 0): min(y + 4, h), max(x - 3, 0): min(x + 4, w)].reshape(-1, 3))
     samples = [s for s in samples if s.size]
     return np.median(np.concatenate(samples), axis=0) if samples else np.array([180, 140, 120], np.float64)
@@ -400,6 +408,9 @@ OCCLUDER_FILLS = {"mouth": ["flat", "skin", "photo", "noise", "hand", "microphon
                   "eyes": ["flat", "skin", "photo", "noise", "hand", "sticker"]}
 
 
+_DETECT_EVERY = 4  # full face detection every 4th frame while occluders follow the face
+
+
 class _FaceTracker:
     """Landmarks of the main face on every frame, for occluders that follow it."""
 
@@ -413,8 +424,13 @@ class _FaceTracker:
         self.n = 0
 
     def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
-        # Full detection every 4th frame; the mesh follows the face in between (as the build does).
-        track = self.last if self.n % 4 else None
+        # The build's face code (FaceAnalyzer: detection, primary choice, mesh tracking); only this
+        # loop is the devset's own. Full detection every 4th frame of the source (every frame is
+        # degraded), the mesh follows the face in between. The build detects every
+        # ``sampling.detect_every``-th *sampled* frame (default 3, at its sampling rate), a
+        # different frame sequence; 4 stays because any other stride moves the occluders, and the
+        # dev set must come out byte for byte as before.
+        track = self.last if self.n % _DETECT_EVERY else None
         obs = self.analyzer.analyze(rgb, previous=self.previous, track=track)
         self.n += 1
         self.last = obs if obs.landmarks is not None else None
