@@ -115,6 +115,9 @@ LABELS = pa.map_(pa.string(), pa.string())
 
 # Verdict values and the status of a source.
 KEPT, REJECTED, ERROR = "kept", "rejected", "error"
+# A source's status inside a worker until curation judges it (never committed: curation or a
+# failure always sets one of the three above).
+PENDING = "pending"
 # errors.kind: whether the input is at fault or the machine it ran on.
 DATA, INFRA = "data", "infra"
 
@@ -322,14 +325,22 @@ def empty_table(schema: pa.Schema) -> pa.Table:
 
 
 def table_from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    """Rows (dicts) to a table of exactly ``schema``; missing keys become nulls.
+    """Rows (dicts) to a table of exactly ``schema``; missing keys become nulls. For the
+    catalog's own tables and tests: the build's sources, clips, frames and errors are typed
+    records with a strict codec (manifests/records.py)."""
+    return table_from_columns({f.name: [r.get(f.name) for r in rows] for f in schema}, schema)
+
+
+def table_from_columns(columns: dict[str, list], schema: pa.Schema) -> pa.Table:
+    """Column values (one list per field of ``schema``, all present) to a table of exactly
+    ``schema``.
 
     Array columns get their stored dtype (ARRAYS) and the shape of the first non-null value
     (the build's crop and map sizes), so they may differ from the template ``schema``; the
     schema metadata records both (see ``with_contract``)."""
     fields, cols = [], []
     for f in schema:
-        values = [r.get(f.name) for r in rows]
+        values = columns[f.name]
         if f.name in ARRAYS:
             first = next((v for v in values if v is not None), None)
             shape = tensors.shape_of(f.type)[0] if first is None else _shape(first)

@@ -431,8 +431,8 @@ def commit_lost(catalog: Catalog, lost: list, run_id: str, stats: BuildStats) ->
         stats.lost += 1
         work = SourceWork.start(s, run_id).fail("worker", "the worker processing it was lost (crashed, killed or "
                                                 "out of memory); the next build retries it", kind=INFRA)
-        t = work.to_tables()
-        catalog.commit_sources(t["sources"], t["clips"], t["errors"], run_id=run_id)
+        t = UnitResult.of([work], [])
+        catalog.commit_sources(t.sources, t.clips, t.errors, run_id=run_id)
 
 
 def end_run(catalog: Catalog, run_id: str, status: str) -> None:

@@ -17,11 +17,12 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from manifests.adapters.base import SourceSpec
 from manifests.schemas import INFRA
 from stages.base import SourceWork
 
 from . import progress
-from .results import UnitResult, pack_works, spec_from_json, unit_specs, unpack_works
+from .results import PARTS, UnitResult, pack_works, unit_specs, unpack_works
 from .writer import ShardWriter, WriterSettings
 
 log = logging.getLogger(__name__)
@@ -56,10 +57,11 @@ class StagePlan:
 class ChainUDF:
     """Per actor: builds the plan's stages once; per unit: runs them on each of its sources.
 
-    The first operator turns each source spec (JSON) into a :class:`SourceWork` (fetching
-    remote media to a local file for the time its stages read them); later operators unpack
-    the works the previous one sent. An exception escaping a stage costs that source (an error
-    row, ``SourceWork.fail_on``), never the build; a failed source skips the stages after.
+    The first operator turns each source spec (the unit's JSON) into a :class:`SourceWork`
+    (fetching remote media to a local file for the time its stages read them); later operators
+    unpack the works the previous one sent (one Arrow table per kind: pipeline/results.py).
+    An exception escaping a stage costs that source (an error row, ``SourceWork.fail_on``),
+    never the build; a failed source skips the stages after.
     With a ``writer`` (the last operator) the unit's frames are written here and only its
     metadata leaves; otherwise the unit's works go on to the next operator.
     ``hide_gpus``: an actor that reserved no GPU must not take one a GPU actor holds.
@@ -83,14 +85,13 @@ class ChainUDF:
             if "unit_json" in batch:
                 works = (self._start(s) for s in unit_specs(batch["unit_json"][i]))
             else:
-                works = (self._through(w) for w in unpack_works(batch["payload"][i]))
-            outs.append(self._write(unit, works) if self.writer else {"unit": unit, "payload": pack_works(list(works))})
+                works = (self._through(w) for w in unpack_works({k: batch[k][i] for k in PARTS}))
+            outs.append(self._write(unit, works) if self.writer else {"unit": unit, **pack_works(list(works))})
         return {k: [o[k] for o in outs] for k in outs[0]} if outs else {}
 
-    def _start(self, spec_json: str) -> SourceWork:
+    def _start(self, spec: SourceSpec) -> SourceWork:
         from manifests.storage import fetched
 
-        spec = spec_from_json(spec_json)
         work = SourceWork.start(spec, self.run_id)
         try:
             with fetched(spec.path) as local:
@@ -102,7 +103,7 @@ class ChainUDF:
 
     def _through(self, work: SourceWork) -> SourceWork:
         if self.board is not None:
-            name = work.source["rel_path"].rsplit("/", 1)[-1]
+            name = work.source.rel_path.rsplit("/", 1)[-1]
             work.progress = progress.reporter(self.board, work.source_id, name, self.remote_board)
         for stage in self.stages:
             if work.failed:
@@ -110,7 +111,7 @@ class ChainUDF:
             try:
                 work = stage.process(work)
             except Exception as e:
-                log.error("%s failed on %s:\n%s", stage.name, work.source["path"], traceback.format_exc())
+                log.error("%s failed on %s:\n%s", stage.name, work.source.path, traceback.format_exc())
                 work.fail_on(stage.name, e)
         if self.board is not None:
             progress.finished(self.board, work.source_id, self.remote_board)

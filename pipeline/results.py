@@ -1,44 +1,58 @@
-"""What travels: units of source specs (JSON) in, per-source tables (Arrow IPC) between
-operators, and small per-unit result rows (:class:`UnitResult`) out to the driver.
+"""What travels, serialised once per boundary: units of source specs (one JSON text a unit)
+in, a unit's works between operators (one Arrow table per kind for the whole unit), and small
+per-unit result rows (:class:`UnitResult`) out to the driver.
 
-Rows of different sources have different shapes (a video has hundreds of frames, an image one),
-so each source's tables travel serialised with Arrow IPC, a unit's sources as one Arrow table
-(a row a source) in one row.
-Frames travel between operators as JPEG crops, never as decoded full-resolution pixels, and
-never to the driver: the last operator writes them (pipeline/writer.py) and sends back the
-unit's sources, clips, errors and shard info only.
+Inside an actor a source's rows are typed records (manifests/records.py) that its stages
+share unconverted. They become Arrow only at an operator's end, through the records' codec:
+``pack_works`` makes one ``sources``, ``clips``, ``frames`` and ``errors`` table of all the
+unit's sources (``source_id`` splits them again) and sends each as one Arrow IPC buffer;
+``unpack_works`` turns them back into records in the next operator. Frames travel between
+operators as JPEG crops, never as decoded full-resolution pixels, and never to the driver: the
+last operator writes them (pipeline/writer.py) and sends back the unit's sources, clips, errors
+and shard info only.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from manifests import schemas
+from manifests import records
 from manifests.adapters.base import Box, ClipSpec, SourceSpec
+from manifests.records import ClipRow, ErrorRow, FrameRow, SourceRow
 from manifests.schemas import DATA
 from manifests.shards import ShardInfo
 from stages.base import SourceWork
 
-PARTS = {"sources": schemas.SOURCES, "clips": schemas.CLIPS, "frames": schemas.FRAMES, "errors": schemas.ERRORS}
+PARTS = ("sources", "clips", "frames", "errors")
 
 
-def spec_to_json(spec: SourceSpec) -> str:
-    return json.dumps(dataclasses.asdict(spec))
+def spec_to_dict(spec: SourceSpec) -> dict:
+    return dataclasses.asdict(spec)
 
 
-def spec_from_json(text: str) -> SourceSpec:
-    d = json.loads(text)
+def spec_from_dict(d: dict) -> SourceSpec:
+    d = dict(d)
     clips = d.pop("clips")
     spec = SourceSpec(**d)
     if clips is not None:
         spec.clips = []
         for c in clips:
+            c = dict(c)
             box = c.pop("box")
             spec.clips.append(ClipSpec(**c, box=Box(**box) if box else None))
     return spec
+
+
+def spec_to_json(spec: SourceSpec) -> str:
+    return json.dumps(spec_to_dict(spec))
+
+
+def spec_from_json(text: str) -> SourceSpec:
+    return spec_from_dict(json.loads(text))
 
 
 def _to_ipc(table: pa.Table) -> bytes:
@@ -56,24 +70,47 @@ def _from_ipc(data: bytes) -> pa.Table:
 
 
 def units_to_json(units: list[list[SourceSpec]]) -> list[str]:
-    """One JSON text per unit: the list of its sources' spec JSONs."""
-    return [json.dumps([spec_to_json(s) for s in unit]) for unit in units]
+    """One JSON text per unit: the list of its sources' specs."""
+    return [json.dumps([spec_to_dict(s) for s in unit]) for unit in units]
 
 
-def unit_specs(unit_json: str) -> list[str]:
-    return json.loads(unit_json)
+def unit_specs(unit_json: str) -> list[SourceSpec]:
+    return [spec_from_dict(d) for d in json.loads(unit_json)]
 
 
-def pack_works(works: list[SourceWork]) -> bytes:
+def pack_works(works: list[SourceWork]) -> dict[str, bytes]:
     """A unit's works, for the next operator (actor to actor, never the driver): one Arrow
-    table, a row a source, each of its tables as IPC bytes (Arrow only, no pickle: the bytes
-    decode to data, never to code). Decoded crops stay behind: the JPEG bytes are the crop."""
-    tables = [w.to_tables() for w in works]
-    return _to_ipc(pa.table({k: pa.array([_to_ipc(t[k]) for t in tables], pa.binary()) for k in PARTS}))
+    table per kind for the whole unit, each as one IPC buffer (Arrow only, no pickle: the
+    bytes decode to data, never to code). Decoded crops stay behind: the JPEG bytes are the
+    crop. The frames' array attributes (the latent's scaling factor) ride in the frames
+    table's ``portrait.arrays`` metadata."""
+    attrs: dict[str, dict] = {}
+    for w in works:
+        for name, extra in w.frame_attrs.items():
+            attrs.setdefault(name, {}).update(extra)
+    tables = {
+        "sources": records.to_table([w.source for w in works], SourceRow),
+        "clips": records.to_table([c for w in works for c in w.clips], ClipRow),
+        "frames": records.to_table([f for w in works for f in w.frames], FrameRow, attrs),
+        "errors": records.to_table([e for w in works for e in w.errors], ErrorRow),
+    }
+    return {k: _to_ipc(t) for k, t in tables.items()}
 
 
-def unpack_works(payload: bytes) -> list[SourceWork]:
-    return [SourceWork.from_tables({k: _from_ipc(row[k]) for k in PARTS}) for row in _from_ipc(payload).to_pylist()]
+def unpack_works(parts: dict[str, bytes]) -> list[SourceWork]:
+    """The works :func:`pack_works` sent, in their order, each with its own rows."""
+    tables = {k: _from_ipc(parts[k]) for k in PARTS}
+    by_source: dict[str, dict[str, list]] = defaultdict(lambda: {"clips": [], "frames": [], "errors": []})
+    for k in ("clips", "frames", "errors"):
+        for row in records.from_table(tables[k], records.RECORDS[k]):
+            by_source[row.source_id][k].append(row)
+    attrs = records.array_attrs(tables["frames"])
+    works = []
+    for source in records.from_table(tables["sources"], SourceRow):
+        rows = by_source.get(source.source_id, {"clips": [], "frames": [], "errors": []})
+        works.append(SourceWork(source, rows["clips"], rows["frames"], rows["errors"],
+                                {k: dict(v) for k, v in attrs.items()} if rows["frames"] else {}))
+    return works
 
 
 @dataclass
@@ -88,9 +125,10 @@ class UnitResult:
 
     @classmethod
     def of(cls, works: list[SourceWork], shards: list[ShardInfo], storage_error: str = ""):
-        return cls(schemas.table_from_rows([w.source for w in works], schemas.SOURCES),
-                   schemas.table_from_rows([c for w in works for c in w.clips], schemas.CLIPS),
-                   schemas.table_from_rows([e for w in works for e in w.errors], schemas.ERRORS),
+        """Each table made once, from the unit's records."""
+        return cls(records.to_table([w.source for w in works], SourceRow),
+                   records.to_table([c for w in works for c in w.clips], ClipRow),
+                   records.to_table([e for w in works for e in w.errors], ErrorRow),
                    shards, storage_error)
 
     def to_row(self) -> dict:

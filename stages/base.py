@@ -27,8 +27,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from manifests import schemas, tensors
+from manifests import records, schemas
 from manifests.adapters.base import SourceSpec
+from manifests.records import ClipRow, ErrorRow, FrameRow, SourceRow
 
 from . import jpeg
 from .errors import StageError, WeightsMissing
@@ -110,18 +111,19 @@ _CROP_CACHE_BYTES = 768 * 2**20
 
 @dataclass
 class SourceWork:
-    """One source as it goes through the stages of a build: its rows so far, in the shapes of
-    manifests/schemas.py (frames' array columns as NumPy arrays), plus what only lives inside
+    """One source as it goes through the stages of a build: its rows so far as typed records
+    (manifests/records.py: frames' array columns as NumPy arrays), plus what only lives inside
     one actor: the spec and local media path (first operator) and decoded crops.
 
-    Between operators it travels as its tables (:meth:`to_tables` / :meth:`from_tables`);
-    decoded crops do not travel (the JPEG bytes are the crop), so every stage sees exactly the
-    stored pixels, whichever pool layout ran it."""
+    Inside an actor the stages share the records, unconverted. Between operators a unit's
+    works travel as one Arrow table per kind (pipeline/results.py: ``pack_works``); decoded
+    crops do not travel (the JPEG bytes are the crop), so every stage sees exactly the stored
+    pixels, whichever pool layout ran it."""
 
-    source: dict  # its `sources` row
-    clips: list[dict] = field(default_factory=list)
-    frames: list[dict] = field(default_factory=list)
-    errors: list[dict] = field(default_factory=list)
+    source: SourceRow
+    clips: list[ClipRow] = field(default_factory=list)
+    frames: list[FrameRow] = field(default_factory=list)
+    errors: list[ErrorRow] = field(default_factory=list)
     frame_attrs: dict[str, dict] = field(default_factory=dict)  # array column -> attributes (schemas.with_array_attrs)
     spec: SourceSpec | None = None
     media_path: str | None = None  # where the media are read: a local copy of a remote file, or spec.path
@@ -132,24 +134,24 @@ class SourceWork:
 
     @classmethod
     def start(cls, spec: SourceSpec, run_id: str, media_path: str | None = None) -> SourceWork:
-        source = {
-            "source_id": spec.source_id, "dataset": spec.dataset, "path": spec.path, "rel_path": spec.rel_path,
-            "media_type": spec.media_type, "identity": spec.identity, "split": spec.split,
-            "labels": dict(spec.labels), "status": None, "reasons": [], "n_clips": 0, "n_kept": 0, "run_id": run_id,
-        }
+        source = SourceRow(
+            source_id=spec.source_id, dataset=spec.dataset, path=spec.path, rel_path=spec.rel_path,
+            media_type=spec.media_type, identity=spec.identity, split=spec.split, labels=dict(spec.labels),
+            status=schemas.PENDING, reasons=[], n_clips=0, n_kept=0, run_id=run_id,
+        )
         return cls(source, spec=spec, media_path=media_path or spec.path)
 
     @property
     def source_id(self) -> str:
-        return self.source["source_id"]
+        return self.source.source_id
 
     @property
     def run_id(self) -> str:
-        return self.source["run_id"]
+        return self.source.run_id
 
     @property
     def failed(self) -> bool:
-        return self.source.get("status") == schemas.ERROR
+        return self.source.status == schemas.ERROR
 
     def report(self, done: float, total: float | None = None, unit: str = "s") -> None:
         """How far a stage has got through this source (seconds of video, or frames): shown
@@ -163,9 +165,9 @@ class SourceWork:
         frames dropped, so nothing half-computed is ever stored as kept. ``kind``: 'infra'
         when the machine, not the input, failed (retried by the next build); None: 'data'."""
         s = self.source
-        self.errors.append({"source_id": s["source_id"], "path": s["path"], "dataset": s["dataset"], "stage": stage,
-                            "message": message, "run_id": s["run_id"], "kind": kind})
-        s.update(status=schemas.ERROR, reasons=sorted({e["stage"] for e in self.errors}), n_clips=0, n_kept=0)
+        self.errors.append(ErrorRow(source_id=s.source_id, path=s.path, dataset=s.dataset, stage=stage,
+                                    message=message, run_id=s.run_id, kind=kind))
+        s.status, s.reasons, s.n_clips, s.n_kept = schemas.ERROR, sorted({e.stage for e in self.errors}), 0, 0
         self.clips, self.frames = [], []
         self._crops, self._crop_bytes = {}, 0
         return self
@@ -175,12 +177,12 @@ class SourceWork:
         return self.fail(stage, internal_message(exc), kind=schemas.INFRA if isinstance(exc, MemoryError) else None)
 
     # -- decoded crops, shared by the stages of one actor ---------------------------------
-    def crop(self, row: dict) -> np.ndarray:
+    def crop(self, row: FrameRow) -> np.ndarray:
         """A frame row's crop as RGB, JPEG-decoded at most once while memory allows."""
-        key = (row["clip_id"], row["view"], row["frame_index"])
+        key = (row.clip_id, row.view, row.frame_index)
         img = self._crops.get(key)
         if img is None:
-            img = jpeg.decode_jpeg(row["jpeg"])  # looked up per call: tests count the decodes
+            img = jpeg.decode_jpeg(row.jpeg)  # looked up per call: tests count the decodes
             if self._crop_bytes + img.nbytes <= _CROP_CACHE_BYTES:
                 self._crops[key] = img
                 self._crop_bytes += img.nbytes
@@ -190,25 +192,6 @@ class SourceWork:
         """The frames are written: drop them and their decoded crops (the rows stay)."""
         self.frames, self._crops, self._crop_bytes = [], {}, 0
 
-    # -- between operators, and to the writer ---------------------------------------------
+    # -- to the shard writer: the one place a source's frames become Arrow ------------------
     def frames_table(self) -> pa.Table:
-        table = schemas.table_from_rows(self.frames, schemas.FRAMES)
-        for name, attrs in self.frame_attrs.items():
-            table = schemas.with_array_attrs(table, name, **attrs)
-        return table
-
-    def to_tables(self) -> dict[str, pa.Table]:
-        return {
-            "sources": schemas.table_from_rows([self.source], schemas.SOURCES),
-            "clips": schemas.table_from_rows(self.clips, schemas.CLIPS),
-            "frames": self.frames_table(),
-            "errors": schemas.table_from_rows(self.errors, schemas.ERRORS),
-        }
-
-    @classmethod
-    def from_tables(cls, tables: dict[str, pa.Table]) -> SourceWork:
-        frames = tables["frames"]
-        attrs = {name: {k: v for k, v in meta.items() if k not in ("shape", "dtype")}
-                 for name, meta in schemas.array_metadata(frames.schema).items()}
-        return cls(tables["sources"].to_pylist()[0], tables["clips"].to_pylist(), tensors.rows(frames),
-                   tables["errors"].to_pylist(), {k: v for k, v in attrs.items() if v})
+        return records.to_table(self.frames, FrameRow, self.frame_attrs)

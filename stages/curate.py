@@ -15,6 +15,7 @@ from pydantic import Field
 
 from manifests import tensors
 from manifests.adapters.base import ClipSpec, SourceSpec
+from manifests.records import ClipRow, FrameRow
 from manifests.schemas import INFRA, KEPT, REJECTED
 from manifests.verdicts import judge, occluded_share
 
@@ -166,7 +167,8 @@ class CurateStage(Stage):
         faceless: list[dict] = []  # whole-picture stats of frames with no face (why none was found)
         try:
             info = probe(path, spec.media_type, self.max_image_pixels)
-            row.update(info.as_row())
+            for name, value in info.as_row().items():
+                setattr(row, name, value)  # a probe field the record lacks is an AttributeError
             if spec.media_type == "image":
                 self._image(spec, path, info, work, faceless)
             else:
@@ -175,15 +177,15 @@ class CurateStage(Stage):
             return work.fail(e.stage, e.message)
         except MemoryError:
             return work.fail(self.name, "out of memory", kind=INFRA)
-        kept = sum(c["verdict"] == KEPT for c in work.clips)
-        row["n_clips"], row["n_kept"] = len(work.clips), kept
+        kept = sum(c.verdict == KEPT for c in work.clips)
+        row.n_clips, row.n_kept = len(work.clips), kept
         if kept:
-            row["status"], row["reasons"] = KEPT, []
+            row.status, row.reasons = KEPT, []
         elif work.clips:
-            row["status"] = REJECTED
-            row["reasons"] = _source_reasons(work.clips, self.thresholds["min_clip_s"])
+            row.status = REJECTED
+            row.reasons = _source_reasons(work.clips, self.thresholds["min_clip_s"])
         else:
-            row["status"], row["reasons"] = REJECTED, faceless_reasons(faceless, self.thresholds)
+            row.status, row.reasons = REJECTED, faceless_reasons(faceless, self.thresholds)
         return work
 
     def _image(self, spec: SourceSpec, path: str, info: ProbeResult, work: SourceWork, faceless: list) -> None:
@@ -303,7 +305,7 @@ class CurateStage(Stage):
             end = min(end, rng.end_s)
         if spec.media_type == "image":
             end = start
-        clip = {
+        judged = {
             "clip_id": f"{spec.source_id}-{clip_index:04d}", "source_id": spec.source_id, "dataset": spec.dataset,
             # A dataset clip may name its own person (several people in one VFHQ raw video).
             "identity": (rng.identity if rng is not None else None) or spec.identity, "split": spec.split,
@@ -314,11 +316,12 @@ class CurateStage(Stage):
             "crop_x0": float(crop.x0 * source_px), "crop_y0": float(crop.y0 * source_px),
             "crop_size": float(crop.size * source_px), "out_size": self.out_size, "run_id": work.run_id,
         }
-        clip.update(_aggregate(recs, crop, source_px, self.thresholds["max_frame_occlusion"]))
-        clip["verdict"], clip["reasons"] = judge(clip, self.thresholds)
-        clip["thumbnails"] = None if clip["verdict"] == KEPT else self._thumbnails(recs, crop)
+        judged.update(_aggregate(recs, crop, source_px, self.thresholds["max_frame_occlusion"]))
+        verdict, reasons = judge(judged, self.thresholds)
+        clip = ClipRow(**judged, verdict=verdict, reasons=reasons,
+                       thumbnails=None if verdict == KEPT else self._thumbnails(recs, crop))
         work.clips.append(clip)
-        if clip["verdict"] == KEPT:
+        if verdict == KEPT:
             work.frames.extend(self._frames(clip, recs, crop))
 
     def _thumbnails(self, recs: list[FrameRecord], crop: Crop, n: int = 4, side: int = 128) -> list[bytes]:
@@ -331,7 +334,7 @@ class CurateStage(Stage):
             out.append(encode_jpeg(crop_image(r.image, local, side, frame_scale=r.scale), 85))
         return out
 
-    def _frames(self, clip: dict, recs: list[FrameRecord], crop: Crop) -> list[dict]:
+    def _frames(self, clip: ClipRow, recs: list[FrameRecord], crop: Crop) -> list[FrameRow]:
         rows = []
         for i, r in enumerate(recs):
             # The crop relative to this frame's buffered window (outside it: black, as padding).
@@ -339,18 +342,18 @@ class CurateStage(Stage):
             rgb = crop_image(r.image, local, self.out_size, frame_scale=r.scale)
             box = crop.to_crop(r.face_box.reshape(2, 2), self.out_size).reshape(4)
             rows.append(
-                {
-                    "clip_id": clip["clip_id"],
-                    "source_id": clip["source_id"],
-                    "frame_index": i,
-                    "source_frame": r.index,
-                    "timestamp_s": r.t,
-                    "view": 0,
-                    "jpeg": encode_jpeg(rgb, self.jpeg_quality),
-                    "face_box": box.astype(np.float32).tolist(),
-                    "face_conf": r.face_conf,
-                    "landmarks": tensors.encode(crop.to_crop(r.landmarks, self.out_size), "float32"),
-                }
+                FrameRow(
+                    clip_id=clip.clip_id,
+                    source_id=clip.source_id,
+                    frame_index=i,
+                    source_frame=r.index,
+                    timestamp_s=r.t,
+                    view=0,
+                    jpeg=encode_jpeg(rgb, self.jpeg_quality),
+                    face_box=box.astype(np.float32).tolist(),
+                    face_conf=r.face_conf,
+                    landmarks=tensors.encode(crop.to_crop(r.landmarks, self.out_size), "float32"),
+                )
             )
         return rows
 
@@ -405,11 +408,11 @@ def faceless_reasons(stats: list[dict], thresholds: dict) -> list[str]:
     return reasons or ["no_face"]
 
 
-def _source_reasons(clips: list[dict], min_clip_s: float) -> list[str]:
+def _source_reasons(clips: list[ClipRow], min_clip_s: float) -> list[str]:
     """Why a source kept nothing: the reasons of its clips judged on their content. Fragments
     (clips under ``min_clip_s``, scored on a few frames) only speak when nothing else does."""
-    judged = [c for c in clips if c["media_type"] == "image" or c["end_s"] - c["start_s"] >= min_clip_s]
-    reasons = {r for c in (judged or clips) for r in c["reasons"]}
+    judged = [c for c in clips if c.media_type == "image" or c.end_s - c.start_s >= min_clip_s]
+    reasons = {r for c in (judged or clips) for r in c.reasons}
     # Only fragments: the face kept being lost, and what the fragments show says why.
     return sorted(reasons - {"too_short"} or reasons)
 

@@ -15,6 +15,7 @@ from collections import defaultdict
 import numpy as np
 
 from manifests import tensors
+from manifests.records import ClipRow, FrameRow
 from manifests.schemas import KEPT
 
 from . import intensity as intensity_mod
@@ -28,12 +29,12 @@ from .pose import PoseConfig, PoseStage
 from .position_maps import PositionMapConfig, PositionMapStage, choose_references
 
 
-def _grouped_frames(frames: list[dict]) -> dict[str, list[dict]]:
-    by_clip: dict[str, list[dict]] = defaultdict(list)
+def _grouped_frames(frames: list[FrameRow]) -> dict[str, list[FrameRow]]:
+    by_clip: dict[str, list[FrameRow]] = defaultdict(list)
     for row in frames:
-        by_clip[row["clip_id"]].append(row)
+        by_clip[row.clip_id].append(row)
     for rows in by_clip.values():
-        rows.sort(key=lambda r: (r["view"], r["frame_index"]))
+        rows.sort(key=lambda r: (r.view, r.frame_index))
     return by_clip
 
 
@@ -95,70 +96,71 @@ class ClipFeatureStage(Stage):
             work.fail(e.stage, e.message)
         return work
 
-    def _features(self, work: SourceWork) -> list[dict]:
+    def _features(self, work: SourceWork) -> list[FrameRow]:
         """Features of every kept clip (written into its clip row and frame rows), and the
         frames to store: the clips' frames and, for images, their views."""
         by_clip = _grouped_frames(work.frames)
-        out_frames: list[dict] = []
+        out_frames: list[FrameRow] = []
         for clip in work.clips:
-            rows = by_clip.get(clip["clip_id"])
-            if clip["verdict"] != KEPT or not rows:
+            rows = by_clip.get(clip.clip_id)
+            if clip.verdict != KEPT or not rows:
                 continue
             work.report(len(out_frames), len(work.frames), "frames")
             crops = [work.crop(r) for r in rows]
-            lms = [tensors.decode(r["landmarks"]).astype(np.float64) for r in rows]
+            lms = [tensors.decode(r.landmarks).astype(np.float64) for r in rows]
             refs = choose_references(lms, n_refs=self.n_references, rule=self.reference_rule)
-            clip["reference_frames"] = [int(i) for i in refs]
+            clip.reference_frames = [int(i) for i in refs]
             if self.position_maps is not None:
                 maps = self.position_maps.compute(crops[refs[0]], lms[refs[0]], crops, lms)
                 for r, m in zip(rows, maps):
-                    r["position_map"] = tensors.encode(m, "float16")
+                    r.position_map = tensors.encode(m, "float16")
             if self.pose is not None:
                 for r, p in zip(rows, self.pose.estimate(crops)):
-                    r["pose"] = tensors.encode(p, "float32")
+                    r.pose = tensors.encode(p, "float32")
             self._intensities(clip, lms)
             emb = self.identity.embed(crops, lms)
-            clip["identity_embedding"] = tensors.encode(emb, "float32")
+            clip.identity_embedding = tensors.encode(emb, "float32")
             out_frames.extend(rows)
-            if clip["media_type"] == "image" and self.image_views.k > 0:
+            if clip.media_type == "image" and self.image_views.k > 0:
                 views = self._views(clip, rows[0], crops[0], lms[0])
                 if self.pose is not None and views:  # views are training frames too: same columns
                     for v, p in zip(views, self.pose.estimate([work.crop(v) for v in views])):
-                        v["pose"] = tensors.encode(p, "float32")
+                        v.pose = tensors.encode(p, "float32")
                 out_frames.extend(views)
         return out_frames
 
-    def _intensities(self, clip: dict, lms: list[np.ndarray]) -> None:
+    def _intensities(self, clip: ClipRow, lms: list[np.ndarray]) -> None:
         stack = np.stack(lms)
         point_set = self.intensity.point_set
-        if clip["media_type"] == "image":
+        if clip.media_type == "image":
             return  # one frame: no motion to measure
-        clip["intensity_exp"], clip["intensity_head"] = intensity_mod.intensities(stack, point_set)
+        clip.intensity_exp, clip.intensity_head = intensity_mod.intensities(stack, point_set)
         _, exp_w, head_w = intensity_mod.window_intensities(
             stack, self.intensity.window, self.intensity.window_stride, point_set
         )
-        clip["intensity_exp_windows"] = exp_w.tolist()
-        clip["intensity_head_windows"] = head_w.tolist()
+        clip.intensity_exp_windows = exp_w.tolist()
+        clip.intensity_head_windows = head_w.tolist()
 
-    def _views(self, clip: dict, row: dict, crop: np.ndarray, lm: np.ndarray) -> list[dict]:
+    def _views(self, clip: ClipRow, row: FrameRow, crop: np.ndarray, lm: np.ndarray) -> list[FrameRow]:
         from .image_views import make_views
 
         # Seeded per clip (its id is a hash), so a view does not depend on processing order.
-        seed = int(self.image_views.seed) + int(clip["clip_id"][:8], 16)
+        seed = int(self.image_views.seed) + int(clip.clip_id[:8], 16)
         views = make_views(crop, lm, k=int(self.image_views.k), seed=seed,
                            map_size=self.position_maps.map_size if self.position_maps else 64)
         out = []
         for k, v in enumerate(views, start=1):
-            out.append({
-                **{key: row[key] for key in ("clip_id", "source_id", "frame_index", "source_frame", "timestamp_s")},
-                "view": k,
-                "jpeg": encode_jpeg(v.image, self.jpeg_quality),
-                "face_box": _landmark_box(v.landmarks, v.image.shape[1]),
-                "face_conf": row["face_conf"],
-                "landmarks": tensors.encode(v.landmarks, "float32"),
-                "position_map": tensors.encode(v.position_map, "float16"),
-                "view_params": v.params_json(),
-            })
+            out.append(FrameRow(
+                clip_id=row.clip_id, source_id=row.source_id, frame_index=row.frame_index,
+                source_frame=row.source_frame, timestamp_s=row.timestamp_s,
+                view=k,
+                jpeg=encode_jpeg(v.image, self.jpeg_quality),
+                face_box=_landmark_box(v.landmarks, v.image.shape[1]),
+                face_conf=row.face_conf,
+                landmarks=tensors.encode(v.landmarks, "float32"),
+                position_map=tensors.encode(v.position_map, "float16"),
+                view_params=v.params_json(),
+            ))
         return out
 
 
@@ -195,7 +197,7 @@ class LatentFeatureStage(Stage):
                 work.report(i, len(rows), "frames")
                 chunk = rows[i : i + step]
                 for r, z in zip(chunk, self.stage.encode([work.crop(r) for r in chunk])):
-                    r["latent"] = tensors.encode(z, "float16")
+                    r.latent = tensors.encode(z, "float16")
         except (StageError, ValueError) as e:
             return work.fail(self.name, str(e).splitlines()[0])
         # What a reader needs to decode them (z / scaling_factor + shift_factor) travels with them.

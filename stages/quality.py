@@ -61,6 +61,12 @@ _CRUSHED, _BLOWN = 16, 240  # luma below / above which a face pixel is crushed /
 _ABOVE_4X = (0.14, 0.22)  # cycles/px, above a 4x source's 0.125 limit
 _BELOW_4X = (0.06, 0.11)  # cycles/px, below it
 _MIN_SPECTRUM = 48  # faces under this many native pixels give NaN: too few samples (min_face_px judges them)
+# where pixels are read, as shares of the face crop's side
+_SKIN_PATCH = 0.025  # half-side of the skin samples around landmarks: a few pixels of skin, no edges
+_CHEEK_PATCH = 0.03  # half-side of the cheek squares the skin colour is taken from
+_BORDER = 0.03  # the face hull is eroded this much: the face/background border is not read as face
+_MOUTH_RING = 0.2  # the ring around the lips compared with them, in mouth widths
+_PICTURE_SIDE = 256  # a faceless picture is reduced to this side for its sharpness (picture_sharpness)
 
 
 class QualityInputError(PortraitError, ValueError):
@@ -200,7 +206,7 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
 def _skin_share(face: _Face, lab: np.ndarray, oval: np.ndarray, region: list[int], reference: list[int]) -> float:
     """Share of the pixels around ``region`` landmarks that look like the skin around
     ``reference`` landmarks (1 when either is too small to judge: no evidence)."""
-    r = max(2, int(round(FACE_SIDE * 0.025)))
+    r = max(2, int(round(FACE_SIDE * _SKIN_PATCH)))
     ref = _samples(face, reference, r) & oval
     reg = _samples(face, region, r) & oval
     if ref.sum() < 10 or reg.sum() < 5:
@@ -246,7 +252,7 @@ def _occlusion(face: _Face) -> dict[str, float]:
 def _skin_sample(face: _Face) -> np.ndarray:
     """Small squares at the cheek landmarks (within the face)."""
     h, w = face.shape
-    r = max(2, int(round(FACE_SIDE * 0.03)))
+    r = max(2, int(round(FACE_SIDE * _CHEEK_PATCH)))
     m = np.zeros((h, w), bool)
     for x, y in np.round(face.pts[CHEEKS]).astype(int):
         m[max(y - r, 0): min(y + r, h), max(x - r, 0): min(x + r, w)] = True
@@ -289,7 +295,7 @@ def _mouth_visibility(face, lum, smooth, a, b, grad, spread, grad_ref, skin_chro
         core = core if core.sum() >= 5 else band
         mouth_w = float(np.linalg.norm(face.pts[61] - face.pts[291]))
         lips_u8 = lips.astype(np.uint8)
-        ring = cv2.dilate(lips_u8, _disc(max(3, int(0.2 * mouth_w)))).astype(bool) & ~cv2.dilate(
+        ring = cv2.dilate(lips_u8, _disc(max(3, int(_MOUTH_RING * mouth_w)))).astype(bool) & ~cv2.dilate(
             lips_u8, _disc(2)
         ).astype(bool)
         if ring.sum() >= 10:
@@ -337,7 +343,7 @@ def lighting_stats(frame_rgb: np.ndarray, landmarks: np.ndarray) -> dict[str, fl
 
 def _lighting(face: _Face) -> dict[str, float]:
     hull = face.hull().astype(np.uint8)
-    k = max(1, int(round(FACE_SIDE * 0.03)))
+    k = max(1, int(round(FACE_SIDE * _BORDER)))
     eroded = cv2.erode(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))).astype(bool)
     region = eroded if eroded.sum() >= 20 else hull.astype(bool)
     y = _luma(face.rgb)[region]
@@ -375,7 +381,7 @@ def sharpness_score(frame_rgb: np.ndarray, landmarks: np.ndarray, face_side: flo
 
 def _sharpness(face: _Face) -> float:
     region = face.hull()
-    k = max(1, int(round(0.03 * face.shape[0])))
+    k = max(1, int(round(_BORDER * face.shape[0])))
     region = cv2.erode(region.astype(np.uint8), _disc(k)).astype(bool)  # no face/background border
     if region.sum() < 20:
         return float("nan")
@@ -384,7 +390,7 @@ def _sharpness(face: _Face) -> float:
     return float(math.sqrt(fine) / (float(g[region].std()) + 1.0))
 
 
-def picture_sharpness(frame_rgb: np.ndarray, side: int = 256) -> dict[str, float]:
+def picture_sharpness(frame_rgb: np.ndarray, side: int = _PICTURE_SIDE) -> dict[str, float]:
     """For a picture where no face was found: ``sharpness`` (the face score's formula over the
     whole picture reduced to ``side`` px; the same threshold separates blur on the development
     set) and ``blown``, the share of pixels at 240 grey or more."""
@@ -395,7 +401,7 @@ def picture_sharpness(frame_rgb: np.ndarray, side: int = 256) -> dict[str, float
     m = np.zeros(g.shape, bool)
     m[4:-4, 4:-4] = True
     fine = _dog_energy(g, _SHARP_SIGMA, m)
-    return {"sharpness": float(math.sqrt(fine) / (float(g[m].std()) + 1.0)), "blown": float(np.mean(g[m] >= 240))}
+    return {"sharpness": float(math.sqrt(fine) / (float(g[m].std()) + 1.0)), "blown": float(np.mean(g[m] >= _BLOWN))}
 
 
 _SPECTRUM_SIDE = 256  # the native-pixel face patch analysed (centre of the face)
