@@ -24,13 +24,16 @@ def test_occluded_stretches_split_the_track_and_flickers_do_not():
 
 
 def test_source_reasons_come_from_judged_clips_not_fragments():
+    from types import SimpleNamespace as Clip  # the fields of a ClipRow that the rule reads
+
     clips = [
-        {"media_type": "video", "start_s": 0.0, "end_s": 5.0, "reasons": ["lighting"]},
-        {"media_type": "video", "start_s": 5.0, "end_s": 5.3, "reasons": ["too_short", "background_motion"]},
+        Clip(media_type="video", start_s=0.0, end_s=5.0, reasons=["lighting"]),
+        Clip(media_type="video", start_s=5.0, end_s=5.3, reasons=["too_short", "background_motion"]),
     ]
     assert _source_reasons(clips, 1.0) == ["lighting"]
     assert _source_reasons(clips[1:], 1.0) == ["background_motion"]  # fragments only: what they show
-    assert _source_reasons([dict(clips[1], reasons=["too_short"])], 1.0) == ["too_short"]
+    only_fragment = Clip(media_type="video", start_s=5.0, end_s=5.3, reasons=["too_short"])
+    assert _source_reasons([only_fragment], 1.0) == ["too_short"]
 
 
 def test_precision_recall_and_keep_rate_arithmetic():
