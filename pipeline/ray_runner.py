@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from manifests.adapters.base import SourceSpec
+from manifests.errors import PortraitError, first_line
 from manifests.schemas import INFRA
 from stages.base import SourceWork
 
@@ -26,6 +28,14 @@ from .results import PARTS, UnitResult, pack_works, unit_specs, unpack_works
 from .writer import ShardWriter, WriterSettings
 
 log = logging.getLogger(__name__)
+
+
+class StageStartError(PortraitError):
+    """A stage's models could not be loaded in a worker (its ``setup()`` failed)."""
+
+
+# "stages.base.WeightsMissing: ..." as a traceback's last line names an error of ours.
+_OUR_ERROR = re.compile(r"^(?:pipeline|stages|manifests|portrait_model)(?:\.\w+)+: (.+)$")
 
 # Quiet the C++ logging of mediapipe/TFLite in workers (must be set before they import it).
 WORKER_ENV = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1"}
@@ -76,7 +86,14 @@ class ChainUDF:
         self.remote_board = hasattr(getattr(progress, "report", None), "remote")  # a Ray actor handle
         self.stages = [factory(**kwargs) for _, factory, kwargs in steps]
         for stage in self.stages:
-            stage.setup()
+            try:
+                stage.setup()
+            except PortraitError:
+                raise
+            except Exception as e:  # a model that will not load (a corrupt or foreign weights file)
+                log.error("%s could not start:\n%s", stage.name, traceback.format_exc())
+                raise StageStartError(f"stage {stage.name} could not start: {type(e).__name__}: {first_line(e)} "
+                                      "(check its settings and weights files)") from None
 
     def __call__(self, batch: dict) -> dict:
         outs = []
@@ -201,7 +218,30 @@ def run(unit_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
             max_restarts=-1,
             max_task_retries=1,
         )
-    yield from ds.iter_rows()
+    try:
+        yield from ds.iter_rows()
+    except Exception as e:
+        # A stage that cannot start fails every actor of its pool: one line, as in the driver.
+        cause = _portrait_cause(e)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def _portrait_cause(e: BaseException) -> PortraitError | None:
+    """The project's own error behind an exception Ray wraps: the object where Ray kept it (a
+    task's error), else its line in the text (an actor whose creation failed keeps only that)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, PortraitError) and type(e).__module__.split(".")[0] != "ray":
+            return e
+        for line in str(e).splitlines():
+            found = _OUR_ERROR.match(line.strip())
+            if found:
+                return StageStartError(found.group(1))
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+    return None
 
 
 def run_inline(unit_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:

@@ -59,3 +59,28 @@ def test_paper_preset_prints_its_parameter_counts(capsys):
     assert portrait(["train", "--preset", "paper", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "total" in out.lower() and "control" in out.lower()
+
+
+def test_a_weights_file_that_will_not_load_is_one_line(media_dir, tmp_path, capsys):
+    """The driver loads no model, so a corrupt weights file is found where a worker starts:
+    still one line naming the stage and the file, exit 2 (inline here; under Ray the line is
+    recovered from the actor's creation error, below)."""
+    import shutil
+
+    from pipeline.ray_runner import StageStartError, _portrait_cause
+
+    (tmp_path / "media").mkdir()
+    shutil.copy(media_dir / "images" / "s1.jpg", tmp_path / "media" / "s1.jpg")
+    bad = tmp_path / "arcface.onnx"
+    bad.write_bytes(b"not an onnx model")
+    rc = portrait(["build", "--input", str(tmp_path / "media"), "--out", str(tmp_path / "out"), "--no-progress",
+               "--set", "ray.executor=inline", "--set", f"features.identity.model_path={bad}"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("portrait:")]
+    assert rc == 2 and len(err) == 1 and "features could not start" in err[0] and str(bad) in err[0]
+    # What Ray raises when an actor's creation fails keeps only the text of our error.
+    wrapped = RuntimeError("The actor died because of an error raised in its creation task, ray::MapWorker()\n"
+                           "Traceback (most recent call last):\n  File ...\n"
+                           "pipeline.ray_runner.StageStartError: stage features could not start: boom")
+    assert _portrait_cause(RuntimeError("dataset failed")) is None
+    found = _portrait_cause(wrapped)
+    assert isinstance(found, StageStartError) and str(found) == "stage features could not start: boom"
