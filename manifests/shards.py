@@ -227,6 +227,17 @@ def clean_uncommitted(out_dir: str | Path | Location, committed: set[str], run_i
     return result
 
 
+def remove_build_shard(out_dir: str | Path | Location, rel: str) -> bool:
+    """Remove a committed shard that is missing or damaged, only if its name is one a build
+    gives (``shards/<run id>-<unit>-<hex>.parquet``): a file a user put there under a name the
+    catalog happens to hold is left alone. Returns whether it was removed (or was gone)."""
+    folder, _, name = rel.rpartition("/")
+    if folder != SHARD_DIR or not name.endswith(".parquet") or not _SHARD_ID.match(name[: -len(".parquet")]):
+        return False
+    resolve(out_dir).delete(rel)
+    return True
+
+
 def _is_marker(out: Location, marker: str, shard_id: str) -> bool:
     try:
         d = json.loads(out.read_bytes(marker))

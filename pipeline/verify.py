@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifests.catalog import Catalog, CatalogError
-from manifests.shards import check_shards
+from manifests.shards import check_shards, remove_build_shard
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,15 @@ class Verdict:
 
 def repair_shards(cat: Catalog, bad: dict[str, str]) -> list[dict]:
     """Un-commit the bad shards and every source whose frames they held, then remove the
-    shards' files (named by the catalog: the build wrote them). Returns those sources."""
+    shards' files where their names say a build wrote them (any other file is left, and
+    named). Returns those sources."""
     sources = cat.sources_of_shards(sorted(bad))
     if bad:
         cat.uncommit([s["source_id"] for s in sources], sorted(bad))
         cat.publish(final=True)
-        for rel in bad:
-            cat.out.delete(rel)
+        kept = [rel for rel in sorted(bad) if not remove_build_shard(cat.out, rel)]
+        if kept:
+            log.warning("left %d file(s) whose names no build gives: %s", len(kept), ", ".join(kept))
     return sources
 
 

@@ -305,3 +305,19 @@ def test_a_real_full_disk_is_one_line_and_a_resume_matches_the_reference(inputs,
         assert main(["verify", str(out)]) == 0  # whatever was committed is on disk, whole
     assert main(argv) == 0
     assert content(out) == reference[1]
+
+
+def test_repair_removes_only_files_a_build_names(tmp_path):
+    """A damaged shard is removed only when its name is one a build gives; a user's file the
+    catalog happens to name (a hand-edited catalog) is left where it is."""
+    from manifests.shards import remove_build_shard
+
+    (tmp_path / SHARD_DIR).mkdir()
+    ours = tmp_path / SHARD_DIR / "20261207T124811-cfcf44-00002-b364de.parquet"
+    theirs = tmp_path / SHARD_DIR / "my-notes.parquet"
+    outside = tmp_path / "20261207T124811-cfcf44-00003-aaaaaa.parquet"
+    for f in (ours, theirs, outside):
+        f.write_bytes(b"PAR1 damaged")
+    assert remove_build_shard(tmp_path, f"{SHARD_DIR}/{ours.name}") and not ours.exists()
+    assert not remove_build_shard(tmp_path, f"{SHARD_DIR}/{theirs.name}") and theirs.exists()
+    assert not remove_build_shard(tmp_path, outside.name) and outside.exists()
