@@ -47,14 +47,6 @@ def spec_from_dict(d: dict) -> SourceSpec:
     return spec
 
 
-def spec_to_json(spec: SourceSpec) -> str:
-    return json.dumps(spec_to_dict(spec))
-
-
-def spec_from_json(text: str) -> SourceSpec:
-    return spec_from_dict(json.loads(text))
-
-
 def _to_ipc(table: pa.Table) -> bytes:
     # One record batch: each batch of a chunked table costs a header and padded buffers for
     # every column (kilobytes for the clips table), which would dominate a unit of many images.

@@ -90,11 +90,11 @@ def test_every_replica_reads_with_exactly_its_planted_errors(replicas, name):
 
 
 def test_specs_survive_the_trip_to_workers(replicas):
-    from pipeline.results import spec_from_json, spec_to_json
+    from pipeline.results import unit_specs, units_to_json
 
     sources, _ = read(replicas["vfhq"], "vfhq")
     spec = sources["videos/K_-9xq2ZmQw.mkv"]
-    back = spec_from_json(spec_to_json(spec))
+    (back,) = unit_specs(units_to_json([[spec]])[0])  # what the first operator's actors receive
     assert [c.identity for c in back.clips] == [c.identity for c in spec.clips]
     assert back.clips[0].box == spec.clips[0].box and back.source_id == spec.source_id
 
