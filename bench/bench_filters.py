@@ -5,7 +5,11 @@ degradations) once into bench/out/devset, builds it with the default config (fea
 only curation is measured) and prints `portrait eval`'s per-filter precision and recall, the
 clean keep-rate and the files it got wrong.
 
-Usage: python bench/bench_filters.py [--fixtures DIR] [--rebuild] [--remake] [--all]
+With ``--ranges``, also the distributions behind the thresholds: per score, per kind of file
+(clean, each degradation, labelled kept or rejected), the main clip's min, median and max
+(docs/filters.md's tables).
+
+Usage: python bench/bench_filters.py [--fixtures DIR] [--rebuild] [--remake] [--all] [--ranges]
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ def main() -> int:
     ap.add_argument("--remake", action="store_true", help="make the development set again")
     ap.add_argument("--rebuild", action="store_true", help="build again (e.g. after changing a scorer)")
     ap.add_argument("--all", action="store_true", help="print every file's scores")
+    ap.add_argument("--ranges", action="store_true", help="print each score's range per kind of file")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="build config override")
     args = ap.parse_args()
     from pipeline.cli import main as portrait
@@ -46,9 +51,14 @@ def main() -> int:
     code = portrait(["build", "--input", str(devset / "media"), "--out", str(build), "--no-progress", *sets])
     if code:
         return code
-    return portrait(
+    code = portrait(
         ["eval", "--labels", str(devset / "labels.csv"), "--catalog", str(build)] + (["--all"] if args.all else [])
     )
+    if args.ranges and not code:
+        from pipeline.evaluation.evaluate import evaluate, print_ranges
+
+        print_ranges(evaluate(build, devset / "labels.csv"))
+    return code
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ class SourceRow:
     identity: str | None
     split: str | None
     labels: dict[str, str] | None
+    video_id: str | None = None  # from the spec (SourceSpec.video_id)
     # Probe results (stages/probe.py: ProbeResult), filled by curation.
     container: str | None = None
     codec: str | None = None
@@ -94,6 +95,7 @@ class ClipRow:
     n_faces: int | None
     face_conf: float | None
     face_human: float | None
+    face_person: float | None
     occlusion: float | None
     occluded_share: float | None
     lighting_mean: float | None
@@ -102,6 +104,8 @@ class ClipRow:
     bg_motion: float | None
     sharpness: float | None
     detail_4x: float | None
+    mirror_4x: float | None
+    detail_train: float | None
     face_px_frames: list[float | None] | None
     occlusion_frames: list[float | None] | None
     lighting_frames: list[float | None] | None
@@ -119,6 +123,10 @@ class ClipRow:
     intensity_head_windows: list[float] | None = None
     intensity_exp_level: int | None = None
     intensity_head_level: int | None = None
+    # Duplicates (stages/signature.py; dup_group: pipeline/finalize.py), null until computed.
+    video_id: str | None = None
+    signature: bytes | None = None
+    dup_group: str | None = None
     run_id: str
 
 

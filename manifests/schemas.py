@@ -54,7 +54,13 @@ Changelog
    Parquet metadata; image view rows carry ``pose``.
    Later additions to version 3 (catalog tables only, added to an older catalog when a build
    or `portrait verify --repair` opens it; shards are unchanged): ``shards.footer_sha256``,
-   ``shards.verified_at``, ``shards.problem`` (integrity records, manifests/shards.py).
+   ``shards.verified_at``, ``shards.problem`` (integrity records, manifests/shards.py);
+   ``sources.video_id``, ``clips.video_id``, ``clips.signature``, ``clips.dup_group``
+   (duplicates and leakage across datasets, docs/duplicates.md).
+   ``clips.face_person``, ``clips.mirror_4x`` and ``clips.detail_train`` (curation scores:
+   animals the segmenter takes for people, 4x upscales by leaky kernels, moderate blur at
+   training scale; docs/filters.md), added the same way (null in an older catalog's rows, which
+   `rethreshold` then judges as before).
 """
 from __future__ import annotations
 
@@ -131,6 +137,9 @@ SOURCES = pa.schema(
         pa.field("identity", pa.string()),
         pa.field("split", pa.string()),  # 'train' | 'val' | 'test' | 'eval' | null
         pa.field("labels", LABELS),
+        # The source video's id where the dataset names one (its YouTube id: VoxCeleb2, CelebV-HQ,
+        # TalkingHead-1KH, HDTF, VFHQ); clips cut from one video share it across datasets.
+        pa.field("video_id", pa.string()),
         # Probe (PyAV for video, Pillow for images).
         pa.field("container", pa.string()),
         pa.field("codec", pa.string()),
@@ -164,6 +173,7 @@ CLIP_SCORES = [
     ("n_faces", pa.int32()),  # faces >= 1/3 the primary's size seen in >= 20% of frames
     ("face_conf", pa.float64()),  # median face detection confidence
     ("face_human", pa.float64()),  # median person probability inside the face oval (animals ~0)
+    ("face_person", pa.float64()),  # median pose-model visibility of this face's keypoints (no person's face: 0)
     ("occlusion", pa.float64()),  # median per-frame occlusion (0 clear .. 1 mouth or an eye covered)
     ("occluded_share", pa.float64()),  # share of frames whose occlusion is over the build's frame threshold
     ("lighting_mean", pa.float64()),  # median face-region luma (0..255)
@@ -172,6 +182,8 @@ CLIP_SCORES = [
     ("bg_motion", pa.float64()),  # median background motion, % of frame diagonal per second
     ("sharpness", pa.float64()),  # median fine-band RMS / luma spread of the face at training scale
     ("detail_4x", pa.float64()),  # median spectral energy above a 4x-smaller source's limit / below it
+    ("mirror_4x", pa.float64()),  # median coherence of the spectrum above a 4x source's limit with its mirror below
+    ("detail_train", pa.float64()),  # median whitened fine-band / reference-band power of the face at training scale
 ]
 
 # Per-frame score lists (sampled frames of the clip, same order as its frames).
@@ -221,6 +233,14 @@ CLIPS = with_contract(pa.schema(
         # every build; -1 = not measurable, e.g. images).
         pa.field("intensity_exp_level", pa.int32()),
         pa.field("intensity_head_level", pa.int32()),
+        # Duplicates and leakage (docs/duplicates.md). ``video_id``: the source's (sources.video_id);
+        # ``signature``: perceptual signature of the stored frames of a kept clip
+        # (manifests/duplicates.py has its layout); ``dup_group``: the smallest clip_id of the
+        # clip's duplicate group across every dataset of the catalog (the clip's own id when it has
+        # no duplicate), recomputed after every build like the intensity levels.
+        pa.field("video_id", pa.string()),
+        pa.field("signature", pa.binary()),
+        pa.field("dup_group", pa.string()),
         pa.field("run_id", pa.string(), nullable=False),
     ]
 ))

@@ -314,11 +314,12 @@ def _build(catalog: Catalog, config: BuildConfig, discovery: Discovery, models: 
     status = "interrupted"
     try:
         _run_units(catalog, config, run_id, work, stats, progress)
-        from .finalize import eval_split, intensity_levels
+        from .finalize import duplicate_groups, eval_split, intensity_levels
 
         intensity_levels(catalog, config.features.intensity.levels, run_id)
+        duplicate_groups(catalog)
         e = config.eval_split
-        eval_split(catalog, e.n, e.seed, e.datasets)
+        eval_split(catalog, e.n, e.seed, e.datasets, e.identity_threshold)
         status = "finished"
     except (StorageError, duckdb.Error):
         status = "failed"

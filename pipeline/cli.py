@@ -133,6 +133,13 @@ def cmd_query(args) -> int:
     params = _key_values(args.param, "--param")
     _check_params(args.named, params)
     with Catalog.open_file(args.catalog, read_only=True) as cat:
+        if args.named:
+            # A threshold added since the catalog's last build is not in its stored config:
+            # today's default stands in for it (the build's own values win where recorded).
+            from stages.curate import Thresholds
+
+            recorded = cat.latest_thresholds()
+            params = {**{k: v for k, v in Thresholds().model_dump().items() if k not in recorded}, **params}
         sql, values = cat.named_sql(args.named, params) if args.named else (args.sql, None)
         if not (args.csv or args.parquet):  # printed: only the rows shown are made
             table, more = cat.head(sql, values, args.limit)
@@ -292,6 +299,46 @@ def cmd_verify(args) -> int:
     return 1 if verdict.bad and not verdict.repaired else 0
 
 
+# -- eval-split -----------------------------------------------------------------------------
+def add_eval_split_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval-split",
+        help="re-draw the leakage-free eval split of a catalog (--check: only list what it shares with training)")
+    p.add_argument("out", metavar="OUT", help="output folder (or OUT/catalog.duckdb)")
+    p.add_argument("--check", action="store_true",
+                   help="change nothing: print every training clip that shares a video, duplicate group or "
+                        "person with an eval clip (exit 1 if any)")
+    p.add_argument("--n", type=int, help="eval clips to draw (default: the last build's eval_split.n)")
+    p.add_argument("--seed", type=int, help="seed of the draw (default: the last build's)")
+    p.set_defaults(func=cmd_eval_split)
+
+
+def cmd_eval_split(args) -> int:
+    import json
+
+    from manifests.catalog import Catalog
+
+    from .config import EvalSplitConfig
+    from .finalize import eval_leaks, eval_split
+
+    with Catalog(_out_dir(args.out), read_only=args.check) as catalog:
+        run = catalog.latest_run() or {}
+        settings = json.loads(run.get("config_json") or "{}").get("eval_split", {})
+        e = EvalSplitConfig.model_validate(settings)
+        if not args.check:
+            drawn = eval_split(catalog, args.n if args.n is not None else e.n,
+                               args.seed if args.seed is not None else e.seed, e.datasets, e.identity_threshold)
+            catalog.publish(final=True)
+            print(f"{drawn} eval clip(s) drawn from {', '.join(e.datasets)}")
+        found = eval_leaks(catalog, e.identity_threshold)
+    for leak in found:
+        key = f" {leak['key']}" if leak["key"] else ""
+        print(f"leak: eval {leak['eval']} and training {leak['train']} share {leak['by']}{key}")
+    print(f"{len(found)} leak(s)" if found else "no leaks: no training clip shares a video, duplicate group, "
+          "identity or face with an eval clip")
+    return 1 if found else 0
+
+
 def _out_dir(catalog: str) -> Path | str:
     """OUT from OUT or OUT/catalog.duckdb: a Path, or the URI as text (s3://...)."""
     from manifests.storage import is_uri
@@ -338,7 +385,8 @@ def _extra_parsers():
 
     from .motion import motion_fn_factory
 
-    return [add_preview_parser, add_report_parser, add_verify_parser, add_eval_parsers, add_train_parser,
+    return [add_preview_parser, add_report_parser, add_verify_parser, add_eval_parsers, add_eval_split_parser,
+            add_train_parser,
             lambda sub: add_sample_parser(sub, motion_fn_factory=motion_fn_factory)]
 
 

@@ -72,6 +72,10 @@ class EvalSplitConfig(_Section):
     n: int = Field(100, ge=0, description="evaluation clips (RealPortrait: 100 from VFHQ and CelebV-HQ)")
     seed: int = 0
     datasets: list[str] = Field(default_factory=lambda: ["vfhq", "celebvhq"])
+    identity_threshold: float = Field(
+        0.4, gt=0, le=1,
+        description="ArcFace cosine at or above which two clips show the same person: a drawn eval clip's "
+                    "look-alikes in any dataset stay out of training with it (docs/duplicates.md)")
 
 
 class DatasetEntry(_Section):

@@ -1,17 +1,22 @@
-"""Dataset-wide steps after the sources are in: intensity bins and levels, the eval split.
+"""Dataset-wide steps after the sources are in: intensity bins and levels, duplicate groups
+across datasets, the leakage-free eval split.
 
 They read and write the catalog only (never the shards), so they are cheap to re-run whenever
 the dataset changes: the shards stay as they are.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pyarrow as pa
 
-from manifests import schemas
+from manifests import duplicates, schemas, tensors
 from manifests.catalog import Catalog
-from manifests.splits import EVAL_SPLIT, choose_eval
+from manifests.splits import EVAL_SPLIT, choose_eval, embedding_links, leaks
 from stages.intensity import bin_edges, to_levels
+
+log = logging.getLogger(__name__)
 
 
 def intensity_levels(catalog: Catalog, levels: int, run_id: str) -> int:
@@ -51,20 +56,84 @@ def intensity_levels(catalog: Catalog, levels: int, run_id: str) -> int:
     return len(rows)
 
 
-def eval_split(catalog: Catalog, n: int, seed: int, datasets: list[str]) -> int:
+def duplicate_groups(catalog: Catalog) -> int:
+    """Group the kept clips of every dataset in the catalog by their perceptual signatures
+    (manifests/duplicates.py: near-neighbour search, not pairwise) into ``clips.dup_group``.
+    Returns the number of clips that have a duplicate."""
+    t = catalog.query("SELECT clip_id, signature FROM clips WHERE verdict = 'kept' AND signature IS NOT NULL")
+    ids = t.column("clip_id").to_pylist()
+    signatures = t.column("signature").to_pylist()
+    # A signature of another layout version (an older build) cannot be compared: that clip
+    # stays ungrouped until a build with this version redoes it.
+    stale = sum(1 for sig in signatures if sig[:1] != bytes([duplicates.VERSION]))
+    if stale:
+        log.warning("%d clip(s) have a signature of another version and are left out of the duplicate groups", stale)
+        keep = [i for i, sig in enumerate(signatures) if sig[:1] == bytes([duplicates.VERSION])]
+        ids, signatures = [ids[i] for i in keep], [signatures[i] for i in keep]
+    groups = duplicates.group_duplicates(ids, signatures)
+    catalog.con.execute("UPDATE clips SET dup_group = NULL")
+    if not ids:
+        return 0
+    catalog.con.register("_groups", pa.table({"clip_id": ids, "g": groups}))
+    catalog.con.execute("UPDATE clips SET dup_group = _groups.g FROM _groups WHERE clips.clip_id = _groups.clip_id")
+    catalog.con.unregister("_groups")
+    sizes: dict[str, int] = {}
+    for g in groups:
+        sizes[g] = sizes.get(g, 0) + 1
+    return sum(1 for g in groups if sizes[g] > 1)
+
+
+_SPLIT_FIELDS = "clip_id, source_id, dataset, identity, video_id, dup_group"
+# Re-draws at most this often while the drawn clips' faces keep finding new look-alikes.
+_MAX_DRAWS = 20
+
+
+def _embeddings(catalog: Catalog) -> tuple[list[str], np.ndarray]:
+    """The kept clips' identity embeddings: ids and an (N, 512) float32 array (empty without)."""
+    t = catalog.query("SELECT clip_id, identity_embedding FROM clips "
+                      "WHERE verdict = 'kept' AND identity_embedding IS NOT NULL ORDER BY clip_id")
+    if t.num_rows == 0:
+        return [], np.zeros((0, 0), np.float32)
+    emb = tensors.stack(t.column("identity_embedding"), "float32")
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)  # stored normalised; exact anyway
+    return t.column("clip_id").to_pylist(), emb
+
+
+def eval_split(catalog: Catalog, n: int, seed: int, datasets: list[str], identity_threshold: float) -> int:
     """Re-draw the evaluation split over the kept clips (manifests/splits.py has the rule).
 
     Clips drawn before get their dataset's own split back first, so the split always reflects
-    the current dataset. Returns the number of eval clips.
+    the current dataset. Where clips have identity embeddings, every drawn clip's look-alikes
+    (cosine >= ``identity_threshold``, in any dataset) join its group and the draw is made
+    again until it finds no new one, so no face of the eval set is in training under another
+    name. Returns the number of eval clips.
     """
     catalog.con.execute(
         "UPDATE clips SET split = s.split FROM sources s WHERE clips.source_id = s.source_id AND clips.split = ?",
         [EVAL_SPLIT],
     )
-    records = catalog.query(
-        "SELECT clip_id, source_id, dataset, identity FROM clips WHERE verdict = 'kept'"
-    ).to_pylist()
-    chosen = sorted(choose_eval(records, n=n, seed=seed, datasets=tuple(datasets)))
+    records = catalog.query(f"SELECT {_SPLIT_FIELDS} FROM clips WHERE verdict = 'kept'").to_pylist()
+    ids, emb = _embeddings(catalog)
+    links: set[tuple[str, str]] = set()
+    for _ in range(_MAX_DRAWS):
+        chosen = choose_eval(records, n=n, seed=seed, datasets=tuple(datasets), links=links)
+        found = set(embedding_links(ids, emb, chosen, identity_threshold)) - links
+        if not found:
+            break
+        links |= found
+    else:
+        log.warning("eval split: drawn clips still found new look-alikes after %d draws; "
+                    "`portrait eval-split OUT --check` lists them", _MAX_DRAWS)
+    chosen = sorted(chosen)
     if chosen:
         catalog.con.execute("UPDATE clips SET split = ? WHERE list_contains(?, clip_id)", [EVAL_SPLIT, chosen])
     return len(chosen)
+
+
+def eval_leaks(catalog: Catalog, identity_threshold: float) -> list[dict[str, str]]:
+    """What the catalog's eval clips share with kept clips outside the eval split: an identity,
+    a video id, a duplicate group, or a face (embedding cosine >= ``identity_threshold``)."""
+    records = catalog.query(f"SELECT {_SPLIT_FIELDS}, split FROM clips WHERE verdict = 'kept'").to_pylist()
+    ids, emb = _embeddings(catalog)
+    evals = [r["clip_id"] for r in records if r["split"] == EVAL_SPLIT]
+    return leaks(records, embedding_links(ids, emb, evals, identity_threshold))

@@ -8,17 +8,19 @@ handed over as the config's own pydantic sections (stages define them), never as
 from __future__ import annotations
 
 from stages.curate import CurateStage
+from stages.duplicate_keys import DuplicateKeysStage
 from stages.features import ClipFeatureStage, LatentFeatureStage
 
 from .config import BuildConfig
 
 
 def stage_steps(config: BuildConfig) -> list[tuple[str, type, dict]]:
-    """(name, stage class, constructor keyword arguments) of the stages a config runs: curate,
-    then (with features) the clip features and the latents."""
+    """(name, stage class, constructor keyword arguments) of the stages a config runs: curate
+    and the clips' duplicate keys, then (with features) the clip features and the latents."""
     curate = dict(sampling=config.sampling, clips=config.clips, crop=config.crop, faces=config.faces,
                   thresholds=config.thresholds)
-    steps: list[tuple[str, type, dict]] = [(CurateStage.name, CurateStage, curate)]
+    steps: list[tuple[str, type, dict]] = [(CurateStage.name, CurateStage, curate),
+                                           (DuplicateKeysStage.name, DuplicateKeysStage, {})]
     f = config.features
     if f.enabled:
         features = dict(position_map=f.position_map, pose=f.pose, identity=f.identity, intensity=f.intensity,

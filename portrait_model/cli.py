@@ -66,6 +66,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--include-eval", action="store_true", help="also train on the evaluation split")
     p.add_argument("--include-random-weights", action="store_true",
                    help="also train on clips built with random-weights models")
+    p.add_argument("--one-per-dup-group", action="store_true",
+                   help="train on one clip of each duplicate group (clips.dup_group: the same footage in "
+                        "several datasets or files), the one with the most frames")
     p.add_argument("--dataset-weights", type=json.loads, help='JSON {"name": weight}; overrides the build config')
     p.add_argument("--device", default="auto")
     p.add_argument("--no-bf16", dest="bf16", action="store_false")

@@ -40,7 +40,9 @@ __all__ = ["Build", "FrameIndex", "ReaderError", "open_build", "open_index"]
 
 INDEX_VERSION = 2
 SHARD_COLUMNS = "path, rows, bytes, sha256, footer_sha256, verified_at, problem"
-CLIP_COLUMNS = ["clip_id", "dataset", "split", "media_type", "reference_frame", "fps", "run_id"]
+CLIP_COLUMNS = ["clip_id", "dataset", "split", "media_type", "reference_frame", "fps", "run_id", "dup_group"]
+# In the snapshot folder's name: a snapshot written with other CLIP_COLUMNS is made again.
+_SNAPSHOT_VERSION = 2
 INDEX_THREADS = 16  # shards read at once while indexing: each waits on the disk or the network
 
 
@@ -122,7 +124,7 @@ def _snapshot(loc: Location, root: Path) -> tuple[list[dict], pa.Table, dict]:
         raise ReaderError(f"cannot read the build at {loc.uri}: {first_line(e)}") from None
     if info.size is None or info.type.name != "File":
         raise ReaderError(f"cannot read the build at {loc.uri}: no catalog at {loc.url('catalog.duckdb')}")
-    folder = root / f"catalog-{info.size}-{info.mtime_ns}"
+    folder = root / f"catalog-v{_SNAPSHOT_VERSION}-{info.size}-{info.mtime_ns}"
     if not (folder / "done").is_file():
         with _Lock(root):
             if not (folder / "done").is_file():
@@ -137,9 +139,13 @@ def _save_snapshot(loc: Location, folder: Path) -> None:
     try:
         with Catalog(loc, read_only=True) as cat:
             shards = cat.shards(SHARD_COLUMNS)
+            # A catalog older than clips.dup_group: every clip its own group.
+            has_groups = cat.query("SELECT count(*) AS n FROM information_schema.columns "
+                                   "WHERE table_name = 'clips' AND column_name = 'dup_group'").column(0)[0].as_py() > 0
             clips = cat.query(
                 "SELECT clip_id, dataset, split, media_type, coalesce(reference_frames[1], 0) AS reference_frame, "
-                "fps, run_id FROM clips WHERE verdict = 'kept' ORDER BY clip_id")
+                f"fps, run_id, {'coalesce(dup_group, clip_id)' if has_groups else 'clip_id'} AS dup_group "
+                "FROM clips WHERE verdict = 'kept' ORDER BY clip_id")
             runs = cat.query("SELECT run_id, config_json, models_json FROM runs").to_pylist()
     except CatalogError as e:
         raise ReaderError(f"cannot read the build at {loc.uri}: {e}") from None
@@ -149,7 +155,7 @@ def _save_snapshot(loc: Location, folder: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     clips = clips.cast(pa.schema([pa.field(n, t) for n, t in zip(CLIP_COLUMNS, [
-        pa.string(), pa.string(), pa.string(), pa.string(), pa.int64(), pa.float64(), pa.string()])]))
+        pa.string(), pa.string(), pa.string(), pa.string(), pa.int64(), pa.float64(), pa.string(), pa.string()])]))
     with ipc.new_file(str(tmp / "clips.arrow"), clips.schema) as w:
         w.write_table(clips)
     (tmp / "meta.json").write_text(json.dumps({"shards": shards, "runs": {r["run_id"]: r for r in runs}}))

@@ -5,7 +5,9 @@ URI ``manifests.storage`` resolves): everything is read through the project's st
 
 Clip selection goes through the catalog: kept clips only; the evaluation split
 (``split = 'eval'``) and clips built by a run with any random-weights model are left out unless
-asked for; datasets are mixed by the ``weight`` of the build config (``runs.config_json``):
+asked for; ``one_per_dup_group`` keeps one clip of each duplicate group (``clips.dup_group``,
+the same footage found in several datasets: the clip with the most frames); datasets are mixed
+by the ``weight`` of the build config (``runs.config_json``):
 ``mix="per-dataset"`` (default) gives each dataset its weight's share of an epoch whatever its
 clip count; ``mix="per-clip"`` gives each clip its dataset's weight (so a dataset's share grows
 with its clip count, and equal weights sample every clip alike).
@@ -133,10 +135,25 @@ class ClipTable:
         return (self[i] for i in range(len(self)))
 
 
+def _one_per_group(groups: np.ndarray, n_frames: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``keep`` with one clip per duplicate group left: the one with the most stored frames
+    (ties: the first by clip_id, the table's order), among the clips ``keep`` already holds."""
+    sel = np.flatnonzero(keep)
+    if not len(sel):
+        return keep
+    order = sel[np.lexsort((sel, -n_frames[sel], groups[sel]))]  # by group, most frames first, then id
+    first = np.ones(len(order), bool)
+    first[1:] = groups[order[1:]] != groups[order[:-1]]
+    out = np.zeros_like(keep)
+    out[order[first]] = True
+    return out
+
+
 def _selected(build: Build, include_eval: bool, include_random_weights: bool, datasets: list[str] | None,
-              dataset_weights: dict[str, float] | None) -> ClipTable:
+              dataset_weights: dict[str, float] | None, one_per_dup_group: bool = False) -> ClipTable:
     """Kept clips eligible for training, with their dataset weight and index rows (clips
-    without stored frames are left out)."""
+    without stored frames are left out). ``one_per_dup_group``: one clip of each duplicate
+    group (``clips.dup_group``: the same footage in several datasets or files)."""
     clips = build.clips
     keep = np.ones(clips.num_rows, bool)
     if not include_eval:
@@ -167,6 +184,8 @@ def _selected(build: Build, include_eval: bool, include_random_weights: bool, da
     k = np.where(keep, where, 0)
     start, stop = np.asarray(index.clip_start)[k], np.asarray(index.clip_start)[k + 1]
     keep &= stop > start
+    if one_per_dup_group:
+        keep = _one_per_group(clips.column("dup_group").to_numpy(zero_copy_only=False), stop - start, keep)
     sel = np.flatnonzero(keep)
     names_sel = names[sel]
     ds_names = sorted(set(names_sel.tolist()))
@@ -186,9 +205,11 @@ def select_clips(
     include_random_weights: bool = False,
     datasets: list[str] | None = None,
     dataset_weights: dict[str, float] | None = None,
+    one_per_dup_group: bool = False,
 ) -> list[ClipEntry]:
     """Kept clips eligible for training (with stored frames), with their dataset weight."""
-    return list(_selected(open_build(out_dir), include_eval, include_random_weights, datasets, dataset_weights))
+    return list(_selected(open_build(out_dir), include_eval, include_random_weights, datasets, dataset_weights,
+                          one_per_dup_group))
 
 
 @dataclass(frozen=True)
@@ -253,6 +274,7 @@ class ShardReader(IterableDataset):
         mix: str = "per-dataset",
         max_open_shards: int = 32,
         skip_bad_shards: bool = False,
+        one_per_dup_group: bool = False,
     ):
         if stage not in (1, 2):
             raise ReaderError(f"stage must be 1 or 2, got {stage}")
@@ -276,7 +298,7 @@ class ShardReader(IterableDataset):
         build = open_build(out_dir, skip_bad=skip_bad_shards, max_open=max_open_shards)
         self.loc, self.index = build.loc, build.index
         self.pool = ShardPool(build.loc, build.shards, build.marker_dir, max_open=max_open_shards)
-        clips = _selected(build, include_eval, include_random_weights, datasets, dataset_weights)
+        clips = _selected(build, include_eval, include_random_weights, datasets, dataset_weights, one_per_dup_group)
         clips = self._known_bad(clips, build)
         self.clips = clips.take(self._usable(clips))
         if not len(self.clips):

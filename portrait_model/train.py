@@ -85,6 +85,7 @@ class TrainConfig:
     p_condition_frames: float = 0.5  # stage 2: share of clips with clean first/last frames
     include_eval: bool = False
     include_random_weights: bool = False
+    one_per_dup_group: bool = False  # one clip per duplicate group (clips.dup_group)
     dataset_weights: dict[str, float] | None = None
     device: str = "auto"
     bf16: bool = True  # autocast on CUDA only
@@ -260,7 +261,7 @@ def _open_reader(cfg: TrainConfig, preset: ModelConfig, rank: int, world: int, s
         include_eval=cfg.include_eval, include_random_weights=cfg.include_random_weights,
         dataset_weights=cfg.dataset_weights, rank=rank, world_size=world, start_batch=step,
         reference=cfg.reference, mix=cfg.mix, max_open_shards=cfg.max_open_shards,
-        skip_bad_shards=cfg.skip_bad_shards,
+        skip_bad_shards=cfg.skip_bad_shards, one_per_dup_group=cfg.one_per_dup_group,
     )
     reader.first_batch()  # fail here, in one line, on unreadable data (e.g. no latents)
     return reader

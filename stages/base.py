@@ -137,7 +137,7 @@ class SourceWork:
         source = SourceRow(
             source_id=spec.source_id, dataset=spec.dataset, path=spec.path, rel_path=spec.rel_path,
             media_type=spec.media_type, identity=spec.identity, split=spec.split, labels=dict(spec.labels),
-            status=schemas.PENDING, reasons=[], n_clips=0, n_kept=0, run_id=run_id,
+            video_id=spec.video_id, status=schemas.PENDING, reasons=[], n_clips=0, n_kept=0, run_id=run_id,
         )
         return cls(source, spec=spec, media_path=media_path or spec.path)
 

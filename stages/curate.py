@@ -17,7 +17,7 @@ from manifests import tensors
 from manifests.adapters.base import ClipSpec, SourceSpec
 from manifests.records import ClipRow, FrameRow
 from manifests.schemas import INFRA, KEPT, REJECTED
-from manifests.verdicts import judge, occluded_share
+from manifests.verdicts import judge, not_a_face, occluded_share
 
 from . import clips as clipping
 from .base import Resources, Settings, SourceWork, Stage, StageError
@@ -32,6 +32,12 @@ from .quality import BackgroundMotion, face_quality, picture_sharpness
 _BUFFER_MARGIN = 1.25  # buffered frames keep 1.25x the pixels the output crop needs
 _BUFFER_WINDOW = 3.0  # and only a window this many crop sides wide around the face
 _MAX_FACELESS = 64  # whole-picture stats kept of frames with no face (why none was found)
+_PICTURES_PER_CLIP = 4  # and of the frames of a clip whose face is not surely human
+_ASK_PERSON = 0.5  # a sure face whose occlusion score is over this is shown to the pose model (face_person)
+_PERSON_STRIDE = 2  # every 2nd faceless frame is shown to the pose model (whole picture)...
+_MAX_PERSON_CALLS = 16  # ...16 pictures a source at most (~50 ms each)
+_PERSON_SEEN = 0.5  # a picture shows a person: the pose model's face-keypoint visibility there
+_PERSON_SHARE = 0.2  # a blurred source shows a person: in this share of the pictures looked at (docs/filters.md)
 # Scorer cut-offs that shape a verdict besides the thresholds of the config:
 _N_FACES_QUANTILE = 0.8  # a clip's n_faces: faces seen in at least 20% of frames (one spurious detection is not)
 _BLOWN_SHARE = 0.5  # share of the picture at >= 240 grey: blown out (a faceless source's reason 'lighting')
@@ -74,6 +80,9 @@ class Thresholds(Settings):
     min_face_human: float = Field(
         0.5, description="person probability inside the face oval: animals score ~0 (reason no_face)"
     )
+    min_face_person: float = Field(
+        0.5, description="pose-model visibility of the face's keypoints: people 0.97-1, animals 0 (reason no_face)"
+    )
     max_frame_occlusion: float = Field(
         0.5, description="a frame is occluded above this (0 = clear, 1 = mouth or an eye covered)"
     )
@@ -87,7 +96,12 @@ class Thresholds(Settings):
         0.036, description="fine-band RMS / luma spread of the face at training scale (reason blur)"
     )
     min_detail_4x: float = Field(
-        0.095, description="face spectral energy above a 4x-smaller source's limit over that below (reason resolution)"
+        0.077, description="face spectral energy above a 4x-smaller source's limit, less its mirror copy "
+        "(detail_4x * (1 - mirror_4x)), over that below: under it the source is taken for 4x upscaled and judged "
+        "by a quarter of its pixels (reason resolution)"
+    )
+    min_detail_train: float = Field(
+        0.035, description="whitened fine-band over reference-band power of the face at training scale (reason blur)"
     )
     min_clip_s: float = Field(1.0, description="video clip duration, seconds")
 
@@ -104,11 +118,14 @@ class FrameRecord:
     face_conf: float
     n_faces: int
     human: float | None  # person probability inside the face oval
+    person: float | None  # pose-model visibility of this face's keypoints (0: no person's face)
     face_cut: float  # share of the face's landmark box outside the picture
     occlusion: float
     lighting: dict
     sharpness: float
     detail_4x: float | None  # measured on detection frames only (a 256-px FFT)
+    mirror_4x: float | None  # detection frames only (the same patch)
+    detail_train: float | None  # detection frames only (the training-scale face's FFT)
     bg_motion: float | None
     image: np.ndarray  # a window of the frame around the face, resized by ``scale``
     scale: float
@@ -139,6 +156,8 @@ class CurateStage(Stage):
         self.face_settings = faces
         self.faces: FaceAnalyzer | None = None
         self.motion = None
+        self._pictures: list[dict] = []  # whole-picture stats of this source's clips without a human face
+        self._person_calls = 0  # pose-model calls on whole pictures for this source
 
     @classmethod
     def weight_files(cls, *, faces: FacesConfig, **_) -> dict[str, str]:
@@ -163,6 +182,8 @@ class CurateStage(Stage):
         if self.faces is None:
             self.setup()
         self.faces.start_source()
+        self._pictures = []
+        self._person_calls = 0
         spec, path, row = work.spec, work.media_path, work.source
         faceless: list[dict] = []  # whole-picture stats of frames with no face (why none was found)
         try:
@@ -181,9 +202,13 @@ class CurateStage(Stage):
         row.n_clips, row.n_kept = len(work.clips), kept
         if kept:
             row.status, row.reasons = KEPT, []
-        elif work.clips:
+        elif work.clips and not all(_shows_no_person(c, self.thresholds) for c in work.clips):
             row.status = REJECTED
             row.reasons = _source_reasons(work.clips, self.thresholds["min_clip_s"])
+        elif work.clips:
+            # Faces were found, none surely human (an animal, a pattern in a scene without
+            # people): the source is judged as a picture without a face, whatever its clips show.
+            row.status, row.reasons = REJECTED, faceless_reasons(faceless + self._pictures, self.thresholds)
         else:
             row.status, row.reasons = REJECTED, faceless_reasons(faceless, self.thresholds)
         return work
@@ -193,7 +218,7 @@ class CurateStage(Stage):
         seed = self._seed(spec.clips[0] if spec.clips else None, rgb)
         obs = self.faces.analyze(rgb, seed=seed)
         if obs.landmarks is None:
-            faceless.append(picture_sharpness(rgb))
+            faceless.append(self._picture(rgb, ask_person=True))
             return
         source_px = info.width / rgb.shape[1]  # source pixels per analysed pixel
         rec = self._record(Frame(0, 0.0, rgb), obs, bg_motion=None, detected=True)
@@ -228,11 +253,21 @@ class CurateStage(Stage):
                 if box is None:
                     previous = None
                     if track is None and len(faceless) < _MAX_FACELESS:
-                        faceless.append(picture_sharpness(frame.rgb))
+                        faceless.append(self._picture(frame.rgb, ask_person=len(faceless) % _PERSON_STRIDE == 0))
                     continue
                 previous = obs.boxes[obs.primary]
                 open_clip.append(self._record(frame, obs, motion if open_clip else None, detected=track is None))
             self._close_clip(spec, work, open_clip, rng, clipping.END, 1.0)
+
+    def _picture(self, rgb: np.ndarray, ask_person: bool) -> dict:
+        """Whole-picture stats of a frame without a (human) face: sharpness and blown share, and,
+        for at most ``_MAX_PERSON_CALLS`` pictures of a source, whether the pose model finds a
+        person in it (``faceless_reasons``)."""
+        stats = picture_sharpness(rgb)
+        if ask_person and self._person_calls < _MAX_PERSON_CALLS:
+            self._person_calls += 1
+            stats["person"] = self.faces.person_in(np.ascontiguousarray(rgb))
+        return stats
 
     def _seed(self, rng: ClipSpec | None, rgb: np.ndarray) -> np.ndarray | None:
         if rng is None or rng.box is None:
@@ -261,6 +296,10 @@ class CurateStage(Stage):
         )
         q = face_quality(rgb, lm, hands=obs.hands, training_face_side=self.out_size / self.crop_scale,
                          spectrum=detected)
+        if detected and obs.person is None and q["occlusion"] > _ASK_PERSON:
+            # The mouth or eyes do not look like a person's: is this a person's face at all (an
+            # animal's scores the same)? The pose model is asked once, the track carries it.
+            self.faces.ask_person(rgb, obs)
         return FrameRecord(
             index=frame.index,
             t=frame.t,
@@ -269,11 +308,14 @@ class CurateStage(Stage):
             face_conf=obs.face_score,
             n_faces=obs.significant_faces(),
             human=obs.human,
+            person=obs.person,
             face_cut=_outside_share(box, w, h),
             occlusion=q["occlusion"],
             lighting={"mean": q["lighting_mean"], "std": q["lighting_std"], "clipped": q["lighting_clipped"]},
             sharpness=q["sharpness"],
             detail_4x=q.get("detail_4x"),
+            mirror_4x=q.get("mirror_4x"),
+            detail_train=q.get("detail_train"),
             bg_motion=bg_motion,
             image=image,
             scale=image.shape[1] / window.shape[1],
@@ -318,6 +360,11 @@ class CurateStage(Stage):
         }
         judged.update(_aggregate(recs, crop, source_px, self.thresholds["max_frame_occlusion"]))
         verdict, reasons = judge(judged, self.thresholds)
+        if not_a_face(judged, self.thresholds) and len(self._pictures) < _MAX_FACELESS:
+            # Why the source may show no human face: the pictures around this face (the buffered
+            # windows, a few per clip), read only for clips without one.
+            step = max(1, len(recs) // _PICTURES_PER_CLIP)
+            self._pictures.extend(self._picture(r.image, ask_person=True) for r in recs[::step][:_PICTURES_PER_CLIP])
         clip = ClipRow(**judged, verdict=verdict, reasons=reasons,
                        thumbnails=None if verdict == KEPT else self._thumbnails(recs, crop))
         work.clips.append(clip)
@@ -395,15 +442,21 @@ def _runs(parts: list[list]) -> list[list]:
 
 
 def faceless_reasons(stats: list[dict], thresholds: dict) -> list[str]:
-    """Why a source without any face found was rejected: ``no_face``, unless the picture itself
-    is strongly blurred or blown out (a face there cannot be found, nor judged): then ``blur`` or
-    ``lighting``, which a curator would name. Medians over the faceless frames looked at."""
+    """Why a source without any (human) face found was rejected: ``no_face``, unless the picture
+    itself is blown out, or strongly blurred with a person in it (a face there cannot be found,
+    nor judged): then ``lighting`` or ``blur``, which a curator would name. Medians over the
+    pictures looked at (frames without a face, and frames of clips whose face is not surely
+    human). A blurred source where the pose model finds a person in under a fifth of the
+    pictures it looked at is ``no_face``: a soft, out-of-focus scene without people is not a
+    blurred person (a blown-out picture hides the person from the pose model too: not asked)."""
     if not stats:
         return ["no_face"]
     reasons = []
     if np.median([s["blown"] for s in stats]) > _BLOWN_SHARE:
         reasons.append("lighting")
-    if np.median([s["sharpness"] for s in stats]) < thresholds["min_sharpness"]:
+    persons = [s["person"] for s in stats if s.get("person") is not None]
+    person_seen = not persons or np.mean([p >= _PERSON_SEEN for p in persons]) >= _PERSON_SHARE
+    if np.median([s["sharpness"] for s in stats]) < thresholds["min_sharpness"] and person_seen:
         reasons.append("blur")
     return reasons or ["no_face"]
 
@@ -415,6 +468,15 @@ def _source_reasons(clips: list[ClipRow], min_clip_s: float) -> list[str]:
     reasons = {r for c in (judged or clips) for r in c.reasons}
     # Only fragments: the face kept being lost, and what the fragments show says why.
     return sorted(reasons - {"too_short"} or reasons)
+
+
+def _shows_no_person(clip: ClipRow, thresholds: dict) -> bool:
+    """The clip's face fails the human checks (manifests/verdicts.py: not_a_face) and is not too
+    bright to tell: a blown-out face hides what it is from both person models (the pose model
+    finds no one in white), while a dark face does not (dark people score 0.97-1 there)."""
+    blown = clip.lighting_mean is not None and clip.lighting_mean > thresholds["max_lighting_mean"]
+    return not blown and not_a_face({"face_human": clip.face_human, "face_conf": clip.face_conf,
+                                     "face_person": clip.face_person}, thresholds)
 
 
 def _outside_share(box: np.ndarray, width: int, height: int) -> float:
@@ -446,6 +508,7 @@ def _aggregate(recs: list[FrameRecord], crop: Crop, source_px: float, occlusion_
         "n_faces": int(n_faces[int(np.floor(_N_FACES_QUANTILE * (len(n_faces) - 1)))]),
         "face_conf": _median(r.face_conf for r in recs),
         "face_human": _median(r.human for r in recs),
+        "face_person": _median(r.person for r in recs),
         "face_cut": _median(r.face_cut for r in recs),
         "occlusion": _median(occl),
         "occluded_share": occluded_share(occl, occlusion_level),
@@ -455,6 +518,8 @@ def _aggregate(recs: list[FrameRecord], crop: Crop, source_px: float, occlusion_
         "bg_motion": _median(motion),
         "sharpness": _median(r.sharpness for r in recs),
         "detail_4x": _median(r.detail_4x for r in recs),
+        "mirror_4x": _median(r.mirror_4x for r in recs),
+        "detail_train": _median(r.detail_train for r in recs),
         "face_px_frames": [float(f) for f in faces],
         "occlusion_frames": [float(o) for o in occl],
         "lighting_frames": [float(r.lighting["mean"]) for r in recs],

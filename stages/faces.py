@@ -15,15 +15,20 @@ Two checks on the primary face run on the same square crop, on detection frames 
 - ``hands``: mediapipe Hands' landmarks of any hand in the crop; the occlusion scorer measures
   how much of the mouth and eyes a hand covers.
 
-A second opinion on faces BlazeFace is unsure of (score below ``SURE_SCORE``): BlazeFace's
-confidence drops when part of a face is covered (a hand or a patch over the mouth: 0.53-0.6 on a
-statue), to where cartoon animals sit (0.50-0.59). The BlazePose person model (bundled, trained on
-people only; it finds painted and sculpted people too) then looks at square crops 3x and, if it
-finds no one there, 4x the face (head and shoulders; then more of the body): if it
-finds a person whose face keypoints fall on this face, the mean visibility of those keypoints
-(~0.94-1.0 on people, covered or not) is that face's ``person`` score, and the face's score is the
-larger of the two. Animals give no pose (0). The score stays what ``face_conf`` stores, so SQL
-re-thresholds it as before.
+The BlazePose person model (bundled, trained on people only; it finds painted and sculpted
+people too) looks at square crops 3x and, if it finds no one there, 4x the face (head and
+shoulders; then more of the body; with other faces in view, 2x first): if it finds a person
+whose face keypoints fall on this face, the mean visibility of those keypoints (~0.97-1.0 on
+people, covered or not) is that face's ``person`` score; animals, even those the segmenter takes
+for people on a busy background, give none (0). It is asked on every 4th detection frame of a
+track while BlazeFace is unsure of the face (score below ``SURE_SCORE``), and, for a face it is
+sure of, once the face's mouth or eyes stop looking like a person's (``ask_person``, from the
+curation stage, which scores them: an animal's, or a covered person's), carried along the track
+from then on (a face does not change species). BlazeFace's confidence drops
+when part of a face is covered (a hand or a patch over the mouth: 0.53-0.6 on a statue), to
+where cartoon animals sit (0.50-0.59): for those faces the face's score is the larger of the
+two, and stays what ``face_conf`` stores, so SQL re-thresholds it as before. ``person`` itself
+is stored per clip as ``face_person`` (reason ``no_face`` under ``min_face_person``).
 """
 from __future__ import annotations
 
@@ -45,7 +50,11 @@ SURE_SCORE = 0.75  # a primary face BlazeFace scores below this is shown to the 
 _POSE_FACE = list(range(11))  # BlazePose keypoints of the face: nose, eyes, ears, mouth corners
 # The pose model's crop side / face side, tried in turn until it finds the person: head and
 # shoulders (a close-up has little more), then more of the body (a covered face leaves it that).
+# Where other faces are in view (a group), a tighter crop first: in a wider one the model may
+# pick a neighbour, whose keypoints then miss this face. Not alone: a crop of a face and little
+# else lets it take an animal's face for a person's.
 _POSE_CONTEXTS = (3.0, 4.0)
+_POSE_CONTEXTS_GROUP = (2.0, 3.0, 4.0)
 # Cut-offs that shape n_faces, face_human and face_conf (named once, here):
 _SAME_FACE_IOU = 0.3  # above this box IoU a detection frame's face is the carried one (its checks may carry over)
 _TRACK_IOU = 0.1  # a face overlapping the track's (or the dataset's seed) box above this continues it
@@ -242,18 +251,20 @@ class FaceAnalyzer:
                 if same and carry.person is not None and self._n_checked % _CHECK_EVERY != 1:
                     obs.person = carry.person
                 else:
-                    obs.person = self._person(rgb, obs.landmarks)
+                    obs.person = self._person(rgb, obs.landmarks, group=len(boxes) > 1)
                 obs.scores = scores.copy()
                 obs.scores[obs.primary] = max(float(scores[obs.primary]), obs.person)
+            elif same:
+                obs.person = carry.person  # a sure face: asked by the caller where it looks covered (ask_person)
         return obs
 
-    def _person(self, rgb: np.ndarray, landmarks: np.ndarray) -> float:
-        """BlazePose on square crops ``_POSE_CONTEXTS`` times the face, in turn: the mean
-        visibility of the face keypoints of the first person found whose keypoints' median lies
-        inside this face's landmark box (none: 0)."""
+    def _person(self, rgb: np.ndarray, landmarks: np.ndarray, group: bool = False) -> float:
+        """BlazePose on square crops ``_POSE_CONTEXTS`` (``_POSE_CONTEXTS_GROUP`` with other faces
+        in view) times the face, in turn: the mean visibility of the face keypoints of the first
+        person found whose keypoints' median lies inside this face's landmark box (none: 0)."""
         lo, hi = landmarks.min(0), landmarks.max(0)
         c = (lo + hi) / 2
-        for context in _POSE_CONTEXTS:
+        for context in _POSE_CONTEXTS_GROUP if group else _POSE_CONTEXTS:
             side = context * float(max(hi - lo))
             m = crop_affine(c, max(side, 1.0), _CHECK_INPUT)
             res = self._pose.process(warp_square(rgb, m, c, side, _CHECK_INPUT, border=cv2.BORDER_CONSTANT))
@@ -266,6 +277,30 @@ class FaceAnalyzer:
             if lo[0] <= x <= hi[0] and lo[1] <= y <= hi[1]:
                 return float(np.mean([min(max(lm[i].visibility, 0.0), 1.0) for i in _POSE_FACE]))
         return 0.0
+
+    def ask_person(self, rgb: np.ndarray, obs: FaceObs) -> float:
+        """The pose model's opinion of the primary face of a detection frame, asked by the caller
+        for a face BlazeFace is sure of when its mouth or eyes do not look like a person's (an
+        animal's, or a person's under an occluder); stored in ``obs.person`` and carried along
+        the track from then on (a face does not change species)."""
+        obs.person = self._person(rgb, obs.landmarks, group=len(obs.boxes) > 1)
+        return obs.person
+
+    def person_in(self, rgb: np.ndarray, side: int = _CHECK_INPUT) -> float:
+        """Whether a person is in a whole picture (one where no face, or no human face, was
+        found): BlazePose on the picture reduced to ``side`` (padded square), the mean visibility
+        of the face keypoints of the person it finds (none: 0). A picture too blurred for the face
+        detector still shows a person to it (0.9-1.0); scenes without people give 0 on most frames."""
+        h, w = rgb.shape[:2]
+        s = side / max(h, w)
+        small = cv2.resize(rgb, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+        square = np.zeros((side, side, 3), np.uint8)
+        square[: small.shape[0], : small.shape[1]] = small
+        res = self._pose.process(square)
+        if res.pose_landmarks is None:
+            return 0.0
+        lm = res.pose_landmarks.landmark
+        return float(np.mean([min(max(lm[i].visibility, 0.0), 1.0) for i in _POSE_FACE]))
 
     def _others_human(self, rgb: np.ndarray, boxes: np.ndarray, primary: int) -> dict[int, float]:
         """The human check for the other faces large enough to count (no mesh on them: the

@@ -61,6 +61,11 @@ _CRUSHED, _BLOWN = 16, 240  # luma below / above which a face pixel is crushed /
 _ABOVE_4X = (0.14, 0.22)  # cycles/px, above a 4x source's 0.125 limit
 _BELOW_4X = (0.06, 0.11)  # cycles/px, below it
 _MIN_SPECTRUM = 48  # faces under this many native pixels give NaN: too few samples (min_face_px judges them)
+# mirror_4x: phase coherence of the spectrum above a 4x source's limit with its mirror image below it
+_MIRROR_BAND = (0.125, 0.22)  # cycles/px above the limit whose mirror 0.25 - f is read
+# detail_train: whitened spectral power of the face at training scale, fine band over a reference band
+_TRAIN_FINE = (0.20, 0.30)  # cycles/px: a blur of sigma 1 px at training scale takes 10-15 dB off it
+_TRAIN_REF = (0.06, 0.12)  # cycles/px: low enough that such a blur takes only ~1 dB off it
 # where pixels are read, as shares of the face crop's side
 _SKIN_PATCH = 0.025  # half-side of the skin samples around landmarks: a few pixels of skin, no edges
 _CHEEK_PATCH = 0.03  # half-side of the cheek squares the skin colour is taken from
@@ -337,7 +342,9 @@ def _eye_visibility(face, smooth, outer, inner, spread, skin_l) -> float:
 def lighting_stats(frame_rgb: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
     """Luma statistics of the face region (the mesh's convex hull, slightly eroded so that the
     background at the face border does not count): ``mean`` 0..255, ``std``, and ``clipped``,
-    the share of pixels crushed (< 16) or blown (> 240)."""
+    the share of pixels crushed (< 16) or blown (> 240). An occluder's own pixels count here;
+    the verdict does not read the clipped share or the spread of a face judged covered
+    (manifests/verdicts.py)."""
     return _lighting(_normalised_face(frame_rgb, _check(frame_rgb, landmarks)))
 
 
@@ -407,6 +414,21 @@ def picture_sharpness(frame_rgb: np.ndarray, side: int = _PICTURE_SIDE) -> dict[
 _SPECTRUM_SIDE = 256  # the native-pixel face patch analysed (centre of the face)
 
 
+def _native_patch(frame_rgb: np.ndarray, lm: np.ndarray) -> np.ndarray | None:
+    """The centre of the face at the source's own pixel grid: a square of the landmark box's
+    shorter side (at most 256 px), grey, float64; None under 48 px."""
+    lo, hi = lm[:468].min(0), lm[:468].max(0)
+    h, w = frame_rgb.shape[:2]
+    x0, y0 = int(max(0, math.floor(lo[0]))), int(max(0, math.floor(lo[1])))
+    x1, y1 = int(min(w, math.ceil(hi[0]))), int(min(h, math.ceil(hi[1])))
+    n = min(x1 - x0, y1 - y0, _SPECTRUM_SIDE)
+    if n < _MIN_SPECTRUM:
+        return None
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    return cv2.cvtColor(np.ascontiguousarray(frame_rgb[cy - n // 2: cy - n // 2 + n, cx - n // 2: cx - n // 2 + n]),
+                        cv2.COLOR_RGB2GRAY).astype(np.float64)
+
+
 def detail_4x_score(frame_rgb: np.ndarray, landmarks: np.ndarray) -> float:
     """Spectral energy a 4x-smaller source could not hold, at the source's own pixel grid.
 
@@ -418,41 +440,100 @@ def detail_4x_score(frame_rgb: np.ndarray, landmarks: np.ndarray) -> float:
     off smoothly. Bands next to the cut-off, not the highest frequencies: those hold mostly
     compression noise in real video. Strong blur empties both bands (``sharpness`` sees it).
     NaN for faces under 48 px (too few samples; ``min_face_px`` judges those)."""
-    lm = _check(frame_rgb, landmarks)
-    lo, hi = lm[:468].min(0), lm[:468].max(0)
-    h, w = frame_rgb.shape[:2]
-    x0, y0 = int(max(0, math.floor(lo[0]))), int(max(0, math.floor(lo[1])))
-    x1, y1 = int(min(w, math.ceil(hi[0]))), int(min(h, math.ceil(hi[1])))
-    n = min(x1 - x0, y1 - y0, _SPECTRUM_SIDE)
-    if n < _MIN_SPECTRUM:
-        return float("nan")
-    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
-    patch = cv2.cvtColor(np.ascontiguousarray(frame_rgb[cy - n // 2: cy - n // 2 + n, cx - n // 2: cx - n // 2 + n]),
-                         cv2.COLOR_RGB2GRAY).astype(np.float64)
-    return _detail_4x(patch)
+    patch = _native_patch(frame_rgb, _check(frame_rgb, landmarks))
+    return float("nan") if patch is None else _detail_4x(patch)
 
 
-def _detail_4x(patch: np.ndarray) -> float:
+def _whitened_ratio(patch: np.ndarray, above: tuple[float, float], below: tuple[float, float]) -> float:
+    """Mean whitened power (|FFT|^2 f^2, Hann window) in ``above`` over that in ``below``
+    (radial bands, cycles/px)."""
     n = patch.shape[0]
     win = np.hanning(n)
     p = (patch - patch.mean()) * win[:, None] * win[None, :]
     power = np.abs(np.fft.fft2(p)) ** 2
     f = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
     white = power * f ** 2
-    high = white[(f >= _ABOVE_4X[0]) & (f < _ABOVE_4X[1])].mean()
-    low = white[(f >= _BELOW_4X[0]) & (f < _BELOW_4X[1])].mean()
+    high = white[(f >= above[0]) & (f < above[1])].mean()
+    low = white[(f >= below[0]) & (f < below[1])].mean()
     return float(high / low) if low > 1e-9 else float("nan")
+
+
+def _detail_4x(patch: np.ndarray) -> float:
+    return _whitened_ratio(patch, _ABOVE_4X, _BELOW_4X)
+
+
+def mirror_4x_score(frame_rgb: np.ndarray, landmarks: np.ndarray) -> float:
+    """How much the face's spectrum above a 4x-smaller source's limit is a mirror image of the
+    spectrum below it, at the source's own pixel grid: 0 (unrelated, native detail) .. 1.
+
+    Content enlarged 4x by any linear interpolation (bilinear, bicubic, Lanczos) repeats the
+    small source's spectrum every 0.25 cycles/px, attenuated by the kernel: the coefficient at
+    f (0.125-0.22) is the kernel's copy of the one at 0.25 - f, so along every row (column) of
+    the face the product X(f) X(0.25 - f) has one phase for all rows and frequencies. The score
+    is the length of the mean of those products over their mean length (rows and columns of the
+    same native patch as ``detail_4x``, side a multiple of 8 so the mirror bins are exact).
+    Leaky kernels (bilinear) leave much energy above the limit, which ``detail_4x`` then takes
+    for detail; this score reads that energy as the copy it is: the verdict judges
+    ``detail_4x * (1 - mirror_4x)``, the energy above the limit that is not a copy. Native faces
+    score 0.05-0.3 (codec block grids and straight edges repeat a little too). NaN under 48 px."""
+    patch = _native_patch(frame_rgb, _check(frame_rgb, landmarks))
+    return float("nan") if patch is None else _mirror_4x(patch)
+
+
+def _mirror_4x(patch: np.ndarray) -> float:
+    n = patch.shape[0] // 8 * 8
+    o = (patch.shape[0] - n) // 2
+    p = patch[o: o + n, o: o + n]
+    f = np.fft.rfftfreq(n)
+    idx = np.flatnonzero((f > _MIRROR_BAND[0]) & (f <= _MIRROR_BAND[1]))
+    mirror = np.round((0.25 - f[idx]) * n).astype(int)
+    win = np.hanning(n)[None, :]
+    out = []
+    for q in (p, p.T):
+        spec = np.fft.rfft((q - q.mean(1, keepdims=True)) * win, axis=1)
+        prod = spec[:, idx] * spec[:, mirror]
+        total = float(np.abs(prod).sum())
+        out.append(abs(complex(prod.sum())) / total if total > 1e-9 else float("nan"))
+    return float(np.mean(out))
+
+
+def detail_train_score(frame_rgb: np.ndarray, landmarks: np.ndarray, face_side: float = TRAINING_FACE_SIDE) -> float:
+    """Fine detail of the face as the training crop shows it: the face resampled so its
+    landmark box side is ``face_side`` (as ``sharpness_score``), the centre square of its
+    landmark box windowed, and the whitened power (|FFT|^2 f^2) in 0.20-0.30 cycles/px over that
+    in 0.06-0.12 cycles/px. A ratio of two bands of the same face: its contrast, exposure and
+    how much fine texture it has cancel far better than against its luma spread (``sharpness``),
+    so moderate blur (a Gaussian of sigma >= 1 px at this scale takes 10-15 dB off the fine band
+    and ~1 dB off the reference) stands out from soft but native faces. Where blur leaves only
+    codec noise both bands are noise and the ratio rises again: ``sharpness`` judges those."""
+    lm = _check(frame_rgb, landmarks)
+    return _detail_train(_normalised_face(frame_rgb, lm, side=face_side))
+
+
+def _detail_train(face: _Face) -> float:
+    lo, hi = face.pts[:468].min(0), face.pts[:468].max(0)
+    n = int(min(hi - lo)) // 2 * 2
+    h, w = face.shape
+    cx, cy = int(round((lo[0] + hi[0]) / 2)), int(round((lo[1] + hi[1]) / 2))
+    x0, y0 = max(0, cx - n // 2), max(0, cy - n // 2)
+    n = min(n, w - x0, h - y0)
+    if n < 32:
+        return float("nan")
+    g = _luma(face.rgb)[y0: y0 + n, x0: x0 + n].astype(np.float64)
+    return _whitened_ratio(g, _TRAIN_FINE, _TRAIN_REF)
 
 
 def face_quality(frame_rgb: np.ndarray, landmarks: np.ndarray, hands: list | None = None,
                  training_face_side: float = TRAINING_FACE_SIDE, spectrum: bool = True) -> dict[str, float]:
     """All face scores of one frame at once: ``occlusion`` (and its ``occlusion_mouth``,
     ``occlusion_eyes`` parts), ``lighting_mean``, ``lighting_std``, ``lighting_clipped``,
-    ``sharpness`` and, with ``spectrum``, ``detail_4x``. ``hands``: hand landmarks near the
-    face (frame pixels), from the face stage."""
+    ``sharpness`` and, with ``spectrum``, ``detail_4x``, ``mirror_4x`` and ``detail_train``.
+    ``hands``: hand landmarks near the face (frame pixels), from the face stage."""
     lm = _check(frame_rgb, landmarks)
     face = _normalised_face(frame_rgb, lm)
-    occ, light = occlusion_of(face, hands or []), _lighting(face)
+    occ = occlusion_of(face, hands or [])
+    light = _lighting(face)
+    train = _normalised_face(frame_rgb, lm, side=training_face_side)
     out = {
         "occlusion": max(occ["mouth"], occ["eyes"]),
         "occlusion_mouth": occ["mouth"],
@@ -460,10 +541,13 @@ def face_quality(frame_rgb: np.ndarray, landmarks: np.ndarray, hands: list | Non
         "lighting_mean": light["mean"],
         "lighting_std": light["std"],
         "lighting_clipped": light["clipped"],
-        "sharpness": _sharpness(_normalised_face(frame_rgb, lm, side=training_face_side)),
+        "sharpness": _sharpness(train),
     }
     if spectrum:
-        out["detail_4x"] = detail_4x_score(frame_rgb, lm)
+        patch = _native_patch(frame_rgb, lm)
+        out["detail_4x"] = float("nan") if patch is None else _detail_4x(patch)
+        out["mirror_4x"] = float("nan") if patch is None else _mirror_4x(patch)
+        out["detail_train"] = _detail_train(train)
     return out
 
 

@@ -19,11 +19,8 @@ def config(small_vae_dir):
 
 def test_a_cluster_with_gpus_gets_a_gpu_pool_that_asks_no_cpu(config):
     cpu, gpu = stage_plans(config, "run", workers=3, gpus=2)
-    assert [n for n, _, _ in cpu.steps] == ["curate", "features"] and (cpu.num_cpus, cpu.num_gpus, cpu.max_workers) == (
-        1,
-        0,
-        3,
-    )
+    assert [n for n, _, _ in cpu.steps] == ["curate", "duplicate_keys", "features"]
+    assert (cpu.num_cpus, cpu.num_gpus, cpu.max_workers) == (1, 0, 3)
     # The CPU pool may hold every CPU of the GPU nodes: a GPU actor asking any CPU could wait forever.
     assert [n for n, _, _ in gpu.steps] == ["latents"] and (gpu.num_cpus, gpu.num_gpus, gpu.max_workers) == (0, 1, 2)
     # device=cpu is honoured inside the GPU actor (a logical GPU), not a reason to leave the pool.
@@ -32,13 +29,14 @@ def test_a_cluster_with_gpus_gets_a_gpu_pool_that_asks_no_cpu(config):
 
 def test_without_gpus_every_stage_shares_one_cpu_pool(config):
     (plan,) = stage_plans(config, "run", workers=4, gpus=0)
-    assert [n for n, _, _ in plan.steps] == ["curate", "features", "latents"]
+    assert [n for n, _, _ in plan.steps] == ["curate", "duplicate_keys", "features", "latents"]
     assert (plan.num_cpus, plan.num_gpus, plan.max_workers) == (1, 0, 4)
 
 
 def test_a_stage_without_a_model_for_the_gpu_stays_in_the_cpu_pool():
     (plan,) = stage_plans(load_config(), "run", workers=2, gpus=4)  # no VAE weights: latents has nothing to do
-    assert [n for n, _, _ in plan.steps] == ["curate", "features", "latents"] and plan.num_gpus == 0
+    assert [n for n, _, _ in plan.steps] == ["curate", "duplicate_keys", "features", "latents"]
+    assert plan.num_gpus == 0
 
 
 class _SeesDevices(Stage):

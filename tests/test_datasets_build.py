@@ -9,6 +9,7 @@ import pytest
 from manifests.catalog import Catalog
 from pipeline.build import build
 from pipeline.config import load_config
+from pipeline.finalize import eval_leaks
 from pipeline.sources import dataset_entries, discover
 from tests.dataset_replicas import EXPECTED_COUNTS, EXPECTED_ERRORS, build_all_replicas
 
@@ -71,7 +72,10 @@ def test_clips_inherit_identity_split_and_labels(mixed_build):
     assert any(r["key"] for r in hdtf)  # one HDTF video has no time row: whole file, no key
 
 
-def test_eval_split_is_identity_disjoint(mixed_build):
+def test_eval_split_leaks_nothing_across_datasets(mixed_build):
+    """The replicas reuse the same fixture footage across datasets (d0 is a VFHQ download, a
+    CelebV-HQ clip and several VoxCeleb2 utterances): the duplicate groups span datasets, and
+    the eval split shares no identity, source, video id or duplicate group with training."""
     out, _, _ = mixed_build
     with Catalog(out, read_only=True) as cat:
         ev = cat.query("SELECT DISTINCT dataset, identity, source_id FROM clips WHERE split = 'eval'").to_pylist()
@@ -79,6 +83,13 @@ def test_eval_split_is_identity_disjoint(mixed_build):
             "SELECT DISTINCT identity, source_id FROM clips WHERE split IS DISTINCT FROM 'eval'"
         ).to_pylist()
         per_split = cat.named("identities_per_split").to_pylist()
+        spans = cat.query("SELECT dup_group, count(DISTINCT dataset) AS n FROM clips WHERE verdict = 'kept' "
+                          "GROUP BY dup_group HAVING n > 1").to_pylist()
+        video_ids = cat.query("SELECT dataset, count(video_id) AS n FROM clips GROUP BY dataset").to_pylist()
+        found = eval_leaks(cat, 0.4)
+    assert spans, "the d0 copies of several datasets form one duplicate group"
+    assert {r["dataset"] for r in video_ids if r["n"]} >= {"vfhq", "voxceleb2", "celebvhq"}
+    assert found == []
     if not ev:
         pytest.skip("no kept VFHQ/CelebV-HQ clips in the replicas to draw from")
     assert {r["dataset"] for r in ev} <= {"vfhq", "celebvhq"}

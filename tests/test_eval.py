@@ -36,6 +36,29 @@ def test_source_reasons_come_from_judged_clips_not_fragments():
     assert _source_reasons([only_fragment], 1.0) == ["too_short"]
 
 
+def test_a_source_without_a_persons_face_is_no_face_whatever_it_shows():
+    """Pictures without a (human) face: blown out is lighting; blurred is blur only where the
+    pose model finds a person in at least a fifth of them (a strongly blurred talking head), a
+    soft scene without people is no_face; a source whose clips all show a face that is not a
+    person's is judged so, unless the face is too bright to tell."""
+    from types import SimpleNamespace as Clip
+
+    from stages.curate import _shows_no_person, faceless_reasons
+
+    t = {"min_sharpness": 0.036, "max_lighting_mean": 220.0, "min_face_human": 0.5, "min_face_conf": 0.6,
+         "min_face_person": 0.5}
+    soft = {"sharpness": 0.01, "blown": 0.0}
+    assert faceless_reasons([{**soft, "person": 0.98}] * 3 + [{**soft, "person": 0.0}] * 9, t) == ["blur"]
+    assert faceless_reasons([{**soft, "person": 0.97}] + [{**soft, "person": 0.0}] * 16, t) == ["no_face"]
+    assert faceless_reasons([{"sharpness": 0.08, "blown": 0.9, "person": 0.0}] * 4, t) == ["lighting"]
+    assert faceless_reasons([{"sharpness": 0.08, "blown": 0.0, "person": 0.0}] * 4, t) == ["no_face"]
+    assert faceless_reasons([soft] * 4, t) == ["blur"]  # nobody asked: as before
+    dog = Clip(face_human=0.9, face_conf=0.8, face_person=0.0, lighting_mean=110.0)
+    blown = Clip(face_human=0.04, face_conf=0.8, face_person=0.0, lighting_mean=245.0)
+    person = Clip(face_human=1.0, face_conf=0.9, face_person=None, lighting_mean=130.0)
+    assert _shows_no_person(dog, t) and not _shows_no_person(blown, t) and not _shows_no_person(person, t)
+
+
 def test_precision_recall_and_keep_rate_arithmetic():
     files = [
         FileResult("a", "kept", set(), "clean", status="kept"),
@@ -78,8 +101,21 @@ def test_devset_labels_every_file_it_writes(small_devset):
     media = labels.parent / "media"
     assert files == {p.relative_to(media).as_posix() for p in media.rglob("*") if p.is_file()}
     kinds = sorted(r["kind"] for r in rows)
-    # 2 clean + 1 real reject + 3 degradations of each clean file
-    assert kinds == sorted(["clean", "clean", "reject"] + ["dark", "occl_eyes", "down4up"] * 2)
+    # 2 clean + 1 real reject + 3 degradations of each clean file, less s1's down-and-up: its
+    # 386-px face keeps 97 px of a 4x smaller source, ambiguous against the 100-px minimum
+    assert kinds == sorted(["clean", "clean", "reject"] + ["dark", "occl_eyes"] * 2 + ["down4up"])
+
+
+def test_scaled_variants_are_labelled_by_the_pixels_they_keep():
+    """Judged at training scale: a variant 2x or 4x smaller (or enlarged back) keeps the pixels
+    of a source that many times smaller, against the build's 100-px face and 256-px crop."""
+    from pipeline.evaluation.devset import scaled_label
+
+    assert scaled_label(face=275, short=512, factor=4) == "rejected"  # a 512-px talking head: 128-px crop
+    assert scaled_label(face=275, short=512, factor=2) == "kept"  # 256-px crop and a 137-px face, as MEAD's
+    assert scaled_label(face=518, short=2048, factor=4) == "kept"  # a 2048-px photo: 130-px face, 414-px crop
+    assert scaled_label(face=386, short=1145, factor=4) is None  # a 97-px face: ambiguous, not made
+    assert scaled_label(face=450, short=720, factor=4) == "rejected"  # a 180-px crop
 
 
 def test_eval_prints_figures_that_match_the_build(small_devset, capsys):

@@ -18,7 +18,9 @@ from stages.quality import (
     BackgroundMotion,
     QualityInputError,
     detail_4x_score,
+    detail_train_score,
     lighting_stats,
+    mirror_4x_score,
     occlusion_score,
     sharpness_score,
 )
@@ -155,11 +157,42 @@ def test_sharpness_sees_blur_not_darkness_or_resolution(faces):
     assert 0.7 < sharpness_score(half, lm * 0.5) / sharpness_score(rgb, lm) < 1.4  # same face, half the pixels
 
 
+def _native_4x(rgb, lm) -> float:
+    from manifests.verdicts import native_detail_4x
+
+    return native_detail_4x({"detail_4x": detail_4x_score(rgb, lm), "mirror_4x": mirror_4x_score(rgb, lm)})
+
+
 def test_detail_4x_catches_upscaled_content(faces):
     for name, (rgb, lm) in faces.items():
-        clean = detail_4x_score(rgb, lm)
-        up = detail_4x_score(degrade.down_up_frame(rgb, 4), lm)
+        clean = _native_4x(rgb, lm)
+        up = _native_4x(degrade.down_up_frame(rgb, 4), lm)
         assert up < T.min_detail_4x < clean, (name, clean, up)
+
+
+def test_mirror_4x_reads_a_bilinear_upscale_as_a_copy(faces):
+    """A bilinear 4x upscale leaves much energy above the small source's limit (detail_4x alone
+    may take it for detail), but that energy mirrors the spectrum below the limit: what is left
+    once the copy is taken out is under the threshold; native faces have no such mirror."""
+    for name, (rgb, lm) in faces.items():
+        clean = mirror_4x_score(rgb, lm)
+        up = degrade.down_up_linear_frame(rgb, 4)
+        assert mirror_4x_score(up, lm) > clean, (name, clean)
+        assert _native_4x(up, lm) < T.min_detail_4x, (name, detail_4x_score(up, lm), mirror_4x_score(up, lm))
+
+
+def test_detail_train_sees_moderate_blur_at_training_scale(faces):
+    """A Gaussian blur whose sigma, carried to the training crop (a 160-px face), is 1.5 px:
+    moderate, seen at a glance, and under the threshold on every face; the clean faces and the
+    same faces darkened (contrast cancels) are over it."""
+    for name, (rgb, lm) in faces.items():
+        face = float(np.max(lm.max(0) - lm.min(0)))
+        clean = detail_train_score(rgb, lm)
+        assert clean > T.min_detail_train, (name, clean)
+        sigma = 1.5 * face / 160.0
+        blurred = detail_train_score(cv2.GaussianBlur(rgb, (0, 0), sigma), lm)
+        assert blurred < T.min_detail_train, (name, blurred)
+        assert detail_train_score(degrade.dark_frame(rgb, 0.3), lm) > T.min_detail_train, name
 
 
 def test_camera_shake_counts_as_background_motion(faces, motion):
@@ -201,6 +234,7 @@ def test_face_quality_matches_the_single_scorers(faces):
         "occlusion": max(occ.values()), "occlusion_mouth": occ["mouth"], "occlusion_eyes": occ["eyes"],
         "lighting_mean": light["mean"], "lighting_std": light["std"], "lighting_clipped": light["clipped"],
         "sharpness": sharpness_score(rgb, lm), "detail_4x": detail_4x_score(rgb, lm),
+        "mirror_4x": mirror_4x_score(rgb, lm), "detail_train": detail_train_score(rgb, lm),
     })
 
 
@@ -244,3 +278,23 @@ def test_pose_check_keeps_covered_faces_and_not_animals(media_dir, analyzer):
             if obs.landmarks is not None and obs.face_score < SURE_SCORE:
                 assert obs.person == 0.0, obs.person  # no person's face there
     assert scores and np.median(scores) < T.min_face_conf, scores
+
+
+def test_pose_check_finds_no_person_in_an_animal_on_a_busy_background(media_dir, analyzer):
+    """On a colourful moving background the segmenter takes the dog for a person (its face_human
+    rises from ~0.1 to ~0.9); the pose model (asked where BlazeFace is unsure, and by the curation
+    stage where the mouth or eyes do not look like a person's: ``ask_person``) finds no person's
+    face."""
+    from stages.decode import read_image
+
+    dog = read_image(str(media_dir / "images" / "s30.jpg"), 4096)
+    persons = []
+    for i, rgb in enumerate(degrade._on_moving_background(dog, 24, seed=7)):
+        if i % 6:
+            continue
+        analyzer.start_source()
+        rgb = np.ascontiguousarray(rgb)
+        obs = analyzer.analyze(rgb)
+        if obs.landmarks is not None:
+            persons.append(obs.person if obs.person is not None else analyzer.ask_person(rgb, obs))
+    assert persons and max(persons) < T.min_face_person, persons

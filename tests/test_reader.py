@@ -13,7 +13,7 @@ from manifests.catalog import Catalog
 from portrait_model.reader import ReaderError, ShardReader, open_index, select_clips
 from portrait_model.remap import compose_map
 
-from model_shards import make_test_build
+from model_shards import make_many_shards, make_test_build
 
 torch.set_num_threads(1)
 
@@ -238,3 +238,18 @@ def test_build_without_latents_is_refused_clearly(fixtures_dir, tmp_path):
 def test_missing_build_is_a_one_line_error(tmp_path):
     with pytest.raises(ReaderError, match="cannot read the build"):
         ShardReader(tmp_path / "nowhere", 1, 1)
+
+
+def test_one_clip_per_duplicate_group(tmp_path):
+    """The same footage in three files (one duplicate group) is trained on once with the
+    option, and every clip of it without."""
+    build = make_many_shards(tmp_path, n_clips=6, frames=4)
+    with Catalog(build) as cat:
+        cat.con.execute("UPDATE clips SET dup_group = 'm00000-0' WHERE list_contains(?, clip_id)",
+                        [["m00000-0", "m00002-0", "m00005-0"]])
+    everything = {c.clip_id for c in select_clips(build)}
+    assert len(everything) == 6
+    once = {c.clip_id for c in select_clips(build, one_per_dup_group=True)}
+    assert once == everything - {"m00002-0", "m00005-0"}  # same frames each: the first by clip_id stays
+    reader = ShardReader(build, 1, 2, one_per_dup_group=True)
+    assert {reader.clips[s.clip].clip_id for e in range(3) for s in reader.epoch_samples(e)} == once

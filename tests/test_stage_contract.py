@@ -78,7 +78,7 @@ def test_a_unit_survives_the_trip_between_operators_unchanged(media_dir, small_v
 def test_each_stored_crop_is_jpeg_decoded_once_by_the_stages_of_one_actor(media_dir, small_vae_dir, monkeypatch):
     config = load_config(None, {"features.latents.weights": str(small_vae_dir), "features.latents.device": "cpu"})
     (plan,) = stage_plans(config, "r", 1)  # curate, features and latents in one actor (no GPU)
-    assert [n for n, _, _ in plan.steps] == ["curate", "features", "latents"]
+    assert [n for n, _, _ in plan.steps] == ["curate", "duplicate_keys", "features", "latents"]
     decoded: list[int] = []
     real = jpeg.decode_jpeg
     monkeypatch.setattr(jpeg, "decode_jpeg", lambda data: decoded.append(len(data)) or real(data))

@@ -24,13 +24,16 @@ from stages import curate, face_backends, faces, features, identity, latents, po
 from stages.base import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED = REPO / "tests" / "data" / "default_config.json"  # load_config(None, {}).to_json() before the move
+# load_config(None, {}).to_json(): a refactor must not change it. New settings and defaults do
+# (issue 22: eval_split.identity_threshold, min_face_person, min_detail_train, min_detail_4x):
+# then this file and the hash are updated in the same commit.
+EXPECTED = REPO / "tests" / "data" / "default_config.json"
 
 
 def test_default_config_json_and_hash_are_unchanged():
     config = load_config(None, {})
     assert config.to_json() == EXPECTED.read_text().strip()
-    assert config.hash() == "f0738fa9579a6749"
+    assert config.hash() == "368760dba0ad90e0"
 
 
 @pytest.mark.parametrize("override, message", [

@@ -151,3 +151,87 @@ def test_rejected_clips_keep_thumbnails_that_preview_shows(variants_build, tmp_p
     )
     sheet = cv2.imread(str(png))
     assert sheet.shape[0] == 24 + 128 and sheet.shape[1] == 128 * len(rejected[0]["thumbnails"])
+
+
+# ------------------------------------------------------------------- the rules, clip by clip
+
+def _clip(**scores) -> dict:
+    """A clip row a curator keeps (a sharp, well-exposed 300-px face in a 512-px video)."""
+    row = {"crop_source_px": 512.0, "face_px": 300.0, "face_frac": 0.59, "pad_frac": 0.0, "face_cut": 0.0,
+           "n_faces": 1, "face_conf": 0.9, "face_human": 1.0, "face_person": 0.99, "occlusion": 0.0,
+           "occluded_share": 0.0,
+           "lighting_mean": 120.0, "lighting_std": 40.0, "lighting_clipped": 0.01, "bg_motion": 0.5,
+           "sharpness": 0.09, "detail_4x": 0.25, "mirror_4x": 0.15, "detail_train": 0.1,
+           "occlusion_frames": [0.0] * 10, "media_type": "video", "start_s": 0.0, "end_s": 4.0}
+    row.update(scores)
+    return row
+
+
+@pytest.fixture(scope="module")
+def thresholds() -> dict:
+    return load_config(None, {}).thresholds.as_params()
+
+
+def test_rules_keep_a_clean_clip(thresholds):
+    from manifests.verdicts import judge
+
+    assert judge(_clip(), thresholds) == ("kept", [])
+
+
+def test_an_upscale_is_judged_by_the_pixels_it_had(thresholds):
+    """A 4x upscale of a 512-px talking head had a 128-px crop: resolution, whether its spectrum
+    has a clean cliff (bicubic: little above the limit) or a leaky one whose energy above the
+    limit mirrors the energy below (bilinear). The same upscale of a 2048-px photo with a 518-px
+    face had a 414-px crop and a 130-px face: judged at training scale it is kept."""
+    from manifests.verdicts import judge
+
+    for cue in ({"detail_4x": 0.05}, {"detail_4x": 0.12, "mirror_4x": 0.7}):
+        assert judge(_clip(**cue), thresholds) == ("rejected", ["resolution"])
+        big = _clip(crop_source_px=1658.0, face_px=518.0, media_type="image", end_s=0.0, **cue)
+        assert judge(big, thresholds) == ("kept", [])
+
+
+def test_moderate_blur_is_blur_even_when_sharpness_passes(thresholds):
+    from manifests.verdicts import judge
+
+    assert judge(_clip(detail_train=thresholds["min_detail_train"] / 3), thresholds) == ("rejected", ["blur"])
+    # too few pixels: resolution says it, blur is its consequence
+    assert judge(_clip(detail_train=0.001, face_px=60.0), thresholds) == ("rejected", ["resolution"])
+
+
+def test_a_face_seen_well_that_is_not_human_is_no_face_alone(thresholds):
+    """A primate: its crushed black fur clips (lighting's clipped share) and its eyes and mouth
+    do not look human (occlusion), but the face is seen well (enough pixels, sharp, exposure
+    mean in range): not a human face, and nothing else is said of it."""
+    from manifests.verdicts import judge
+
+    primate = _clip(face_human=0.2, lighting_clipped=0.3, occlusion_frames=[1.0] * 10, bg_motion=9.0)
+    assert judge(primate, thresholds) == ("rejected", ["no_face"])
+    # an animal on a busy moving background that the segmenter takes for a person: the pose
+    # model finds no person whose face this is
+    dog = _clip(face_person=0.0, occlusion_frames=[1.0] * 10, bg_motion=9.0)
+    assert judge(dog, thresholds) == ("rejected", ["no_face"])
+
+
+def test_a_patch_over_the_eyes_is_occlusion_not_lighting(thresholds):
+    """An opaque black or white patch brings its own crushed or blown pixels (and a flatter
+    spread): on a face judged covered they are the occluder's, so only the exposure (the mean)
+    is judged then; an uncovered face with the same clipped share is a lighting fault."""
+    from manifests.verdicts import judge
+
+    covered = _clip(lighting_clipped=0.35, lighting_std=8.0, occlusion_frames=[1.0] * 10)
+    assert judge(covered, thresholds) == ("rejected", ["occlusion"])
+    assert judge(_clip(lighting_clipped=0.35), thresholds) == ("rejected", ["lighting"])
+    dark_and_covered = _clip(lighting_mean=30.0, occlusion_frames=[1.0] * 10)
+    assert judge(dark_and_covered, thresholds) == ("rejected", ["lighting"])
+
+
+def test_a_face_not_seen_well_and_not_surely_human_names_only_what_is_seen(thresholds):
+    """A pattern taken for a face in a panned scene without people, blurred: blur, never
+    background motion, several faces or occlusion (they presume a person)."""
+    from manifests.verdicts import judge
+
+    pattern = _clip(face_human=0.1, sharpness=0.01, bg_motion=12.0, n_faces=2, occlusion_frames=[1.0] * 10)
+    assert judge(pattern, thresholds) == ("rejected", ["blur"])
+    human = _clip(sharpness=0.01, bg_motion=12.0)
+    assert judge(human, thresholds) == ("rejected", ["blur", "background_motion"])

@@ -30,6 +30,10 @@ UNSUPPORTED_PICTURES = frozenset({".gif", ".avif", ".heic", ".heif", ".jxl", ".j
 METADATA_EXTENSIONS = frozenset({".txt", ".csv", ".json", ".jsonl", ".md", ".yaml", ".yml", ".xml", ".tsv", ".lst"})
 
 # MetadataError kinds, counted per dataset at the end of discovery.
+# The label naming a source's video where the dataset has one (a YouTube id in VoxCeleb2,
+# CelebV-HQ, TalkingHead-1KH, HDTF and VFHQ): SourceSpec.video_id, sources/clips.video_id.
+VIDEO_ID_LABEL = "youtube_id"
+
 UNPARSEABLE = "unparseable"  # a metadata entry that cannot be read
 MISSING_FILE = "missing_file"  # a metadata entry whose media file is not on disk
 NO_METADATA = "no_metadata"  # a media file the dataset's metadata (or path scheme) does not cover
@@ -116,6 +120,12 @@ class SourceSpec:
     @property
     def source_id(self) -> str:
         return stable_id(self.dataset, self.rel_path)
+
+    @property
+    def video_id(self) -> str | None:
+        """The source video's id where the dataset names one (label ``youtube_id``): clips of
+        one video share it across datasets, so the eval split never splits them."""
+        return self.labels.get(VIDEO_ID_LABEL) or None
 
 
 @dataclass

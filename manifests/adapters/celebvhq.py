@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
+from .base import VIDEO_EXTENSIONS, VIDEO_ID_LABEL, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .root import DatasetRoot
 from .textfiles import EntryError, find_video, labels_of, load_json, missing
@@ -73,7 +73,7 @@ class CelebVHQAdapter:
                     path, rel = processed
                     whole = ClipSpec(0.0, None, key=key, labels=clip.labels)
                     yield SourceSpec(self.name, str(path), rel, "video", identity=ytb_id, split="train",
-                                     labels=dict(clip.labels), clips=[whole])
+                                     labels={**clip.labels, VIDEO_ID_LABEL: ytb_id}, clips=[whole])
                     continue
                 path, rel = self._raw(ytb_id, key)
             except EntryError as e:
@@ -83,7 +83,8 @@ class CelebVHQAdapter:
         for ytb_id in sorted(raw):
             path, rel, specs = raw[ytb_id]
             specs.sort(key=lambda c: (c.start_s, c.key))
-            yield SourceSpec(self.name, str(path), rel, "video", identity=ytb_id, split="train", clips=specs)
+            yield SourceSpec(self.name, str(path), rel, "video", identity=ytb_id, split="train",
+                             labels={VIDEO_ID_LABEL: ytb_id}, clips=specs)
 
     def _processed(self, key: str) -> tuple[str, str] | None:
         if self.processed_dir is None:

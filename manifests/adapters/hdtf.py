@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
+from .base import VIDEO_EXTENSIONS, VIDEO_ID_LABEL, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import video_info
 from .root import DatasetRoot
@@ -151,7 +151,7 @@ class HDTFAdapter:
         if name in m.urls:
             ytid = parse_qs(urlparse(m.urls[name][1]).query).get("v", [None])[0]
             if ytid:
-                labels["youtube_id"] = ytid
+                labels[VIDEO_ID_LABEL] = ytid
         ranges = m.times[name][1] if name in m.times else None
         try:
             raw = self._find(name, f"{subset}_{name}")

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
+from .base import VIDEO_EXTENSIONS, VIDEO_ID_LABEL, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import video_info, with_headers
 from .root import DatasetRoot
@@ -111,4 +111,4 @@ class TalkingHead1KHAdapter:
             path, rel, ytid, clips = groups[rel]
             clips.sort(key=lambda c: (c.start_s, c.box.x0 if c.box else 0.0, c.key))
             yield SourceSpec(self.name, str(path), rel, "video", identity=ytid, split=_SPLIT_NAMES.get(split, split),
-                             labels=dict(labelled), clips=clips)
+                             labels={**labelled, VIDEO_ID_LABEL: ytid}, clips=clips)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
+from .base import VIDEO_EXTENSIONS, VIDEO_ID_LABEL, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import video_info, with_headers
 from .root import DatasetRoot
@@ -123,9 +123,9 @@ class VFHQAdapter:
             path, rel, split, clips = raw[rel]
             clips.sort(key=lambda c: (c.start_s, c.key))
             people = sorted({c.identity for c in clips})
-            identity = people[0] if len(people) == 1 else clips[0].labels["youtube_id"]
+            identity = people[0] if len(people) == 1 else clips[0].labels[VIDEO_ID_LABEL]
             yield SourceSpec(self.name, str(path), rel, "video", identity=identity, split=split,
-                             labels={"youtube_id": clips[0].labels["youtube_id"]}, clips=clips)
+                             labels={VIDEO_ID_LABEL: clips[0].labels[VIDEO_ID_LABEL]}, clips=clips)
 
     def _video(self, stem: str) -> tuple[str, str] | None:
         for listed in videos_named(self.files, stem):
@@ -142,7 +142,7 @@ class VFHQAdapter:
         stem = posixpath.basename(txt)[:-4]
         n = parse_clip_name(stem)
         identity = f"{n['ytid']}+P{n['pid']}"
-        labels = {"youtube_id": n["ytid"], "person": f"P{n['pid']}", "clip": f"C{n['idx']}"}
+        labels = {VIDEO_ID_LABEL: n["ytid"], "person": f"P{n['pid']}", "clip": f"C{n['idx']}"}
         cut = self._video(stem)
         if cut is not None:
             path, rel = cut

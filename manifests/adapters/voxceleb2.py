@@ -20,7 +20,7 @@ import posixpath
 from collections.abc import Iterator
 from pathlib import Path
 
-from .base import VIDEO_EXTENSIONS, Box, ClipSpec, MetadataError, SourceSpec
+from .base import VIDEO_EXTENSIONS, VIDEO_ID_LABEL, Box, ClipSpec, MetadataError, SourceSpec
 from .files import FileIndex
 from .probe import video_info
 from .root import DatasetRoot
@@ -117,7 +117,7 @@ class VoxCeleb2Adapter:
         first, last = rows[0][0], rows[-1][0]
         if last < first:
             raise EntryError(f"frames run backwards ({first}..{last})")
-        labels = {"youtube_id": header.get("Reference", ytid), "utterance": utt}
+        labels = {VIDEO_ID_LABEL: header.get("Reference", ytid), "utterance": utt}
         if "Offset" in header:
             labels["av_offset"] = header["Offset"]
         for folder, split in _MP4_DIRS:

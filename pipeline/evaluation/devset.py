@@ -5,11 +5,21 @@ labels (``clean``: a curator keeps it; ``reject``: a curator rejects it, with th
 reasons; ``skip``: ambiguous, left out), and writes to ``DIR/media`` the clean files (videos
 trimmed to ``--clean-seconds``) and, for each clean file, deterministic degradations of the kinds
 a curator rejects at a glance: dark, blown out, an opaque occluder over mouth and nose or over
-the eyes that follows the face (flat, textured, hand, microphone, phone, sticker), the background
-replaced by moving texture, downscaled 4x, downscaled 4x and upscaled back, strong blur, two
-people side by side; plus pictures with no person and animals. ``DIR/labels.csv`` says what the
-build should do with each file; ``portrait eval`` (pipeline/evaluation/evaluate.py) compares a build of
-``DIR/media`` with it.
+the eyes that follows the face (flat, textured, hand, microphone, phone, sticker; and opaque
+black or white patches over the eyes, which clip), the background replaced by moving texture,
+downscaled 4x, downscaled 4x and upscaled back (bicubic, and bilinear for 480-720 px sources),
+downscaled 2x and upscaled back (480-720 px sources), strong blur, moderate blur at two strengths,
+two people side by side; plus pictures and videos with no person (stills panned, and pans over
+people-free regions of real videos) and animals (panned, and pasted onto moving backgrounds; a
+primate among them). ``DIR/labels.csv`` says what the build should do with each file; ``portrait
+eval`` (pipeline/evaluation/evaluate.py) compares a build of ``DIR/media`` with it.
+
+Resolution and blur are labelled as a curator judges them, at training scale (a 512 crop whose
+face is 160 px): a downscaled or down-and-up-scaled variant keeps the pixels of a source 2x or 4x
+smaller, and is labelled by them against the build's own minimums (a 100-px face, a 256-px crop):
+rejected under 90 % of either, kept from 110 % of the face and 100 % of the crop, and not made in
+between (ambiguous). A blurred variant is rejected when its blur, carried to training scale, has a
+sigma of at least 1 px (visibly soft there) and not made below that.
 
 Degradations are parameterised by a seed derived from the file name, so the same input always
 gives the same set, and styles vary across files (no filter can be tuned to one occluder).
@@ -145,6 +155,19 @@ def blur_frame(rgb: np.ndarray, sigma_frac: float) -> np.ndarray:
     """Strong Gaussian blur, sigma a share of the frame diagonal (out of focus)."""
     sigma = sigma_frac * float(np.hypot(*rgb.shape[:2]))
     return cv2.GaussianBlur(rgb, (0, 0), sigma)
+
+
+def soft_blur_frame(rgb: np.ndarray, sigma_frac: float) -> np.ndarray:
+    """Moderate Gaussian blur, sigma a share of the frame's short side (slightly out of focus)."""
+    return cv2.GaussianBlur(rgb, (0, 0), sigma_frac * float(min(rgb.shape[:2])))
+
+
+def down_up_linear_frame(rgb: np.ndarray, factor: int, down: int = cv2.INTER_AREA) -> np.ndarray:
+    """Reduced ``factor`` times (``down``) and enlarged back bilinearly: the cheap upscale of many
+    players and editors, whose leaky kernel leaves energy above the small source's limit."""
+    h, w = rgb.shape[:2]
+    small = cv2.resize(rgb, (max(2, round(w / factor)), max(2, round(h / factor))), interpolation=down)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def natural_texture(height: int, width: int, seed: int) -> np.ndarray:
@@ -340,7 +363,8 @@ class Occluder:
     ``where``: 'mouth' (mouth and nose) or 'eyes' (both eyes and brows). ``fill``: 'flat' (one
     colour), 'skin' (the face's own colour, flat), 'photo' (a real-image texture), 'noise'
     (synthetic texture), 'hand', 'microphone', 'phone' (a dark slab with a lit screen),
-    'sticker' (a bright disc or rounded rectangle with a printed motif)."""
+    'sticker' (a bright disc or rounded rectangle with a printed motif), 'clip' (opaque black or
+    white, by the seed: its pixels are crushed or blown, as a censor bar's)."""
 
     where: str
     fill: str
@@ -358,6 +382,9 @@ class Occluder:
         hh, ww = y1 - y0, x1 - x0
         if self.fill in ("flat", "skin"):
             col = skin_colour(rgb, lm) if self.fill == "skin" else rng.integers(0, 256, 3)
+            patch = np.broadcast_to(np.asarray(col, np.float32), (hh, ww, 3))
+        elif self.fill == "clip":
+            col = rng.integers(0, 9, 3) if self.seed % 2 else rng.integers(247, 256, 3)
             patch = np.broadcast_to(np.asarray(col, np.float32), (hh, ww, 3))
         elif self.fill == "photo":
             patch = photo_texture(hh, ww, self.seed).astype(np.float32)
@@ -450,17 +477,68 @@ DEGRADATIONS: dict[str, set[str]] = {
     "blown": {"lighting"},
     "occl_mouth": {"occlusion"},
     "occl_eyes": {"occlusion"},
+    "occl_eyes_clip": {"occlusion"},
     "moving_bg": {"background_motion"},
     "down4": {"resolution"},
     "down4up": {"resolution", "blur"},
+    "down4up_lin": {"resolution", "blur"},
+    "down2up": {"resolution", "blur"},
     "blur": {"blur", "resolution"},
+    "blur_mid": {"blur", "resolution"},
+    "blur_low": {"blur", "resolution"},
     "two_people": {"multiple_faces"},
 }
 VIDEO_ONLY = {"moving_bg"}
+# Degradations of 480-720 px sources only (the short side): the sizes where upscaled and mildly
+# blurred talking heads are common, and where a 2x upscale may or may not be acceptable at 512.
+MID_SIZE_ONLY = {"down4up_lin", "down2up"}
+MID_SIZE = (480, 720)
+# Variants labelled by the pixels or the sharpness a curator sees at training scale (see the
+# module docstring): the source's scale factor, or the blur's sigma as a share of the short side.
+SCALE_FACTOR = {"down4": 4, "down4up": 4, "down4up_lin": 4, "down2up": 2}
+BLUR_SHORT_SIDE = {"blur_mid": (0.007, 0.009), "blur_low": (0.004, 0.006)}
+# The curator's standard: the build's own minimums (stages/curate.py: Thresholds), at the crop
+# and face sizes of the default training crop (stages/crop.py: CropConfig).
+MIN_FACE_PX, MIN_CROP_PX = 100.0, 256.0
+CROP_SCALE, TRAINING_FACE_SIDE = 3.2, 160.0
+REJECT_BELOW, KEEP_FROM = 0.9, 1.1  # shares of the minimums: between them a variant is ambiguous
+MIN_VISIBLE_BLUR = 1.0  # sigma (px) at training scale from which a curator sees the blur
 
 
 def _seed(name: str) -> int:
     return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+
+
+def _blur_frac(kind: str, seed: int) -> float:
+    """The moderate blur's sigma as a share of the short side, drawn from the file's seed."""
+    return float(np.random.default_rng([seed, 1]).uniform(*BLUR_SHORT_SIDE[kind]))
+
+
+def scaled_label(face: float, short: int, factor: float) -> str | None:
+    """A source reduced ``factor`` times (and maybe enlarged back) keeps the pixels of a source
+    that many times smaller: its face and its training crop (the crop scale times the face, at
+    most the short side) shrink by the factor. Rejected under 90 % of the build's minimum face
+    or crop, kept from 110 % of the face and 100 % of the crop (a 256-px source, as MEAD's, is
+    kept), None (ambiguous) in between."""
+    native_face = face / factor
+    native_crop = min(CROP_SCALE * face, short) / factor
+    if native_face < REJECT_BELOW * MIN_FACE_PX or native_crop < REJECT_BELOW * MIN_CROP_PX:
+        return "rejected"
+    if native_face >= KEEP_FROM * MIN_FACE_PX and native_crop >= MIN_CROP_PX:
+        return "kept"
+    return None
+
+
+def short_side(path: Path) -> int:
+    """The short side of a video's frames or of an image, in stored pixels."""
+    if path.suffix.lower() in VIDEO_EXT:
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            return int(min(s.width, s.height))
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return int(min(im.size))
 
 
 @dataclass
@@ -492,6 +570,7 @@ class DevSetWriter:
         self.rows: list[dict] = []
         self._tracker: _FaceTracker | None = None
         self._segmenter: _PersonMask | None = None
+        self._faces: dict[Path, tuple[float | None, int]] = {}
 
     def label(self, dst: Path, expected: str, reasons: set[str], kind: str, base: str) -> None:
         self.rows.append({"file": dst.relative_to(self.media).as_posix(), "expected": expected,
@@ -525,6 +604,9 @@ class DevSetWriter:
     # -- degradations ----------------------------------------------------------------------
     def degrade(self, item: BaseItem, kind: str, partner: BaseItem) -> None:
         seed = _seed(item.path.name + kind)
+        expected = self._expected(item, kind, seed)
+        if expected is None:
+            return  # ambiguous at training scale: left out (module docstring)
         rng = np.random.default_rng(seed)
         fn = self._frame_fn(kind, seed, rng, partner)
         stem = f"{item.path.stem}__{kind}"
@@ -535,7 +617,47 @@ class DevSetWriter:
             map_video(item.path, dst, fn, max_frames=int(self.degraded_s * float(rate)))
         else:
             dst = _write_image(self.media / "images" / f"{stem}.png", fn(0, _read_image(item.path)))
-        self.label(dst, "rejected", DEGRADATIONS[kind], kind, item.path.name)
+        self.label(dst, expected, DEGRADATIONS[kind] if expected == "rejected" else set(), kind, item.path.name)
+
+    def _expected(self, item: BaseItem, kind: str, seed: int) -> str | None:
+        """'rejected', 'kept' or None (ambiguous) for a variant, as a curator judges it at
+        training scale (module docstring); every other degradation is 'rejected'."""
+        if kind not in SCALE_FACTOR and kind not in BLUR_SHORT_SIDE:
+            return "rejected"
+        face, short = self.source_face(item)
+        if face is None:
+            return None
+        if kind in BLUR_SHORT_SIDE:
+            sigma_train = _blur_frac(kind, seed) * short * TRAINING_FACE_SIDE / face
+            return "rejected" if sigma_train >= MIN_VISIBLE_BLUR else None
+        return scaled_label(face, short, SCALE_FACTOR[kind])
+
+    def source_face(self, item: BaseItem) -> tuple[float | None, int]:
+        """The clean source's face side (median landmark-box side over a few frames of the part
+        the variants are made of) and its short side, in source pixels."""
+        if item.path not in self._faces:
+            if item.is_video:
+                rate, _ = _frames(item.path, 1)
+                n = _count_frames(item.path, int(self.degraded_s * float(rate)))
+                picks = set(np.linspace(0, max(n - 1, 0), 5).astype(int).tolist())
+                _, frames = _frames(item.path, n)
+                rgbs = [rgb for i, rgb in enumerate(frames) if i in picks]
+            else:
+                rgbs = [_read_image(item.path)]
+            from stages.faces import FaceAnalyzer
+
+            analyzer = FaceAnalyzer(check_hands=False)
+            analyzer.setup()
+            try:
+                sides = []
+                for rgb in rgbs:
+                    obs = analyzer.analyze(np.ascontiguousarray(rgb))
+                    if obs.face_box is not None:
+                        sides.append(float(max(obs.face_box[2] - obs.face_box[0], obs.face_box[3] - obs.face_box[1])))
+            finally:
+                analyzer.close()
+            self._faces[item.path] = (float(np.median(sides)) if sides else None, int(min(rgbs[0].shape[:2])))
+        return self._faces[item.path]
 
     def _tracker_reset(self):
         if self._tracker is not None:
@@ -552,13 +674,21 @@ class DevSetWriter:
             return lambda i, rgb: shrink_frame(rgb, 4)
         if kind == "down4up":
             return lambda i, rgb: down_up_frame(rgb, 4)
+        if kind == "down4up_lin":
+            down = cv2.INTER_AREA if seed % 2 else cv2.INTER_CUBIC
+            return lambda i, rgb: down_up_linear_frame(rgb, 4, down)
+        if kind == "down2up":
+            return lambda i, rgb: down_up_frame(rgb, 2)
         if kind == "blur":
             frac = rng.uniform(0.008, 0.012)
             return lambda i, rgb: blur_frame(rgb, frac)
-        if kind in ("occl_mouth", "occl_eyes"):
+        if kind in BLUR_SHORT_SIDE:
+            frac = _blur_frac(kind, seed)
+            return lambda i, rgb: soft_blur_frame(rgb, frac)
+        if kind in ("occl_mouth", "occl_eyes", "occl_eyes_clip"):
             where = kind.split("_")[1]
             fills = OCCLUDER_FILLS[where]
-            occ = Occluder(where, fills[seed % len(fills)], seed)
+            occ = Occluder(where, "clip" if kind.endswith("_clip") else fills[seed % len(fills)], seed)
             tracker = self.tracker()
             last: dict = {}
 
@@ -604,8 +734,10 @@ class DevSetWriter:
         raise ValueError(f"unknown degradation {kind!r}")
 
     # -- pictures without a person -------------------------------------------------------------
-    def no_face(self, fixtures_animals: list[Path]) -> None:
-        """Photographs without people (no_person) and animals, as images and panned videos."""
+    def no_face(self, fixtures_animals: list[Path], media_root: Path | None = None) -> None:
+        """Photographs without people (no_person) and animals, as images and panned videos; pans
+        over people-free regions of real videos (no_person); animals cut from real media, and
+        animal photos, moving over a drifting background (animal: a primate among them)."""
         from skimage import data
 
         scenes = {"coffee": data.coffee(), "rocket": data.rocket(), "retina": data.retina(),
@@ -623,6 +755,28 @@ class DevSetWriter:
                 vdst = self.media / "videos" / f"{group}__{name}_pan.mp4"
                 _write(vdst, Fraction(25), _pan(rgb[..., :3], int(25 * self.degraded_s)))
                 self.label(vdst, "rejected", {"no_face"}, group, name)
+        n = int(25 * self.degraded_s)
+        # Animals over a moving background: the scene moves as in the moving-background variants,
+        # but there is no person in it (a curator names no_face, not background motion).
+        movers = {"chelsea_cat": data.chelsea()}
+        movers.update({p.stem: _read_image(p) for p in fixtures_animals})
+        if media_root is not None:
+            for rel, crops in ANIMAL_CROPS.items():
+                if (media_root / rel).is_file():
+                    pic = _read_image(media_root / rel)
+                    for name, ((x0, y0, x1, y1), scale) in crops.items():
+                        cut = np.ascontiguousarray(pic[y0:y1, x0:x1, :3])
+                        movers[name] = cv2.resize(cut, None, fx=scale, fy=scale, interpolation=cv2.INTER_LANCZOS4)
+            for rel, (name, region) in NO_PERSON_REGIONS.items():
+                if (media_root / rel).is_file():
+                    vdst = self.media / "videos" / f"no_person__{name}.mp4"
+                    rate, frames = _frames(media_root / rel, n)
+                    _write(vdst, rate, _pan_region(frames, region, n))
+                    self.label(vdst, "rejected", {"no_face"}, "no_person", rel)
+        for name, rgb in movers.items():
+            vdst = self.media / "videos" / f"animal__{name}_moving.mp4"
+            _write(vdst, Fraction(25), _on_moving_background(rgb[..., :3], n, _seed(name)))
+            self.label(vdst, "rejected", {"no_face"}, "animal", name)
 
     def close(self) -> None:
         for m in (self._tracker, self._segmenter):
@@ -633,6 +787,53 @@ class DevSetWriter:
             w = csv.DictWriter(f, fieldnames=["file", "expected", "reasons", "kind", "base"])
             w.writeheader()
             w.writerows(self.rows)
+
+
+# People-free regions of real fixture videos (x0, y0, x1, y1, source pixels), panned over as
+# no-person videos with motion: the room left of the woman in s18, the garden above the seated
+# woman in latentsync_demo1.
+NO_PERSON_REGIONS = {"media/videos/s18.mp4": ("s18_room", (0, 0, 400, 720)),
+                     "media-extra/videos/latentsync_demo1.mp4": ("latentsync_garden", (0, 0, 1080, 540))}
+# Animals cut from real fixture media (x0, y0, x1, y1 and an enlargement), moved over a drifting
+# background: the spider monkey (a primate) and the black cat beside Frida Kahlo.
+ANIMAL_CROPS = {"media-extra/images/sadtalker_art12_frida.png": {"frida_monkey": ((0, 180, 118, 470), 1.5),
+                                                                 "frida_cat": ((330, 250, 504, 470), 1.5)}}
+
+
+def _pan_region(frames: Iterator[np.ndarray], region: tuple[int, int, int, int], n: int) -> Iterator[np.ndarray]:
+    """A window (0.8 of the region's short side, native pixels) panning across ``region`` of
+    each frame in turn: a camera moving over a scene without people."""
+    x0, y0, x1, y1 = region
+    side = int(0.8 * min(x1 - x0, y1 - y0)) // 2 * 2
+    for i, rgb in enumerate(frames):
+        h, w = rgb.shape[:2]
+        rx1, ry1 = min(x1, w), min(y1, h)
+        t = i / max(n - 1, 1)
+        x = x0 + int((rx1 - x0 - side) * t)
+        y = y0 + int((ry1 - y0 - side) * (0.5 + 0.5 * np.sin(2 * np.pi * t)))
+        yield np.ascontiguousarray(rgb[y: y + side, x: x + side])
+
+
+def _on_moving_background(rgb: np.ndarray, n: int, seed: int, side: int = 512) -> Iterator[np.ndarray]:
+    """``rgb`` (an animal photo or cut-out, native pixels) on a ``side`` canvas whose drifting
+    texture background moves 0.3-0.6 % of the diagonal a frame, the picture itself swaying a
+    little: an animal in a video with motion."""
+    h, w = rgb.shape[:2]
+    if max(h, w) > side:
+        s = side / max(h, w)
+        rgb = cv2.resize(rgb, (max(2, int(w * s)), max(2, int(h * s))), interpolation=cv2.INTER_AREA)
+        h, w = rgb.shape[:2]
+    rng = np.random.default_rng(seed)
+    mover = _MovingTexture(seed, speed_frac=rng.uniform(0.003, 0.006), photo=bool(seed % 2))
+    for i in range(n):
+        canvas = np.zeros((side, side, 3), np.uint8)
+        dx = int((side - w) / 2 + 0.05 * side * np.sin(2 * np.pi * i / max(n, 1)))
+        dy = int((side - h) / 2 + 0.03 * side * np.cos(2 * np.pi * i / max(n, 1)))
+        dx, dy = min(max(dx, 0), side - w), min(max(dy, 0), side - h)
+        canvas[dy: dy + h, dx: dx + w] = rgb
+        alpha = np.ones((side, side, 1), np.float32)
+        alpha[dy: dy + h, dx: dx + w] = 0.0
+        yield mover.composite(i, canvas, alpha)
 
 
 def _pan(rgb: np.ndarray, n: int) -> Iterator[np.ndarray]:
@@ -668,14 +869,16 @@ def make_devset(base_csv: Path, media_root: Path, out: Path, kinds: list[str] | 
     for k, it in enumerate(clean):
         # The second person comes from another clean file of the same kind (video or image).
         same = [o for o in clean if o.is_video == it.is_video and o.path != it.path] or [it]
-        jobs.append((it, same[k % len(same)], [kd for kd in kinds if it.is_video or kd not in VIDEO_ONLY]))
+        mid = MID_SIZE[0] <= short_side(it.path) <= MID_SIZE[1]
+        jobs.append((it, same[k % len(same)], [kd for kd in kinds if (it.is_video or kd not in VIDEO_ONLY)
+                                               and (mid or kd not in MID_SIZE_ONLY)]))
     writer = DevSetWriter(out, clean_seconds, degraded_seconds)
     try:
         for it in items:
             writer.copy(it)
         if with_no_face:
             writer.no_face([it.path for it in items if it.label == "reject" and it.reasons == {"no_face"}
-                            and not it.is_video])
+                            and not it.is_video], media_root)
         # One process per core: each degrades whole files (its own face and person models).
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))) as pool:

@@ -9,7 +9,9 @@ Per filter (each verdict reason; ``no_face`` also covers sources where no face w
 - precision: of the files the filter fired on, the share for which it is a right reason;
 - recall: of the files for which it is a right reason, the share rejected for a right reason
   (down-and-upscaled content rejected for blur counts for resolution too: either is right).
-And the clean keep-rate: the share of files labelled ``kept`` that the build kept.
+And the clean keep-rate: the share of the clean files (kind ``clean``) that the build kept, and,
+where variants are labelled ``kept`` too (a 2x upscale that still holds enough pixels), the share
+of every file labelled ``kept``.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from manifests.errors import PortraitError
 from manifests.schemas import CLIP_SCORES, KEPT
-from manifests.verdicts import REASONS
+from manifests.verdicts import REASONS, native_detail_4x
 
 FILTERS = REASONS  # no_face is a verdict reason too (a clip whose face is not human)
 
@@ -139,8 +141,11 @@ def print_report(report: EvalReport, out=None, all_files: bool = False) -> None:
     for f, v in report.filter_figures().items():
         print(f"{f:<18} {_fmt(v['precision']):>9} {_fmt(v['recall']):>7}  {v['fired']:>5}  {v['tp']:>5}  "
               f"{v['hits']}/{v['positives']}", file=out)
-    k, n = report.keep_rate()
+    k, n = report.keep_rate("clean") if any(r.kind == "clean" for r in report.files) else report.keep_rate()
     print(f"clean keep-rate: {k}/{n} = {k / n:.3f}" if n else "clean keep-rate: no clean files", file=out)
+    ka, na = report.keep_rate()
+    if na != n:  # variants a curator keeps too (e.g. a 2x upscale still holding enough pixels)
+        print(f"keep-rate of every file labelled kept: {ka}/{na} = {ka / na:.3f}", file=out)
     print("correct by kind: " + ", ".join(f"{kind} {c}/{n}" for kind, (c, n) in report.by_kind().items()), file=out)
     for f in FILTERS:
         wrong = [r.file for r in report.files if f in r.fired and f not in r.right]
@@ -161,3 +166,34 @@ def print_report(report: EvalReport, out=None, all_files: bool = False) -> None:
             sc = " ".join(f"{name}={_fmt(s.get(name))}" for name, _ in CLIP_SCORES if s.get(name) is not None)
             print(f"  {r.file}  {r.expected}/{'|'.join(sorted(r.right)) or '-'}  {r.status}  "
                   f"{'|'.join(sorted(r.fired)) or '-'}  {sc}", file=out)
+
+
+# The scores the verdict thresholds act on, for ``print_ranges``.
+RANGE_SCORES = ["face_px", "crop_source_px", "detail_4x", "mirror_4x", "native_detail_4x", "sharpness", "detail_train",
+                "face_human", "face_conf", "face_person", "lighting_mean", "lighting_clipped", "occluded_share",
+                "bg_motion"]
+_DERIVED = {"native_detail_4x": native_detail_4x}  # what the resolution rule reads (manifests/verdicts.py)
+
+
+def score_ranges(report: EvalReport, scores: list[str] | None = None) -> dict[str, dict[str, tuple]]:
+    """Per score, per group of files (``kind:expected``), (n, min, median, max, file at min, file
+    at max) of the main clip's score: the distributions the thresholds are set from."""
+    out: dict[str, dict[str, tuple]] = {}
+    for name in scores or RANGE_SCORES:
+        groups: dict[str, list[tuple[float, str]]] = {}
+        for r in report.files:
+            v = _DERIVED[name](r.scores) if name in _DERIVED and r.scores else r.scores.get(name)
+            if v is None or v != v:  # absent, null or NaN
+                continue
+            groups.setdefault(f"{r.kind}:{r.expected}", []).append((float(v), r.file))
+        out[name] = {g: (len(v), v[0][0], v[len(v) // 2][0], v[-1][0], v[0][1], v[-1][1])
+                     for g, v in ((g, sorted(v)) for g, v in sorted(groups.items()))}
+    return out
+
+
+def print_ranges(report: EvalReport, out=None, scores: list[str] | None = None) -> None:
+    out = out or sys.stdout
+    for name, groups in score_ranges(report, scores).items():
+        print(f"\n{name} (main clip; n, min, median, max):", file=out)
+        for g, (n, lo, med, hi, f_lo, f_hi) in groups.items():
+            print(f"  {g:<24} {n:>4}  {_fmt(lo):>8} {_fmt(med):>8} {_fmt(hi):>8}   min {f_lo}  max {f_hi}", file=out)

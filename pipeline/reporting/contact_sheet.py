@@ -56,6 +56,33 @@ def kept_sheet(cat: Catalog, frames_per_clip: int = 4, max_clips: int = 12, flow
     return np.concatenate(rows, axis=0) if rows else None
 
 
+def duplicates_sheet(cat: Catalog, max_groups: int = 8, max_members: int = 6) -> tuple[np.ndarray | None, int]:
+    """One row per duplicate group (``clips.dup_group``), largest first: each member's middle
+    frame side by side, captioned with its dataset and file, so a person sees at a glance
+    whether the grouped clips are the same footage. Returns the sheet and the number of groups."""
+    groups = cat.query(
+        "SELECT dup_group, count(*) AS n FROM clips WHERE verdict = 'kept' AND dup_group IS NOT NULL "
+        "GROUP BY dup_group HAVING count(*) > 1 ORDER BY n DESC, dup_group").to_pylist()
+    rows = []
+    for g in groups[:max_groups]:
+        members = cat.query(
+            "SELECT c.clip_id, c.dataset, s.rel_path, c.n_frames FROM clips c JOIN sources s USING (source_id) "
+            "WHERE c.dup_group = ? AND c.verdict = 'kept' ORDER BY c.dataset, c.clip_id LIMIT ?",
+            [g["dup_group"], max_members]).to_pylist()
+        tiles = []
+        for m in members:
+            frame = tensors.rows(cat.query(
+                "SELECT jpeg, landmarks, face_box FROM frames WHERE clip_id = ? AND view = 0 AND frame_index = ?",
+                [m["clip_id"], max(0, m["n_frames"] // 2)]))
+            if frame:
+                tiles.append(_tile({**frame[0], "landmarks": None, "face_box": None},
+                                   f"{m['dataset']}: {Path(m['rel_path']).name}"))
+        if tiles:
+            tiles += [np.zeros((TILE, TILE, 3), np.uint8)] * (max_members - len(tiles))
+            rows.append(np.concatenate(tiles, axis=1))
+    return (np.concatenate(rows, axis=0) if rows else None), len(groups)
+
+
 def write_contact_sheet(
     out_dir: str | Path, png_path: str | Path, frames_per_clip: int = 4, max_clips: int = 12
 ) -> int:

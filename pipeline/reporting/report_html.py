@@ -21,7 +21,7 @@ from manifests.catalog import Catalog
 from manifests.schemas import CLIP_SCORES
 from stages.jpeg import decode_jpeg
 
-from .contact_sheet import kept_sheet
+from .contact_sheet import duplicates_sheet, kept_sheet
 from .preview import storage_report
 
 # Score -> the thresholds that judge it: (parameter, 'min' | 'max'). Mirrors manifests/verdicts.py.
@@ -34,6 +34,7 @@ SCORE_THRESHOLDS: dict[str, list[tuple[str, str]]] = {
     "n_faces": [("max_faces", "max")],
     "face_conf": [("min_face_conf", "min")],
     "face_human": [("min_face_human", "min")],
+    "face_person": [("min_face_person", "min")],
     "occlusion": [("max_frame_occlusion", "max")],
     "occluded_share": [("max_occluded_share", "max")],
     "lighting_mean": [("min_lighting_mean", "min"), ("max_lighting_mean", "max")],
@@ -41,7 +42,9 @@ SCORE_THRESHOLDS: dict[str, list[tuple[str, str]]] = {
     "lighting_clipped": [("max_lighting_clipped", "max")],
     "bg_motion": [("max_bg_motion", "max")],
     "sharpness": [("min_sharpness", "min")],
-    "detail_4x": [("min_detail_4x", "min")],
+    # detail_4x and mirror_4x: judged together (detail_4x * (1 - mirror_4x) >= min_detail_4x), so
+    # neither histogram has a line of its own.
+    "detail_train": [("min_detail_train", "min")],
 }
 _KEPT, _REJECTED = "#3a9d5d", "#d9534f"
 SHEET_CLIPS = 8  # clips per contact sheet: enough to see a filter's pattern, small page
@@ -211,6 +214,14 @@ def collect(out_dir: Path) -> dict:
             ),
         }
         d["kept_sheet"] = kept_sheet(cat, frames_per_clip=4, max_clips=2 * SHEET_CLIPS, flow=8)
+        d["dup_sheet"], d["dup_groups"] = duplicates_sheet(cat, max_groups=SHEET_CLIPS)
+        d["dup_datasets"] = _rows(
+            cat,
+            "SELECT dataset, count(*) AS kept_clips, count(*) FILTER (WHERE g.n > 1) AS with_duplicate, "
+            "count(DISTINCT c.dup_group) FILTER (WHERE g.n > 1) AS groups FROM clips c "
+            "LEFT JOIN (SELECT dup_group, count(*) AS n FROM clips WHERE verdict = 'kept' GROUP BY ALL) g "
+            "USING (dup_group) WHERE c.verdict = 'kept' GROUP BY ALL ORDER BY dataset",
+        )
     d["storage"] = storage_report(out_dir)
     return d
 
@@ -304,6 +315,15 @@ def render(d: dict, title: str) -> str:
     parts.append("<h2 id=kept>Kept clips</h2>")
     sheet = d["kept_sheet"]
     parts.append(_img(_png(sheet), "kept clips", "sheet") if sheet is not None else "<p class=muted>no kept clips</p>")
+
+    parts.append("<h2 id=duplicates>Duplicates across datasets</h2><p class=legend>kept clips grouped by the "
+                 "perceptual signature of their stored frames (clips.dup_group; named query "
+                 "<code>duplicates</code>); one row per group, largest first</p>")
+    parts.append(_table(d["dup_datasets"], "no kept clips"))
+    sheet = d["dup_sheet"]
+    shown = f" (first {SHEET_CLIPS})" if d["dup_groups"] > SHEET_CLIPS else ""
+    parts.append(f"<h3>{d['dup_groups']} group(s){shown}</h3>" + (
+        _img(_png(sheet), "duplicate groups", "sheet") if sheet is not None else "<p class=muted>no duplicates</p>"))
 
     parts.append("<h2 id=storage>Storage by feature</h2>")
     storage = [dict(r, kb_per_frame=round(r["bytes_per_frame"] / 1024, 2)) for r in d["storage"]]
