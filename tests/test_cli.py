@@ -84,3 +84,26 @@ def test_a_weights_file_that_will_not_load_is_one_line(media_dir, tmp_path, caps
     assert _portrait_cause(RuntimeError("dataset failed")) is None
     found = _portrait_cause(wrapped)
     assert isinstance(found, StageStartError) and str(found) == "stage features could not start: boom"
+
+
+def test_rethreshold_on_a_catalog_older_than_a_threshold(tmp_path, capsys):
+    """A catalog whose last run recorded no `min_face_person` / `min_detail_train` (built before
+    they existed) is re-thresholded with today's defaults for them, its own values for the rest."""
+    import json
+
+    from manifests import schemas
+    from manifests.catalog import Catalog
+    from stages.curate import Thresholds
+
+    old = {k: v for k, v in Thresholds().model_dump().items() if k not in ("min_face_person", "min_detail_train")}
+    old["min_face_px"] = 1000.0  # its own value: every clip's face is too small by it
+    with Catalog(tmp_path) as cat:
+        cat.start_run(dict(run_id="old", config_json=json.dumps({"thresholds": old}), status="finished"))
+        clip = dict(clip_id="c", source_id="s", dataset="d", media_type="image", clip_index=0, start_s=0.0,
+                    end_s=0.0, n_frames=1, verdict="kept", reasons=[], run_id="old", face_px=400.0)
+        cat.insert("clips", schemas.table_from_rows([clip], schemas.CLIPS))
+    capsys.readouterr()
+    assert portrait(["query", "--catalog", str(tmp_path), "--named", "rethreshold", "--csv",
+                     str(tmp_path / "r.csv")]) == 0
+    text = (tmp_path / "r.csv").read_text()
+    assert "resolution" in text  # min_face_px 1000 from the run, not today's 100
