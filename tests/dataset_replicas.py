@@ -445,7 +445,8 @@ def build_vfhq(root: Path, fixtures: Path) -> Path:
     _write(meta / "train" / "Clip+NoVideo0001+P0+C0+F0-9.txt", _vfhq_txt(720, 1280, 30, (10, 20, 300, 310), None))
     _mkv(_video(fixtures, "d3"), root / "videos" / "K_-9xq2ZmQw.mkv")
     _webm(_video(fixtures, "d0"), root / "videos" / "xyz_-A1b2C3.webm")
-    _copy(_video(fixtures, "d0"), root / "clips" / "Clip+QwErTy12345+P2+C3+F100-199.mp4")
+    # Footage no other replica uses: an eval candidate nothing ties to training.
+    _copy(_extra_video(fixtures, "retalking_face4"), root / "clips" / "Clip+QwErTy12345+P2+C3+F100-199.mp4")
     _write(root / "videos" / "BrokenFps01.mp4", "placeholder")
     _copy(_video(fixtures, "d0"), root / "videos" / "Unlisted0001.mp4")  # a download no txt names
     return root
