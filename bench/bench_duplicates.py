@@ -399,6 +399,16 @@ def synthetic(n: int, seed: int = 0) -> None:
     print(f"    false merges: {impure} groups mixing footages ({merged} of {len(near):,} near-miss families merged)")
 
 
+def _remove_ours(folder: Path, marker: str) -> None:
+    """Remove a folder this bench made (it holds ``marker``, which the bench or its build wrote);
+    anything else at that path is left alone, with one line."""
+    if not folder.exists():
+        return
+    if not (folder / marker).is_file():
+        sys.exit(f"bench_duplicates: {folder} was not made by this bench (no {marker}); not removing it")
+    shutil.rmtree(folder)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixtures", default=os.environ.get("PORTRAIT_FIXTURES", str(REPO.parent / "shared" / "fixtures")))
@@ -417,9 +427,9 @@ def main() -> int:
         folder = Path(args.out) / "dupset"
         build = Path(args.out) / "dupset_build"
         if args.remake:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove_ours(folder, "truth.json")
         if args.remake or args.rebuild:
-            shutil.rmtree(build, ignore_errors=True)
+            _remove_ours(build, "catalog.duckdb")
         t = time.perf_counter()
         make_set(Path(args.fixtures), folder)
         print(f"set made in {time.perf_counter() - t:.0f} s: {folder}")

@@ -7,6 +7,7 @@ the dataset changes: the shards stay as they are.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -77,10 +78,8 @@ def duplicate_groups(catalog: Catalog) -> int:
     catalog.con.register("_groups", pa.table({"clip_id": ids, "g": groups}))
     catalog.con.execute("UPDATE clips SET dup_group = _groups.g FROM _groups WHERE clips.clip_id = _groups.clip_id")
     catalog.con.unregister("_groups")
-    sizes: dict[str, int] = {}
-    for g in groups:
-        sizes[g] = sizes.get(g, 0) + 1
-    return sum(1 for g in groups if sizes[g] > 1)
+    sizes = Counter(groups)
+    return sum(n for n in sizes.values() if n > 1)
 
 
 _SPLIT_FIELDS = "clip_id, source_id, dataset, identity, video_id, dup_group"

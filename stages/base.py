@@ -188,6 +188,16 @@ class SourceWork:
                 self._crop_bytes += img.nbytes
         return img
 
+    def frames_by_clip(self) -> dict[str, list[FrameRow]]:
+        """The frame rows of each clip, by view then frame_index (a clip's frames first, in time
+        order, then an image's augmented views)."""
+        by_clip: dict[str, list[FrameRow]] = {}
+        for row in self.frames:
+            by_clip.setdefault(row.clip_id, []).append(row)
+        for rows in by_clip.values():
+            rows.sort(key=lambda r: (r.view, r.frame_index))
+        return by_clip
+
     def release_frames(self) -> None:
         """The frames are written: drop them and their decoded crops (the rows stay)."""
         self.frames, self._crops, self._crop_bytes = [], {}, 0

@@ -9,9 +9,6 @@ The dataset-wide step that groups them (``clips.dup_group``) is ``pipeline/final
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
-from manifests.records import FrameRow
 from manifests.schemas import KEPT
 
 from .base import SourceWork, Stage
@@ -28,14 +25,11 @@ class DuplicateKeysStage(Stage):
         if work.failed:
             return work
         video_id = work.source.video_id
-        frames: dict[str, list[FrameRow]] = defaultdict(list)
-        for row in work.frames:
-            if row.view == 0:
-                frames[row.clip_id].append(row)
+        frames = work.frames_by_clip()
         try:
             for clip in work.clips:
                 clip.video_id = video_id
-                rows = sorted(frames.get(clip.clip_id, []), key=lambda r: r.frame_index)
+                rows = [r for r in frames.get(clip.clip_id, []) if r.view == 0]
                 if clip.verdict == KEPT and rows:
                     clip.signature = clip_signature([work.crop(r) for r in rows], [r.timestamp_s for r in rows])
         except (ValueError, OSError) as e:  # a crop that does not decode: the source's data is at fault

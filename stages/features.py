@@ -10,8 +10,6 @@ is reused by the second when they share an actor (a CPU-only build).
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 
 from manifests import tensors
@@ -27,15 +25,6 @@ from .jpeg import encode_jpeg
 from .latents import LatentsConfig, LatentStage
 from .pose import PoseConfig, PoseStage
 from .position_maps import PositionMapConfig, PositionMapStage, choose_references
-
-
-def _grouped_frames(frames: list[FrameRow]) -> dict[str, list[FrameRow]]:
-    by_clip: dict[str, list[FrameRow]] = defaultdict(list)
-    for row in frames:
-        by_clip[row.clip_id].append(row)
-    for rows in by_clip.values():
-        rows.sort(key=lambda r: (r.view, r.frame_index))
-    return by_clip
 
 
 def _landmark_box(landmarks: np.ndarray, size: int) -> list[float]:
@@ -99,7 +88,7 @@ class ClipFeatureStage(Stage):
     def _features(self, work: SourceWork) -> list[FrameRow]:
         """Features of every kept clip (written into its clip row and frame rows), and the
         frames to store: the clips' frames and, for images, their views."""
-        by_clip = _grouped_frames(work.frames)
+        by_clip = work.frames_by_clip()
         out_frames: list[FrameRow] = []
         for clip in work.clips:
             rows = by_clip.get(clip.clip_id)
