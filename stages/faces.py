@@ -125,6 +125,11 @@ _CHECK_EVERY = 4  # in a video track, each check runs on every 4th detection fra
 _CHECK_CONTEXT = 3.0  # its side / face side: shoulders and hands near the face are in
 
 
+def _face_visibility(landmarks) -> float:
+    """Mean visibility (clipped to 0..1) of a BlazePose result's face keypoints."""
+    return float(np.mean([min(max(landmarks[i].visibility, 0.0), 1.0) for i in _POSE_FACE]))
+
+
 @dataclass
 class FaceAnalyzer:
     min_confidence: float = 0.5
@@ -275,7 +280,7 @@ class FaceAnalyzer:
             kp /= m[0, 0]  # back to frame pixels
             x, y = np.median(kp, axis=0)
             if lo[0] <= x <= hi[0] and lo[1] <= y <= hi[1]:
-                return float(np.mean([min(max(lm[i].visibility, 0.0), 1.0) for i in _POSE_FACE]))
+                return _face_visibility(lm)
         return 0.0
 
     def ask_person(self, rgb: np.ndarray, obs: FaceObs) -> float:
@@ -300,7 +305,7 @@ class FaceAnalyzer:
         if res.pose_landmarks is None:
             return 0.0
         lm = res.pose_landmarks.landmark
-        return float(np.mean([min(max(lm[i].visibility, 0.0), 1.0) for i in _POSE_FACE]))
+        return _face_visibility(lm)
 
     def _others_human(self, rgb: np.ndarray, boxes: np.ndarray, primary: int) -> dict[int, float]:
         """The human check for the other faces large enough to count (no mesh on them: the
