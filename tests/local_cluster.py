@@ -47,6 +47,42 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_next_range = [(os.getpid() % 50) * 100]
+
+
+def worker_port_range() -> int:
+    """First port of a free 100-port block for one node's workers.
+
+    The block lies below the kernel's ephemeral range, so no port the other components were
+    given (``free_ports`` binds port 0, which draws from that range) can fall inside it; each
+    node of this process gets the next block, and a block with any port in use is skipped.
+    """
+    top = _ephemeral_low() - 100
+    for _ in range(400):
+        lo = 10000 + _next_range[0] % max(100, top - 10000)
+        lo -= lo % 100
+        _next_range[0] += 100
+        if all(_port_free(q) for q in range(lo, lo + 100)):
+            return lo
+    raise RuntimeError("no free block of 100 worker ports below the ephemeral range")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _children() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
@@ -142,9 +178,8 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def _node_ports(self) -> list[str]:
-        p = free_ports(7)
-        lo = p[6]
-        workers = 20000 + (lo % 400) * 100
+        p = free_ports(6)
+        workers = worker_port_range()
         return ["--node-manager-port", str(p[0]), "--object-manager-port", str(p[1]),
                 "--dashboard-agent-listen-port", str(p[2]), "--dashboard-agent-grpc-port", str(p[3]),
                 "--runtime-env-agent-port", str(p[4]), "--metrics-export-port", str(p[5]),
