@@ -104,7 +104,8 @@ class ClipFeatureStage(Stage):
                 for r, m in zip(rows, maps):
                     r.position_map = tensors.encode(m, "float16")
             if self.pose is not None:
-                for r, p in zip(rows, self.pose.estimate(crops)):
+                video = clip.media_type != "image"
+                for r, p in zip(rows, self.pose.estimate(crops, [lm.astype(np.float32) for lm in lms], video=video)):
                     r.pose = tensors.encode(p, "float32")
             self._intensities(clip, lms)
             emb = self.identity.embed(crops, lms)
@@ -113,7 +114,8 @@ class ClipFeatureStage(Stage):
             if clip.media_type == "image" and self.image_views.k > 0:
                 views = self._views(clip, rows[0], crops[0], lms[0])
                 if self.pose is not None and views:  # views are training frames too: same columns
-                    for v, p in zip(views, self.pose.estimate([work.crop(v) for v in views])):
+                    view_lms = [tensors.decode(v.landmarks) for v in views]
+                    for v, p in zip(views, self.pose.estimate([work.crop(v) for v in views], view_lms)):
                         v.pose = tensors.encode(p, "float32")
                 out_frames.extend(views)
         return out_frames

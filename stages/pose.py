@@ -45,6 +45,10 @@ class PoseConfig(Settings):
     pose_path: str | None = Field(None, description="dwpose: dw-ll_ucoco_384.onnx")
     device: str = "auto"
     det_score_thr: float = Field(0.3, ge=0.05, le=1)
+    every: int = Field(3, ge=1, le=12, description=(
+        "the pose model runs on every N-th frame of a video clip (and its last); the frames "
+        "between take points interpolated linearly. 1 = every frame. bench/bench_pose_rate.py "
+        "measures the error against every frame"))
 
 BODY = slice(0, 17)
 FEET = slice(17, 23)
@@ -120,6 +124,31 @@ def holistic_to_wholebody(result, width: int, height: int) -> np.ndarray:
     return out
 
 
+def interpolate_keyframes(keys: list[int], poses: list[np.ndarray], n: int) -> list[np.ndarray]:
+    """Poses at frames ``keys`` (ascending, 0 and n-1 among them) -> poses of all n frames.
+
+    A point seen at both neighbouring keyframes moves linearly between them (score too); a
+    point seen at one only takes the nearer keyframe's value (a hand entering the picture
+    appears at the midpoint rather than being dragged in from nowhere).
+    """
+    out: list[np.ndarray | None] = [None] * n
+    for k, p in zip(keys, poses):
+        out[k] = p
+    for a, b, pa, pb in zip(keys, keys[1:], poses, poses[1:]):
+        both = (pa[:, 2] > 0) & (pb[:, 2] > 0)
+        for i in range(a + 1, b):
+            t = (i - a) / (b - a)
+            p = (pa if t < 0.5 else pb).copy()
+            p[both] = ((1 - t) * pa[both] + t * pb[both]).astype(np.float32)
+            out[i] = p
+    return out
+
+
+def keyframes(n: int, every: int) -> list[int]:
+    """Every ``every``-th frame of n, and the last."""
+    return sorted(set(range(0, n, max(1, every))) | {n - 1}) if n else []
+
+
 def _onnx_device(device: str) -> str:
     if device != "auto":
         return device
@@ -138,6 +167,7 @@ class PoseStage:
         pose_path: str | None = None,
         device: str = "auto",
         det_score_thr: float = 0.3,
+        every: int = 1,
     ):
         if backend not in ("mediapipe", "dwpose"):
             raise ValueError(f"features.pose.backend must be 'mediapipe' or 'dwpose', got {backend!r}")
@@ -149,13 +179,14 @@ class PoseStage:
         self.pose_path = pose_path
         self.device = device
         self.det_score_thr = det_score_thr
+        self.every = int(every)
         self._det = self._pose = None
         self._device = None
 
     @classmethod
     def from_settings(cls, settings: PoseConfig) -> PoseStage:
         return cls(backend=settings.backend, det_path=settings.det_path, pose_path=settings.pose_path,
-                   device=settings.device, det_score_thr=settings.det_score_thr)
+                   device=settings.device, det_score_thr=settings.det_score_thr, every=settings.every)
 
     @staticmethod
     def weight_files(settings: PoseConfig) -> dict[str, str]:
@@ -198,22 +229,40 @@ class PoseStage:
                 device=self._device,
             )
 
-    def estimate(self, crops: list[np.ndarray]) -> list[np.ndarray]:
-        """RGB uint8 crops of one clip, in order -> one (133, 3) float32 array per frame."""
+    def estimate(self, crops: list[np.ndarray], landmarks: list[np.ndarray] | None = None,
+                 video: bool = False) -> list[np.ndarray]:
+        """RGB uint8 crops of one clip, in order -> one (133, 3) float32 array per frame.
+
+        ``video``: the crops are a video clip's consecutive frames, so the model runs on every
+        ``every``-th one and the rest are interpolated (image views are separate pictures: all
+        run). ``landmarks``: the curation mesh's (478, 2) points per crop (crop pixels); with the
+        mediapipe backend the face-68 points come from them, for every frame, instead of from
+        Holistic's own second run of the same mesh model.
+        """
         for c in crops:
             if c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3:
                 raise ValueError(f"pose: expected RGB uint8 crops, got {c.shape} {c.dtype}")
+        keys = keyframes(len(crops), self.every if video else 1)
+        mesh_face = landmarks is not None and self.backend == "mediapipe"
         if self.backend == "mediapipe":
-            return self._estimate_mediapipe(crops)
-        self.setup()
-        return [self._estimate_dwpose(c) for c in crops]
+            poses = self._estimate_mediapipe([crops[k] for k in keys], face=not mesh_face)
+        else:
+            self.setup()
+            poses = [self._estimate_dwpose(crops[k]) for k in keys]
+        out = interpolate_keyframes(keys, poses, len(crops)) if len(keys) < len(crops) else poses
+        if mesh_face:
+            for p, lm in zip(out, landmarks):
+                p[FACE, :2] = mesh_to_ibug68(lm)
+                p[FACE, 2] = 1.0
+        return out
 
-    def _estimate_mediapipe(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+    def _estimate_mediapipe(self, crops: list[np.ndarray], face: bool = True) -> list[np.ndarray]:
         import mediapipe as mp
 
         # Tracking mode reuses the last ROI (faster); a fresh graph per clip so nothing carries over.
+        # Without ``face`` Holistic's face points are replaced afterwards: the unrefined mesh suffices.
         with mp.solutions.holistic.Holistic(
-            static_image_mode=False, model_complexity=1, refine_face_landmarks=True, smooth_landmarks=False
+            static_image_mode=False, model_complexity=1, refine_face_landmarks=face, smooth_landmarks=False
         ) as holistic:
             out = []
             for c in crops:
@@ -246,10 +295,11 @@ class PoseStage:
             return {
                 "stage": STAGE,
                 "backend": "mediapipe",
-                "model": "holistic(model_complexity=1, refine_face_landmarks=True)",
+                "model": "holistic(model_complexity=1)",
                 "version": mp.__version__,
                 "layout": "coco_wholebody_133",
-                "face68": "approximate mesh->iBUG-68 table (stages/pose.py)",
+                "every": self.every,
+                "face68": "curation's face mesh (478, refined) through the approximate mesh->iBUG-68 table",
                 "absent": "small toes (score 0)",
                 "random_weights": False,
             }
@@ -264,5 +314,6 @@ class PoseStage:
             "sha256": {str(p): sha256_of(Path(p).expanduser()) for p in (self.det_path, self.pose_path)},
             "device": self._device or _onnx_device(self.device),
             "layout": "coco_wholebody_133",
+            "every": self.every,
             "random_weights": False,
         }

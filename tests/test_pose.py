@@ -13,6 +13,9 @@ from stages.pose import (
     MP_POSE_TO_FEET,
     RIGHT_HAND,
     PoseStage,
+    interpolate_keyframes,
+    keyframes,
+    mesh_to_ibug68,
 )
 from tests.media_makers import frames_at
 
@@ -88,6 +91,50 @@ def test_mediapipe_hands_are_on_the_right_wrists(media_dir):
                 assert np.linalg.norm(root - p[wrist, :2]) < np.linalg.norm(root - p[other, :2])
                 seen += 1
     assert seen >= 4, "expected both hands in several frames of s20.mp4"
+
+
+def test_keyframes_and_interpolation_between_them():
+    assert keyframes(10, 3) == [0, 3, 6, 9] and keyframes(8, 3) == [0, 3, 6, 7] and keyframes(1, 3) == [0]
+    a, b = np.zeros((133, 3), np.float32), np.zeros((133, 3), np.float32)
+    a[0], b[0] = (10, 20, 0.9), (40, 50, 0.6)  # seen at both keyframes: moves linearly
+    a[91] = (100, 100, 1.0)  # a hand seen at the first keyframe only
+    b[112] = (200, 200, 1.0)  # another seen at the second only
+    out = interpolate_keyframes([0, 3], [a, b], 4)
+    assert out[0] is a and out[3] is b
+    np.testing.assert_allclose(out[1][0], (20, 30, 0.8), atol=1e-5)
+    np.testing.assert_allclose(out[2][0], (30, 40, 0.7), atol=1e-5)
+    # Nearer keyframe's value for points one side lacks: no point dragged in from (0, 0).
+    assert tuple(out[1][91]) == (100, 100, 1.0) and out[1][112, 2] == 0
+    assert out[2][91, 2] == 0 and tuple(out[2][112]) == (200, 200, 1.0)
+
+
+def test_pose_every_third_frame_with_the_curation_mesh_face(media_dir):
+    """The default: the model on frames 0, 3, 6, 9 of ten consecutive sampled frames, the rest
+    interpolated, face-68 from the mesh landmarks given; body within the tolerance measured by
+    bench/bench_pose_rate.py of the model run on every frame."""
+    import mediapipe as mp
+
+    frames = read_frames(media_dir / "videos" / "d3.mp4", every=2, count=10)
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:
+        lms = [np.array([(q.x * 512, q.y * 512) for q in mesh.process(f).multi_face_landmarks[0].landmark],
+                        np.float32) for f in frames]
+    every_frame = PoseStage(every=1).estimate(frames)
+    stage = PoseStage(every=3)
+    calls = []
+    run = stage._estimate_mediapipe
+    stage._estimate_mediapipe = lambda crops, face=True: calls.append(len(crops)) or run(crops, face)
+    got = stage.estimate(frames, lms, video=True)
+    assert calls == [4] and len(got) == 10
+    for p, lm in zip(got, lms):
+        np.testing.assert_array_equal(p[FACE, :2], mesh_to_ibug68(lm))
+        assert np.all(p[FACE, 2] == 1.0)
+    seen = np.stack([r[:17, 2] >= 0.5 for r in every_frame])
+    err = np.linalg.norm(np.stack([g[:17, :2] for g in got]) - np.stack([r[:17, :2] for r in every_frame]), axis=2)
+    assert seen.sum() >= 40 and np.median(err[seen]) < 10, np.median(err[seen])
+    # Images' views are separate pictures: every one goes through the model.
+    calls.clear()
+    stage.estimate(frames[:5], lms[:5])
+    assert calls == [5]
 
 
 # ---- dwpose backend on tiny ONNX models ---------------------------------------------------
