@@ -93,6 +93,18 @@ def test_mediapipe_hands_are_on_the_right_wrists(media_dir):
     assert seen >= 4, "expected both hands in several frames of s20.mp4"
 
 
+def test_a_clip_pose_does_not_depend_on_the_clip_before(media_dir):
+    """The stage keeps one Holistic graph and resets it per clip: a clip's poses are those of a
+    fresh stage, whatever ran before."""
+    other = read_frames(media_dir / "videos" / "s20.mp4", every=30, count=4)
+    frames = read_frames(media_dir / "videos" / "d3.mp4", every=3, count=6)
+    stage = PoseStage()
+    stage.estimate(other)
+    after_other = stage.estimate(frames)
+    for a, b in zip(after_other, PoseStage().estimate(frames)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_keyframes_and_interpolation_between_them():
     assert keyframes(10, 3) == [0, 3, 6, 9] and keyframes(8, 3) == [0, 3, 6, 7] and keyframes(1, 3) == [0]
     a, b = np.zeros((133, 3), np.float32), np.zeros((133, 3), np.float32)
@@ -122,7 +134,7 @@ def test_pose_every_third_frame_with_the_curation_mesh_face(media_dir):
     stage = PoseStage(every=3)
     calls = []
     run = stage._estimate_mediapipe
-    stage._estimate_mediapipe = lambda crops, face=True: calls.append(len(crops)) or run(crops, face)
+    stage._estimate_mediapipe = lambda crops: calls.append(len(crops)) or run(crops)
     got = stage.estimate(frames, lms, video=True)
     assert calls == [4] and len(got) == 10
     for p, lm in zip(got, lms):
