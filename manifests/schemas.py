@@ -35,7 +35,11 @@ Per-frame array shapes (defaults; the sizes follow ``crop.out_size`` and
 - ``position_map``  (3, P, P) float16: x, y normalised to [0, 1] over the reference crop,
                     validity (1 inside the face, 0 elsewhere); P = ``position_map_size``.
 - ``pose``          (133, 3) float32: COCO-WholeBody x, y in crop pixels and score (0 = absent);
-                    image views carry their own pose like every other frame.
+                    image views carry their own pose like every other frame. In a video clip
+                    the body and hand points of frames between the model's keyframes (every
+                    ``features.pose.every``-th, recorded in ``runs.models_json``) are
+                    interpolated; with the mediapipe backend the face-68 points come from
+                    the frame's ``landmarks``.
 - ``identity``      (512,) float32 in ``clips.identity_embedding``: L2-normalised ArcFace
                     embedding, or null.
 

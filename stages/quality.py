@@ -131,9 +131,12 @@ def _normalised_face(frame_rgb: np.ndarray, lm: np.ndarray, side: float = FACE_S
     iy0 = int(math.floor(lo[1] - _MARGIN * size))
     n = int(math.ceil(size * (1 + 2 * _MARGIN))) + 1
     h, w = frame_rgb.shape[:2]
-    pad = max(0, -ix0, -iy0, ix0 + n - w, iy0 + n - h)
-    src = frame_rgb if pad == 0 else cv2.copyMakeBorder(frame_rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    box = src[iy0 + pad: iy0 + pad + n, ix0 + pad: ix0 + pad + n]
+    if ix0 >= 0 and iy0 >= 0 and ix0 + n <= w and iy0 + n <= h:
+        box = frame_rgb[iy0: iy0 + n, ix0: ix0 + n]
+    else:
+        # Replicated border = clamped indices: only the box is gathered, never the padded frame.
+        ys, xs = np.clip(np.arange(iy0, iy0 + n), 0, h - 1), np.clip(np.arange(ix0, ix0 + n), 0, w - 1)
+        box = frame_rgb[ys[:, None], xs[None, :]]
     s = side / size
     out = max(8, int(round(n * s)))
     # Area averaging when shrinking (no aliasing), bicubic when enlarging a small face (as a
