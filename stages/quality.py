@@ -131,12 +131,16 @@ def _normalised_face(frame_rgb: np.ndarray, lm: np.ndarray, side: float = FACE_S
     iy0 = int(math.floor(lo[1] - _MARGIN * size))
     n = int(math.ceil(size * (1 + 2 * _MARGIN))) + 1
     h, w = frame_rgb.shape[:2]
-    if ix0 >= 0 and iy0 >= 0 and ix0 + n <= w and iy0 + n <= h:
-        box = frame_rgb[iy0: iy0 + n, ix0: ix0 + n]
-    else:
-        # Replicated border = clamped indices: only the box is gathered, never the padded frame.
+    x0, y0, x1, y1 = max(ix0, 0), max(iy0, 0), min(ix0 + n, w), min(iy0 + n, h)
+    if x1 <= x0 or y1 <= y0:  # the box lies off the frame: replicated border = clamped indices
         ys, xs = np.clip(np.arange(iy0, iy0 + n), 0, h - 1), np.clip(np.arange(ix0, ix0 + n), 0, w - 1)
         box = frame_rgb[ys[:, None], xs[None, :]]
+    else:
+        # Only the box's part of the frame is padded (where it leaves the frame), never the
+        # whole frame: the same pixels, replicated from the same frame edges.
+        box = frame_rgb[y0:y1, x0:x1]
+        if (x0, y0, x1, y1) != (ix0, iy0, ix0 + n, iy0 + n):
+            box = cv2.copyMakeBorder(box, y0 - iy0, iy0 + n - y1, x0 - ix0, ix0 + n - x1, cv2.BORDER_REPLICATE)
     s = side / size
     out = max(8, int(round(n * s)))
     # Area averaging when shrinking (no aliasing), bicubic when enlarging a small face (as a

@@ -224,6 +224,30 @@ def test_bad_inputs_raise_clear_errors(faces):
         sharpness_score(rgb, bad)
 
 
+@pytest.mark.parametrize("centre", [(100, 90), (20, 15), (300, 230), (-30, 120), (160, 400)])
+def test_normalised_face_at_the_frame_edge_replicates_the_frame_border(centre):
+    """Only the face box is padded where it leaves the frame: the pixels equal those of the
+    whole frame padded by replicating its border (as the scorers first read them)."""
+    import math
+
+    from stages.quality import _MARGIN, _normalised_face
+
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    lm = np.asarray(centre, float) + rng.uniform(-40, 40, (478, 2))
+    face = _normalised_face(frame, lm, side=80)
+    lo, hi = lm[:468].min(0), lm[:468].max(0)
+    size = float(np.max(hi - lo))
+    ix0, iy0 = math.floor(lo[0] - _MARGIN * size), math.floor(lo[1] - _MARGIN * size)
+    n = math.ceil(size * (1 + 2 * _MARGIN)) + 1
+    pad = 600
+    whole = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    box = whole[iy0 + pad: iy0 + pad + n, ix0 + pad: ix0 + pad + n]
+    out = face.rgb.shape[0]
+    expected = cv2.resize(box, (out, out), interpolation=cv2.INTER_AREA if 80 / size < 1 else cv2.INTER_CUBIC)
+    np.testing.assert_array_equal(face.rgb, expected)
+
+
 def test_face_quality_matches_the_single_scorers(faces):
     from stages.quality import face_quality
 
