@@ -260,15 +260,17 @@ class PoseStage:
     def _estimate_mediapipe(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         import mediapipe as mp
 
-        # Tracking mode reuses the last ROI (faster). One graph per stage, reset before each
-        # clip so nothing carries over: a new graph costs ~0.24 s of model loading on its first
-        # frame, a reset ~0.16 s, and clips are a few dozen frames.
+        # Tracking mode reuses the last ROI (faster). One graph per stage, and nothing carries
+        # over from the clip before: a frame without a person drops every tracked region, so
+        # the next frame is detected afresh, as on a new graph (tests/test_pose.py checks the
+        # poses are identical). That frame costs ~19 ms; a new graph ~0.24 s of model loading
+        # and ``reset()`` ~0.16 s, against clips of a few dozen frames and images of one.
         if self._holistic is None:
             self._holistic = mp.solutions.holistic.Holistic(
                 static_image_mode=False, model_complexity=1, refine_face_landmarks=True, smooth_landmarks=False
             )
         elif self._holistic_used:
-            self._holistic.reset()
+            self._holistic.process(np.zeros((64, 64, 3), np.uint8))
         self._holistic_used = True
         out = []
         for c in crops:
