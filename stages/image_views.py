@@ -14,6 +14,7 @@ redrawn, up to ``max_tries`` times, from the same seeded generator.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import cv2
@@ -91,6 +92,9 @@ def inverse_crop_position_map(matrix: np.ndarray, view_landmarks: np.ndarray, vi
 
 def build_augmenter(size: int, seed: int, crop_scale=(0.5, 1.0), rotate=(-15.0, 15.0), scale=(0.9, 1.1),
                     translate=(-0.05, 0.05)):
+    # albumentations asks PyPI for a newer version on import (up to 2 s where the network
+    # hangs, from every worker of a cluster); a build never needs it.
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import albumentations as A
 
     return A.Compose(
