@@ -181,7 +181,6 @@ class PoseStage:
         self.det_score_thr = det_score_thr
         self.every = int(every)
         self._det = self._pose = self._holistic = None
-        self._holistic_used = False
         self._device = None
 
     @classmethod
@@ -269,9 +268,8 @@ class PoseStage:
             self._holistic = mp.solutions.holistic.Holistic(
                 static_image_mode=False, model_complexity=1, refine_face_landmarks=True, smooth_landmarks=False
             )
-        elif self._holistic_used:
+        else:
             self._holistic.process(np.zeros((64, 64, 3), np.uint8))
-        self._holistic_used = True
         out = []
         for c in crops:
             h, w = c.shape[:2]
