@@ -144,9 +144,29 @@ def interpolate_keyframes(keys: list[int], poses: list[np.ndarray], n: int) -> l
     return out
 
 
-def keyframes(n: int, every: int) -> list[int]:
-    """Every ``every``-th frame of n, and the last."""
-    return sorted(set(range(0, n, max(1, every))) | {n - 1}) if n else []
+def has_hand(pose: np.ndarray) -> bool:
+    return bool(pose[LEFT_HAND.start, 2] > 0 or pose[RIGHT_HAND.start, 2] > 0)
+
+
+def run_keyframes(n: int, every: int, model_at) -> tuple[list[int], list[np.ndarray]]:
+    """The model (``model_at(i)`` -> pose of frame i, called in frame order) on frame 0, then on
+    every ``every``-th frame, and on every frame while a hand is in view, and on the last.
+
+    Hands move fast: between keyframes 3 apart (0.24 s at 12.5 fps) interpolated hands lie
+    farther from the model's own hands than two runs of the model lie apart, bodies and faces
+    do not (bench/bench_pose_rate.py). A hand entering between two keyframes is found at the
+    second.
+    """
+    keys: list[int] = []
+    poses: list[np.ndarray] = []
+    i = 0
+    while i < n:
+        poses.append(model_at(i))
+        keys.append(i)
+        if i == n - 1:
+            break
+        i = min(i + (1 if has_hand(poses[-1]) else max(1, every)), n - 1)
+    return keys, poses
 
 
 def _onnx_device(device: str) -> str:
@@ -234,29 +254,31 @@ class PoseStage:
         """RGB uint8 crops of one clip, in order -> one (133, 3) float32 array per frame.
 
         ``video``: the crops are a video clip's consecutive frames, so the model runs on every
-        ``every``-th one and the rest are interpolated (image views are separate pictures: all
-        run). ``landmarks``: the curation mesh's (478, 2) points per crop (crop pixels); with the
-        mediapipe backend the face-68 points come from them, for every frame, instead of from
-        Holistic's own second run of the same mesh model.
+        ``every``-th one (every one while a hand is in view) and the rest are interpolated
+        (image views are separate pictures: all run). ``landmarks``: the curation mesh's
+        (478, 2) points per crop (crop pixels); with the mediapipe backend the face-68 points
+        come from them, for every frame, instead of from Holistic's own second run of the same
+        mesh model.
         """
         for c in crops:
             if c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3:
                 raise ValueError(f"pose: expected RGB uint8 crops, got {c.shape} {c.dtype}")
-        keys = keyframes(len(crops), self.every if video else 1)
-        mesh_face = landmarks is not None and self.backend == "mediapipe"
         if self.backend == "mediapipe":
-            poses = self._estimate_mediapipe([crops[k] for k in keys])
+            model = self._mediapipe_model()
         else:
             self.setup()
-            poses = [self._estimate_dwpose(crops[k]) for k in keys]
+            model = self._estimate_dwpose
+        keys, poses = run_keyframes(len(crops), self.every if video else 1, lambda i: model(crops[i]))
         out = interpolate_keyframes(keys, poses, len(crops)) if len(keys) < len(crops) else poses
-        if mesh_face:
+        if landmarks is not None and self.backend == "mediapipe":
             for p, lm in zip(out, landmarks):
                 p[FACE, :2] = mesh_to_ibug68(lm)
                 p[FACE, 2] = 1.0
         return out
 
-    def _estimate_mediapipe(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+    def _mediapipe_model(self):
+        """The Holistic graph as a per-frame function, with nothing carried over from the clip
+        before (call once per clip, then on its frames in order)."""
         import mediapipe as mp
 
         # Tracking mode reuses the last ROI (faster). One graph per stage, and nothing carries
@@ -270,11 +292,13 @@ class PoseStage:
             )
         else:
             self._holistic.process(np.zeros((64, 64, 3), np.uint8))
-        out = []
-        for c in crops:
-            h, w = c.shape[:2]
-            out.append(holistic_to_wholebody(self._holistic.process(np.ascontiguousarray(c)), w, h))
-        return out
+        holistic = self._holistic
+
+        def model(crop: np.ndarray) -> np.ndarray:
+            h, w = crop.shape[:2]
+            return holistic_to_wholebody(holistic.process(np.ascontiguousarray(crop)), w, h)
+
+        return model
 
     def _estimate_dwpose(self, crop: np.ndarray) -> np.ndarray:
         bgr = np.ascontiguousarray(crop[..., ::-1])

@@ -14,8 +14,8 @@ from stages.pose import (
     RIGHT_HAND,
     PoseStage,
     interpolate_keyframes,
-    keyframes,
     mesh_to_ibug68,
+    run_keyframes,
 )
 from tests.media_makers import frames_at
 
@@ -106,7 +106,19 @@ def test_a_clip_pose_does_not_depend_on_the_clip_before(media_dir):
 
 
 def test_keyframes_and_interpolation_between_them():
-    assert keyframes(10, 3) == [0, 3, 6, 9] and keyframes(8, 3) == [0, 3, 6, 7] and keyframes(1, 3) == [0]
+    def model_at(hands_at):
+        def model(i):
+            p = np.zeros((133, 3), np.float32)
+            p[0, 2] = 1
+            if i in hands_at:
+                p[LEFT_HAND.start, 2] = 1
+            return p
+        return model
+
+    assert run_keyframes(10, 3, model_at(()))[0] == [0, 3, 6, 9]
+    assert run_keyframes(8, 3, model_at(()))[0] == [0, 3, 6, 7] and run_keyframes(1, 3, model_at(()))[0] == [0]
+    # A hand in view at frames 3-5: every frame from the one it is found at until it is gone.
+    assert run_keyframes(12, 3, model_at({3, 4, 5}))[0] == [0, 3, 4, 5, 6, 9, 11]
     a, b = np.zeros((133, 3), np.float32), np.zeros((133, 3), np.float32)
     a[0], b[0] = (10, 20, 0.9), (40, 50, 0.6)  # seen at both keyframes: moves linearly
     a[91] = (100, 100, 1.0)  # a hand seen at the first keyframe only
@@ -133,9 +145,16 @@ def test_pose_every_third_frame_with_the_curation_mesh_face(media_dir):
     every_frame = PoseStage(every=1).estimate(frames)
     stage = PoseStage(every=3)
     calls = []
-    run = stage._estimate_mediapipe
-    stage._estimate_mediapipe = lambda crops: calls.append(len(crops)) or run(crops)
+    make = stage._mediapipe_model
+
+    def counted():
+        model = make()
+        calls.append(0)
+        return lambda crop: calls.__setitem__(-1, calls[-1] + 1) or model(crop)
+
+    stage._mediapipe_model = counted
     got = stage.estimate(frames, lms, video=True)
+    assert not any(r[LEFT_HAND.start, 2] or r[RIGHT_HAND.start, 2] for r in every_frame)  # no hand: keyframes only
     assert calls == [4] and len(got) == 10
     for p, lm in zip(got, lms):
         np.testing.assert_array_equal(p[FACE, :2], mesh_to_ibug68(lm))
