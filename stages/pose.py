@@ -46,9 +46,9 @@ class PoseConfig(Settings):
     device: str = "auto"
     det_score_thr: float = Field(0.3, ge=0.05, le=1)
     every: int = Field(3, ge=1, le=12, description=(
-        "the pose model runs on every N-th frame of a video clip (and its last); the frames "
-        "between take points interpolated linearly. 1 = every frame. bench/bench_pose_rate.py "
-        "measures the error against every frame"))
+        "the pose model runs on every N-th frame of a video clip, its last, and every frame "
+        "while a hand is in view; the frames between take points interpolated linearly. "
+        "1 = every frame. bench/bench_pose_rate.py measures the error against every frame"))
 
 BODY = slice(0, 17)
 FEET = slice(17, 23)
@@ -328,7 +328,7 @@ class PoseStage:
                 "model": "holistic(model_complexity=1)",
                 "version": mp.__version__,
                 "layout": "coco_wholebody_133",
-                "every": self.every,
+                "every": self.every,  # and every frame while a hand is in view
                 "face68": "curation's face mesh (478, refined) through the approximate mesh->iBUG-68 table",
                 "absent": "small toes (score 0)",
                 "random_weights": False,
@@ -344,6 +344,6 @@ class PoseStage:
             "sha256": {str(p): sha256_of(Path(p).expanduser()) for p in (self.det_path, self.pose_path)},
             "device": self._device or _onnx_device(self.device),
             "layout": "coco_wholebody_133",
-            "every": self.every,
+            "every": self.every,  # and every frame while a hand is in view
             "random_weights": False,
         }
