@@ -38,8 +38,8 @@ Per-frame array shapes (defaults; the sizes follow ``crop.out_size`` and
                     image views carry their own pose like every other frame. In a video clip
                     the body and hand points of frames between the model's keyframes (every
                     ``features.pose.every``-th, recorded in ``runs.models_json``, and every
-                    frame while a hand is in view) are interpolated; with the mediapipe backend the face-68 points come from
-                    the frame's ``landmarks``.
+                    frame while a hand is in view) are interpolated; with the mediapipe
+                    backend the face-68 points come from the frame's ``landmarks``.
 - ``identity``      (512,) float32 in ``clips.identity_embedding``: L2-normalised ArcFace
                     embedding, or null.
 
