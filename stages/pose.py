@@ -6,12 +6,15 @@ Layout (rows of the (133, 3) float32 array: x, y in crop pixels, score; score 0 
   thumb 1-4, index 1-4, middle 1-4, ring 1-4, pinky 1-4). Left/right are the subject's.
 
 Backends:
-- ``mediapipe`` (default, weights ship with the pip package): Holistic(model_complexity=1,
-  refine_face_landmarks=True) in tracking mode, fresh per clip, without its temporal smoothing
-  (clip frames may be far apart in time; the filter made points lag a turning head). Body from the 33 pose points,
-  big toes from foot_index and heels from the heel points (small toes absent), face 68 from
-  the 478-point mesh through MESH_TO_IBUG68 below, hands as they are (MediaPipe's 21 hand
-  points use the COCO-WholeBody hand order). Scores: pose visibility for body and feet, 1.0 for
+- ``mediapipe`` (default, weights ship with the pip package): Holistic(model_complexity=1) in
+  tracking mode, fresh per clip, without its temporal smoothing (clip frames may be far apart
+  in time; the filter made points lag a turning head). In a build, its graph runs without the
+  face branch and face 68 comes from curation's 478-point mesh of the same frame; called
+  without landmarks, from Holistic's own refined mesh; both through MESH_TO_IBUG68 below.
+  Body from the 33 pose points, big toes from foot_index and heels from the heel points
+  (small toes absent), hands as they are (MediaPipe's 21 hand points use the COCO-WholeBody
+  hand order). In video clips the model runs on every ``every``-th frame (and every frame
+  while a hand is in view); the frames between are interpolated. Scores: pose visibility for body and feet, 1.0 for
   detected face and hand points (those models give no per-point confidence).
 - ``dwpose``: YOLOX-L person detector + DWPose RTMPose-L (yolox_l.onnx, dw-ll_ucoco_384.onnx)
   from local paths, run by rtmlib's YOLOX/RTMPose on onnxruntime (its letterbox, affine crop,
@@ -114,8 +117,9 @@ def holistic_to_wholebody(result, width: int, height: int) -> np.ndarray:
             if idx is not None:
                 out[row, :2] = xy[idx]
                 out[row, 2] = vis[idx]
-    if result.face_landmarks is not None:
-        out[FACE, :2] = mesh_to_ibug68(_landmarks_px(result.face_landmarks, width, height))
+    face = getattr(result, "face_landmarks", None)  # absent from the graph without a face branch
+    if face is not None:
+        out[FACE, :2] = mesh_to_ibug68(_landmarks_px(face, width, height))
         out[FACE, 2] = 1.0
     for part, hand in ((LEFT_HAND, result.left_hand_landmarks), (RIGHT_HAND, result.right_hand_landmarks)):
         if hand is not None:
@@ -169,6 +173,48 @@ def run_keyframes(n: int, every: int, model_at) -> tuple[list[int], list[np.ndar
     return keys, poses
 
 
+_HOLISTIC_GRAPH = "modules/holistic_landmark/holistic_landmark_cpu.binarypb"
+_FACE_NODES = ("SplitNormalizedLandmarkListCalculator", "FaceLandmarksFromPoseCpu")
+
+
+def _holistic_graph(face: bool):
+    """MediaPipe Holistic (full pose model, tracking, no smoothing) as the wheel builds it, or,
+    without ``face``, the wheel's own Holistic graph with its face branch removed: the same
+    pose and hand subgraphs, settings and outputs for them (identical points, checked by
+    tests/test_pose.py), ~6 ms a frame less on a CPU. The face branch only re-runs the face
+    mesh that curation already ran on the same frame."""
+    import mediapipe as mp
+    from mediapipe.python.solution_base import SolutionBase
+
+    if face:
+        return mp.solutions.holistic.Holistic(
+            static_image_mode=False, model_complexity=1, refine_face_landmarks=True, smooth_landmarks=False
+        )
+    from mediapipe.framework import calculator_pb2
+
+    config = calculator_pb2.CalculatorGraphConfig()
+    config.ParseFromString((Path(mp.__file__).parent / _HOLISTIC_GRAPH).read_bytes())
+    nodes = [n for n in config.node if n.calculator not in _FACE_NODES]
+    outputs = [o for o in config.output_stream if not o.startswith("FACE_LANDMARKS:")]
+    side = [s for s in config.input_side_packet if not s.startswith("REFINE_FACE_LANDMARKS:")]
+    del config.node[:], config.output_stream[:], config.input_side_packet[:]
+    config.node.extend(nodes)
+    config.output_stream.extend(outputs)
+    config.input_side_packet.extend(side)
+    return SolutionBase(
+        graph_config=config,
+        side_inputs={"model_complexity": 1, "smooth_landmarks": False, "enable_segmentation": False,
+                     "smooth_segmentation": False, "use_prev_landmarks": True},
+        # Holistic's own thresholds (mediapipe/python/solutions/holistic.py).
+        calculator_params={
+            "poselandmarkcpu__posedetectioncpu__TensorsToDetectionsCalculator.min_score_thresh": 0.5,
+            "poselandmarkcpu__poselandmarkbyroicpu__tensorstoposelandmarksandsegmentation__"
+            "ThresholdingCalculator.threshold": 0.5,
+        },
+        outputs=["pose_landmarks", "left_hand_landmarks", "right_hand_landmarks"],
+    )
+
+
 def _onnx_device(device: str) -> str:
     if device != "auto":
         return device
@@ -200,7 +246,8 @@ class PoseStage:
         self.device = device
         self.det_score_thr = det_score_thr
         self.every = int(every)
-        self._det = self._pose = self._holistic = None
+        self._det = self._pose = None
+        self._holistic: dict[bool, object] = {}  # with the face branch or not -> its graph
         self._device = None
 
     @classmethod
@@ -263,40 +310,38 @@ class PoseStage:
         for c in crops:
             if c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3:
                 raise ValueError(f"pose: expected RGB uint8 crops, got {c.shape} {c.dtype}")
+        mesh_face = landmarks is not None and self.backend == "mediapipe"
         if self.backend == "mediapipe":
-            model = self._mediapipe_model()
+            model = self._mediapipe_model(face=not mesh_face)
         else:
             self.setup()
             model = self._estimate_dwpose
         keys, poses = run_keyframes(len(crops), self.every if video else 1, lambda i: model(crops[i]))
         out = interpolate_keyframes(keys, poses, len(crops)) if len(keys) < len(crops) else poses
-        if landmarks is not None and self.backend == "mediapipe":
+        if mesh_face:
             for p, lm in zip(out, landmarks):
                 p[FACE, :2] = mesh_to_ibug68(lm)
                 p[FACE, 2] = 1.0
         return out
 
-    def _mediapipe_model(self):
-        """The Holistic graph as a per-frame function, with nothing carried over from the clip
-        before (call once per clip, then on its frames in order)."""
-        import mediapipe as mp
-
+    def _mediapipe_model(self, face: bool = True):
+        """A Holistic graph as a per-frame function, with nothing carried over from the clip
+        before (call once per clip, then on its frames in order). Without ``face``: Holistic's
+        graph without its face branch (the face-68 points then come from curation's mesh)."""
         # Tracking mode reuses the last ROI (faster). One graph per stage, and nothing carries
         # over from the clip before: a frame without a person drops every tracked region, so
         # the next frame is detected afresh, as on a new graph (tests/test_pose.py checks the
         # poses are identical). That frame costs ~19 ms; a new graph ~0.24 s of model loading
         # and ``reset()`` ~0.16 s, against clips of a few dozen frames and images of one.
-        if self._holistic is None:
-            self._holistic = mp.solutions.holistic.Holistic(
-                static_image_mode=False, model_complexity=1, refine_face_landmarks=True, smooth_landmarks=False
-            )
+        graph = self._holistic.get(face)
+        if graph is None:
+            graph = self._holistic[face] = _holistic_graph(face)
         else:
-            self._holistic.process(np.zeros((64, 64, 3), np.uint8))
-        holistic = self._holistic
+            graph.process(np.zeros((64, 64, 3), np.uint8))
 
         def model(crop: np.ndarray) -> np.ndarray:
             h, w = crop.shape[:2]
-            return holistic_to_wholebody(holistic.process(np.ascontiguousarray(crop)), w, h)
+            return holistic_to_wholebody(graph.process(np.ascontiguousarray(crop)), w, h)
 
         return model
 

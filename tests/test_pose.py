@@ -147,12 +147,13 @@ def test_pose_every_third_frame_with_the_curation_mesh_face(media_dir):
     calls = []
     make = stage._mediapipe_model
 
-    def counted():
-        model = make()
+    def counted(face):
+        assert not face  # with the mesh's landmarks, the graph without Holistic's face branch
+        model = make(face)
         calls.append(0)
         return lambda crop: calls.__setitem__(-1, calls[-1] + 1) or model(crop)
 
-    stage._mediapipe_model = counted
+    stage._mediapipe_model = lambda face=True: counted(face)
     got = stage.estimate(frames, lms, video=True)
     assert not any(r[LEFT_HAND.start, 2] or r[RIGHT_HAND.start, 2] for r in every_frame)  # no hand: keyframes only
     assert calls == [4] and len(got) == 10
@@ -162,6 +163,10 @@ def test_pose_every_third_frame_with_the_curation_mesh_face(media_dir):
     seen = np.stack([r[:17, 2] >= 0.5 for r in every_frame])
     err = np.linalg.norm(np.stack([g[:17, :2] for g in got]) - np.stack([r[:17, :2] for r in every_frame]), axis=2)
     assert seen.sum() >= 40 and np.median(err[seen]) < 10, np.median(err[seen])
+    # Holistic's graph without its face branch gives the very same body and hand points.
+    holistic = PoseStage(every=3).estimate(frames, video=True)
+    for a, b in zip(got, holistic):
+        np.testing.assert_array_equal(np.delete(a, np.r_[FACE], axis=0), np.delete(b, np.r_[FACE], axis=0))
     # Images' views are separate pictures: every one goes through the model.
     calls.clear()
     stage.estimate(frames[:5], lms[:5])
