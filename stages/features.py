@@ -104,8 +104,7 @@ class ClipFeatureStage(Stage):
                 for r, m in zip(rows, maps):
                     r.position_map = tensors.encode(m, "float16")
             if self.pose is not None:
-                video = clip.media_type != "image"
-                for r, p in zip(rows, self.pose.estimate(crops, [lm.astype(np.float32) for lm in lms], video=video)):
+                for r, p in zip(rows, self.pose.estimate(crops, lms, video=clip.media_type != "image")):
                     r.pose = tensors.encode(p, "float32")
             self._intensities(clip, lms)
             emb = self.identity.embed(crops, lms)

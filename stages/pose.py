@@ -233,7 +233,7 @@ class PoseStage:
         pose_path: str | None = None,
         device: str = "auto",
         det_score_thr: float = 0.3,
-        every: int = 1,
+        every: int = 3,
     ):
         if backend not in ("mediapipe", "dwpose"):
             raise ValueError(f"features.pose.backend must be 'mediapipe' or 'dwpose', got {backend!r}")
