@@ -12,6 +12,7 @@ Media on an object store are fetched one source at a time to a local temporary f
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import traceback
@@ -78,10 +79,18 @@ class ChainUDF:
     """
 
     def __init__(self, steps: list[tuple[str, Callable, dict]], run_id: str, writer: WriterSettings | None = None,
-                 hide_gpus: bool = False, progress=None):
+                 hide_gpus: bool = False, progress=None, num_cpus: float | None = None):
         os.environ.update(WORKER_ENV)
         if hide_gpus:
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        if num_cpus is not None:
+            # OpenCV starts one thread per core of the node in every process: with an actor per
+            # reserved CPU, a 64-core node would run 64 x 64 of them, and a 1-CPU actor would
+            # take cores reserved by others. A Ray actor uses the CPUs it reserved (inline, the
+            # one process keeps OpenCV's default: all cores).
+            import cv2  # here, in the worker: the driver's imports stay light
+
+            cv2.setNumThreads(max(1, math.ceil(num_cpus)))
         self.run_id, self.writer, self.board = run_id, writer, progress
         self.remote_board = hasattr(getattr(progress, "report", None), "remote")  # a Ray actor handle
         self.stages = [factory(**kwargs) for _, factory, kwargs in steps]
@@ -200,7 +209,7 @@ def run(unit_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
         ds = ds.map_batches(
             ChainUDF,
             fn_constructor_kwargs={"steps": p.steps, "run_id": p.run_id, "writer": p.writer,
-                                   "hide_gpus": p.num_gpus == 0, "progress": p.progress},
+                                   "hide_gpus": p.num_gpus == 0, "progress": p.progress, "num_cpus": p.num_cpus},
             batch_size=1,  # one unit per call: stages batch frames inside a source
             batch_format="numpy",
             num_cpus=p.num_cpus,

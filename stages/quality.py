@@ -10,7 +10,8 @@ the thresholds of the build config.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -101,26 +102,49 @@ def _check(frame_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Face:
-    """The face resampled so its landmark box side is FACE_SIDE, with landmarks in that image."""
+    """The face resampled so its landmark box side is FACE_SIDE, with landmarks in that image.
+
+    Its masks and colour conversions are made once and shared by the scorers that read them
+    (read-only arrays): several scorers look at the same face oval, lips, hull, L*a*b* and luma."""
 
     rgb: np.ndarray
     pts: np.ndarray
     scale: float  # resampled pixels per source pixel
     origin: tuple[int, int] = (0, 0)  # source pixel at the resampled image's top-left corner
+    _made: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.rgb.shape[:2]
 
+    def _once(self, key, make) -> np.ndarray:
+        out = self._made.get(key)
+        if out is None:
+            out = self._made[key] = make()
+            out.flags.writeable = False
+        return out
+
     def polygon(self, idx: list[int]) -> np.ndarray:
-        m = np.zeros(self.shape, np.uint8)
-        cv2.fillPoly(m, [np.round(self.pts[idx]).astype(np.int32)], 1)
-        return m.astype(bool)
+        def make():
+            m = np.zeros(self.shape, np.uint8)
+            cv2.fillPoly(m, [np.round(self.pts[idx]).astype(np.int32)], 1)
+            return m.astype(bool)
+        return self._once(("polygon", tuple(idx)), make)
 
     def hull(self) -> np.ndarray:
-        m = np.zeros(self.shape, np.uint8)
-        cv2.fillConvexPoly(m, cv2.convexHull(np.round(self.pts[:468]).astype(np.int32)), 1)
-        return m.astype(bool)
+        def make():
+            m = np.zeros(self.shape, np.uint8)
+            cv2.fillConvexPoly(m, cv2.convexHull(np.round(self.pts[:468]).astype(np.int32)), 1)
+            return m.astype(bool)
+        return self._once("hull", make)
+
+    def lab(self) -> np.ndarray:
+        """L* 0..100, a*, b* centred on 0 (float32, H x W x 3)."""
+        return self._once("lab", lambda: _lab(self.rgb))
+
+    def luma(self) -> np.ndarray:
+        """BT.601 luma, 0..255 float32."""
+        return self._once("luma", lambda: _luma(self.rgb))
 
 
 def _normalised_face(frame_rgb: np.ndarray, lm: np.ndarray, side: float = FACE_SIDE) -> _Face:
@@ -197,7 +221,7 @@ def occlusion_of(face: _Face, hands: list) -> dict[str, float]:
     - a hand (mediapipe Hands, from the face stage) covers the lips or an eye.
     """
     occ = _occlusion(face)
-    lab = _lab(face.rgb)
+    lab = face.lab()
     oval = face.polygon(FACE_OVAL)
     nose = _skin_share(face, lab, oval, NOSE, FOREHEAD + UPPER_CHEEKS)
     bridge = _skin_share(face, lab, oval, BRIDGE, FOREHEAD_TOP + LOWER_CHEEKS)
@@ -238,9 +262,9 @@ def _eye_ellipse(face: _Face, outer: int, inner: int, rx: float, ry: float) -> n
 
 
 def _occlusion(face: _Face) -> dict[str, float]:
-    lab = cv2.cvtColor(face.rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
-    lum = lab[..., 0] * (100.0 / 255.0)  # L* 0..100
-    a, b = lab[..., 1] - 128.0, lab[..., 2] - 128.0
+    lab = face.lab()
+    lum = np.ascontiguousarray(lab[..., 0])  # L* 0..100
+    a, b = lab[..., 1], lab[..., 2]
     smooth = cv2.GaussianBlur(lum, (0, 0), 1.0)
     gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0)
     gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1)
@@ -360,7 +384,7 @@ def _lighting(face: _Face) -> dict[str, float]:
     k = max(1, int(round(FACE_SIDE * _BORDER)))
     eroded = cv2.erode(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))).astype(bool)
     region = eroded if eroded.sum() >= 20 else hull.astype(bool)
-    y = _luma(face.rgb)[region]
+    y = face.luma()[region]
     if y.size == 0:
         return {"mean": float("nan"), "std": float("nan"), "clipped": float("nan")}
     return {
@@ -399,7 +423,7 @@ def _sharpness(face: _Face) -> float:
     region = cv2.erode(region.astype(np.uint8), _disc(k)).astype(bool)  # no face/background border
     if region.sum() < 20:
         return float("nan")
-    g = _luma(face.rgb)
+    g = face.luma()
     fine = _dog_energy(g, _SHARP_SIGMA, region)
     return float(math.sqrt(fine) / (float(g[region].std()) + 1.0))
 
@@ -454,15 +478,25 @@ def detail_4x_score(frame_rgb: np.ndarray, landmarks: np.ndarray) -> float:
 def _whitened_ratio(patch: np.ndarray, above: tuple[float, float], below: tuple[float, float]) -> float:
     """Mean whitened power (|FFT|^2 f^2, Hann window) in ``above`` over that in ``below``
     (radial bands, cycles/px)."""
-    n = patch.shape[0]
-    win = np.hanning(n)
+    win, (hi_at, hi_f2), (lo_at, lo_f2) = _spectrum_grid(patch.shape[0], above, below)
     p = (patch - patch.mean()) * win[:, None] * win[None, :]
     power = np.abs(np.fft.fft2(p)) ** 2
-    f = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
-    white = power * f ** 2
-    high = white[(f >= above[0]) & (f < above[1])].mean()
-    low = white[(f >= below[0]) & (f < below[1])].mean()
+    high = (power[hi_at] * hi_f2).mean()
+    low = (power[lo_at] * lo_f2).mean()
     return float(high / low) if low > 1e-9 else float("nan")
+
+
+@lru_cache(maxsize=64)
+def _spectrum_grid(n: int, *bands: tuple[float, float]):
+    """The Hann window of an ``n``-px patch and, per radial band, where its FFT bins lie and
+    their f^2: a patch side recurs frame after frame (the face keeps its size), so they are
+    made once per side."""
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
+    out = []
+    for lo, hi in bands:
+        at = (f >= lo) & (f < hi)
+        out.append((at, f[at] ** 2))
+    return (np.hanning(n), *out)
 
 
 def _detail_4x(patch: np.ndarray) -> float:
@@ -526,7 +560,7 @@ def _detail_train(face: _Face) -> float:
     n = min(n, w - x0, h - y0)
     if n < 32:
         return float("nan")
-    g = _luma(face.rgb)[y0: y0 + n, x0: x0 + n].astype(np.float64)
+    g = face.luma()[y0: y0 + n, x0: x0 + n].astype(np.float64)
     return _whitened_ratio(g, _TRAIN_FINE, _TRAIN_REF)
 
 

@@ -57,3 +57,30 @@ def test_cpu_pool_actors_see_no_gpu_while_gpu_actors_keep_theirs(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     ChainUDF([("a", _SeesDevices, {})], run_id="r", hide_gpus=False)
     assert _SeesDevices.seen == ["", "0"]
+
+
+class _SeesThreads(Stage):
+    """Records how many threads OpenCV would use when its actor sets up."""
+
+    seen: list = []
+
+    def setup(self):
+        import cv2
+
+        _SeesThreads.seen.append(cv2.getNumThreads())
+
+
+def test_an_actor_runs_opencv_on_the_cpus_it_reserved():
+    # OpenCV's default is one thread per core of the node: 1-CPU actors on a 64-core node would
+    # each start 64, and take cores other actors reserved.
+    import cv2
+
+    default = cv2.getNumThreads()
+    try:
+        _SeesThreads.seen = []
+        ChainUDF([("a", _SeesThreads, {})], run_id="r", num_cpus=1)
+        ChainUDF([("a", _SeesThreads, {})], run_id="r", num_cpus=0)  # a GPU actor's CPU share
+        ChainUDF([("a", _SeesThreads, {})], run_id="r", num_cpus=2.5)
+        assert _SeesThreads.seen == [1, 1, 3]
+    finally:
+        cv2.setNumThreads(default)
