@@ -492,11 +492,13 @@ def _spectrum_grid(n: int, *bands: tuple[float, float]):
     their f^2: a patch side recurs frame after frame (the face keeps its size), so they are
     made once per side."""
     f = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
-    out = []
+    out = [np.hanning(n)]
     for lo, hi in bands:
         at = (f >= lo) & (f < hi)
         out.append((at, f[at] ** 2))
-    return (np.hanning(n), *out)
+    for a in (out[0], *(x for pair in out[1:] for x in pair)):
+        a.flags.writeable = False  # shared by every call with this side
+    return tuple(out)
 
 
 def _detail_4x(patch: np.ndarray) -> float:
