@@ -6,7 +6,7 @@
 2. Build throughput with Ray on 1 CPU and on 2 CPUs (separate processes, same inputs);
    goal: 2 CPUs >= 1.8x one.
 
-Usage: python bench/bench_curate.py [--video PATH] [--copies 4] [--skip-ray]
+Usage: python bench/bench_curate.py [--video PATH] [--copies 4] [--skip-ray] [--processes]
 """
 from __future__ import annotations
 
@@ -74,9 +74,37 @@ def one_core_figures(video: Path) -> dict:
     }
 
 
-def ray_build_seconds(inputs: Path, num_cpus: int) -> tuple[float, float]:
+def _process_cpu() -> dict[int, tuple[float, str]]:
+    """CPU seconds and name of every process now running (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[int(pid)] = ((int(fields[11]) + int(fields[12])) / tick, cmd)
+    return out
+
+
+def _process_kind(cmd: str) -> str:
+    """A Ray process by what it runs: ray::<actor or task>, or the binary or module's name."""
+    if cmd.startswith("ray::"):
+        return cmd.split()[0]
+    for kind in ("raylet", "gcs_server", "dashboard/agent", "runtime_env/agent", "dashboard", "monitor",
+                 "log_monitor"):
+        if kind in cmd:
+            return kind
+    return "driver" if "pipeline.build" in cmd else cmd[:40]
+
+
+def ray_build_seconds(inputs: Path, num_cpus: int, processes: dict | None = None) -> tuple[float, float]:
     """Wall seconds of a Ray build with ``num_cpus`` CPUs, and the CPU seconds its driver used
-    (the driver only commits: its share says whether it could limit a larger cluster)."""
+    (the driver only commits: its share says whether it could limit a larger cluster). With
+    ``processes`` (a dict), the CPU seconds of every process the run started (Ray's included),
+    by kind, sampled from /proc while it runs (a process's last ~0.2 s may be missed)."""
     out = Path(tempfile.mkdtemp(prefix=f"bench-ray{num_cpus}-"))
     code = (
         "import resource, sys, time; from pipeline.build import build; from pipeline.config import load_config; "
@@ -86,9 +114,23 @@ def ray_build_seconds(inputs: Path, num_cpus: int) -> tuple[float, float]:
         "cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2]); c0 = cpu(); t = time.perf_counter(); "
         f"build(c, {str(out)!r}, d, progress=False); print(time.perf_counter() - t, cpu() - c0)"
     )
-    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    before = _process_cpu() if processes is not None else {}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen: dict[int, tuple[float, str]] = {}
+    while processes is not None and proc.poll() is None:
+        for pid, (cpu, cmd) in _process_cpu().items():
+            if pid not in before:
+                seen[pid] = (cpu, cmd)
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"the Ray build failed:\n{stderr[-2000:]}")
+    for cpu, cmd in seen.values():
+        kind = _process_kind(cmd)
+        processes[kind] = processes.get(kind, 0.0) + cpu
     shutil.rmtree(out, ignore_errors=True)
-    wall, driver_cpu = res.stdout.strip().splitlines()[-1].split()
+    wall, driver_cpu = stdout.strip().splitlines()[-1].split()
     return float(wall), float(driver_cpu)
 
 
@@ -97,15 +139,22 @@ def main() -> None:
     ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     ap.add_argument("--copies", type=int, default=4, help="copies of the video in the Ray build")
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--processes", action="store_true",
+                    help="also print the CPU seconds of every process each Ray build started, by kind")
     args = ap.parse_args()
     figures = one_core_figures(args.video)
     if not args.skip_ray:
         folder = Path(tempfile.mkdtemp(prefix="bench-inputs-"))
         for i in range(args.copies):
             shutil.copy(args.video, folder / f"copy{i}{args.video.suffix}")
-        t1, _ = ray_build_seconds(folder, 1)
-        t2, driver_cpu = ray_build_seconds(folder, 2)
+        per_process: dict[int, dict] = {1: {}, 2: {}} if args.processes else {1: None, 2: None}
+        t1, _ = ray_build_seconds(folder, 1, per_process[1])
+        t2, driver_cpu = ray_build_seconds(folder, 2, per_process[2])
         shutil.rmtree(folder, ignore_errors=True)
+        for n, cpu in per_process.items():
+            for kind, seconds in sorted((cpu or {}).items(), key=lambda kv: -kv[1]):
+                if seconds >= 0.1:
+                    print(f"ray {n} CPU: {seconds:6.2f} CPU s  {kind}")
         figures.update({
             "ray_sources": args.copies, "ray_1cpu_s": round(t1, 2), "ray_2cpu_s": round(t2, 2),
             "ray_speedup_2_over_1": round(t1 / t2, 3), "goal_speedup": 1.8,
