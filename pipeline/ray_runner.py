@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from manifests.adapters.base import SourceSpec
 from manifests.errors import PortraitError, first_line
 from manifests.schemas import INFRA
-from stages.base import SourceWork
+from stages.base import CPU_THREADS_ENV, SourceWork
 
 from . import progress
 from .results import PARTS, UnitResult, pack_works, unit_specs, unpack_works
@@ -84,13 +84,13 @@ class ChainUDF:
         if hide_gpus:
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         if num_cpus is not None:
-            # OpenCV starts one thread per core of the node in every process: with an actor per
-            # reserved CPU, a 64-core node would run 64 x 64 of them, and a 1-CPU actor would
-            # take cores reserved by others. A Ray actor uses the CPUs it reserved (inline, the
-            # one process keeps OpenCV's default: all cores).
+            # A Ray actor uses the CPUs it reserved (stages/base.py: cpu_threads); inline, the
+            # one process keeps the libraries' defaults (all cores).
             import cv2  # here, in the worker: the driver's imports stay light
 
-            cv2.setNumThreads(max(1, math.ceil(num_cpus)))
+            threads = max(1, math.ceil(num_cpus))
+            os.environ[CPU_THREADS_ENV] = str(threads)
+            cv2.setNumThreads(threads)
         self.run_id, self.writer, self.board = run_id, writer, progress
         self.remote_board = hasattr(getattr(progress, "report", None), "remote")  # a Ray actor handle
         self.stages = [factory(**kwargs) for _, factory, kwargs in steps]

@@ -20,6 +20,7 @@ A stage is a plain class (:class:`Stage`):
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -101,6 +102,30 @@ def internal_message(exc: BaseException) -> str:
     """The one message format of an unexpected exception (a bug, or the machine failing)."""
     first = str(exc).splitlines()[0] if str(exc) else ""
     return f"internal error: {type(exc).__name__}: {first}"
+
+
+# The CPUs this worker reserved, where a runner says so (pipeline/ray_runner.py, in each Ray
+# actor). OpenCV and onnxruntime otherwise start a thread per core of the node in every
+# process: a 1-CPU actor on a 64-core node would start 64 and use cores reserved by others.
+CPU_THREADS_ENV = "PORTRAIT_CPU_THREADS"
+
+
+def cpu_threads() -> int | None:
+    """The threads a library may use in this worker; None: its own default (inline builds)."""
+    value = os.environ.get(CPU_THREADS_ENV)
+    return max(1, int(value)) if value else None
+
+
+def onnx_session_options():
+    """onnxruntime session options holding a CPU session to this worker's threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    threads = cpu_threads()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
 
 
 # Decoded crops a work keeps for the stages after the one that decoded them (a 512-px crop is

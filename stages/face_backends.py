@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import WeightsMissing, resolve_device
+from .base import WeightsMissing, onnx_session_options, resolve_device
 
 DETECTOR_SETTING = "faces.detector_path"
 LANDMARKS_SETTING = "faces.landmarks_path"
@@ -83,7 +83,8 @@ class ScrfdDetector:
             # ending in .onnx (anything else is looked up as a model-pack name under
             # ~/.insightface) and routes by shape silently; here any file name works and a
             # wrong file gets a clear line.
-            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            session = onnxruntime.InferenceSession(str(path), sess_options=onnx_session_options(),
+                                                   providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
             raise WeightsMissing(
                 f"{DETECTOR_SETTING}: {path.name} is not a readable ONNX model ({type(e).__name__})"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from .base import Settings, WeightsMissing
+from .base import Settings, WeightsMissing, onnx_session_options
 from .intensity import five_points
 
 STAGE = "identity"
@@ -78,7 +78,7 @@ class IdentityStage:
 
         from manifests.shards import sha256_of
 
-        model = get_model(str(path), providers=["CPUExecutionProvider"])
+        model = get_model(str(path), providers=["CPUExecutionProvider"], sess_options=onnx_session_options())
         if model is None or getattr(model, "taskname", None) != "recognition":
             raise WeightsMissing(
                 f"{_SETTING}: {path.name} is not an ArcFace recognition model (input Nx3x112x112)"

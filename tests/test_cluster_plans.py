@@ -9,7 +9,7 @@ import pytest
 from pipeline.build import stage_plans
 from pipeline.config import load_config
 from pipeline.ray_runner import ChainUDF
-from stages.base import Stage
+from stages.base import CPU_THREADS_ENV, Stage, cpu_threads
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +70,12 @@ class _SeesThreads(Stage):
         _SeesThreads.seen.append(cv2.getNumThreads())
 
 
-def test_an_actor_runs_opencv_on_the_cpus_it_reserved():
+def test_an_actor_runs_opencv_on_the_cpus_it_reserved(monkeypatch):
     # OpenCV's default is one thread per core of the node: 1-CPU actors on a 64-core node would
     # each start 64, and take cores other actors reserved.
     import cv2
 
+    monkeypatch.delenv(CPU_THREADS_ENV, raising=False)  # ChainUDF sets it: undone after the test
     default = cv2.getNumThreads()
     try:
         _SeesThreads.seen = []
@@ -82,5 +83,6 @@ def test_an_actor_runs_opencv_on_the_cpus_it_reserved():
         ChainUDF([("a", _SeesThreads, {})], run_id="r", num_cpus=0)  # a GPU actor's CPU share
         ChainUDF([("a", _SeesThreads, {})], run_id="r", num_cpus=2.5)
         assert _SeesThreads.seen == [1, 1, 3]
+        assert cpu_threads() == 3  # what the actor's onnxruntime sessions are held to
     finally:
         cv2.setNumThreads(default)

@@ -14,7 +14,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from stages.base import WeightsMissing
+from stages.base import CPU_THREADS_ENV, WeightsMissing
 from stages.face_backends import FaceAlignmentLandmarks, ScrfdDetector
 
 onnx = pytest.importorskip("onnx")
@@ -285,3 +285,15 @@ def test_build_with_scrfd_and_no_weights_is_one_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "faces.detector_path" in err[0], err
+
+
+def test_scrfd_session_uses_the_cpus_its_actor_reserved(det_path, monkeypatch):
+    # onnxruntime's default is a thread per core of the node; a Ray actor sets its share.
+    monkeypatch.setenv(CPU_THREADS_ENV, "1")
+    held = ScrfdDetector(str(det_path))
+    held.setup()
+    assert held.model.session.get_session_options().intra_op_num_threads == 1
+    monkeypatch.delenv(CPU_THREADS_ENV)
+    free = ScrfdDetector(str(det_path))
+    free.setup()
+    assert free.model.session.get_session_options().intra_op_num_threads == 0  # onnxruntime's own choice

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.base import WeightsMissing
+from stages.base import CPU_THREADS_ENV, WeightsMissing
 from stages.identity import IdentityStage, align, pick_frames
 from stages.intensity import five_points
 
@@ -148,3 +148,11 @@ def test_missing_model_fails_with_one_line(tmp_path, arcface_path):
     info = stage.describe()
     assert info["backend"] == "insightface_arcface" and len(info["sha256"]) == 64
     assert info["input_mean"] == 127.5 and info["random_weights"] is False
+
+
+def test_arcface_session_uses_the_cpus_its_actor_reserved(arcface_path, monkeypatch):
+    # onnxruntime's default is a thread per core of the node; a Ray actor sets its share.
+    monkeypatch.setenv(CPU_THREADS_ENV, "2")
+    stage = IdentityStage(str(arcface_path))
+    stage.setup()
+    assert stage.model.session.get_session_options().intra_op_num_threads == 2
