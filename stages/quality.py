@@ -3,7 +3,8 @@
 Every scorer takes a full decoded RGB uint8 frame (display orientation, any size) and, where it
 looks at the face, the primary face's 478 x 2 mediapipe FaceMesh landmarks in frame pixels. The
 face is first resampled so that its landmark box is ``FACE_SIDE`` pixels, which makes every score
-independent of the source resolution and keeps the cost fixed (about a millisecond a frame).
+independent of the source resolution and keeps the cost fixed (a few milliseconds a frame:
+bench/bench_profile.py tables each scorer).
 Verdicts are not made here: the clip stage aggregates these raw scores and compares them with
 the thresholds of the build config.
 """
