@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from manifests.adapters.base import SourceSpec
 from manifests.errors import PortraitError, first_line
 from manifests.schemas import INFRA
-from stages.base import CPU_THREADS_ENV, SourceWork
+from stages.base import SourceWork, use_cpu_threads
 
 from . import progress
 from .results import PARTS, UnitResult, pack_works, unit_specs, unpack_works
@@ -84,13 +84,9 @@ class ChainUDF:
         if hide_gpus:
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         if num_cpus is not None:
-            # A Ray actor uses the CPUs it reserved (stages/base.py: cpu_threads); inline, the
-            # one process keeps the libraries' defaults (all cores).
-            import cv2  # here, in the worker: the driver's imports stay light
-
-            threads = max(1, math.ceil(num_cpus))
-            os.environ[CPU_THREADS_ENV] = str(threads)
-            cv2.setNumThreads(threads)
+            # A Ray actor uses the CPUs it reserved; inline, the one process keeps the
+            # libraries' defaults (all cores).
+            use_cpu_threads(max(1, math.ceil(num_cpus)))
         self.run_id, self.writer, self.board = run_id, writer, progress
         self.remote_board = hasattr(getattr(progress, "report", None), "remote")  # a Ray actor handle
         self.stages = [factory(**kwargs) for _, factory, kwargs in steps]

@@ -110,6 +110,15 @@ def internal_message(exc: BaseException) -> str:
 CPU_THREADS_ENV = "PORTRAIT_CPU_THREADS"
 
 
+def use_cpu_threads(threads: int) -> None:
+    """This worker may use ``threads`` CPU threads: OpenCV from now on, and the onnxruntime
+    sessions made after (``onnx_session_options``)."""
+    import cv2
+
+    os.environ[CPU_THREADS_ENV] = str(threads)
+    cv2.setNumThreads(threads)
+
+
 def cpu_threads() -> int | None:
     """The threads a library may use in this worker; None: its own default (inline builds)."""
     value = os.environ.get(CPU_THREADS_ENV)

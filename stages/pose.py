@@ -7,7 +7,7 @@ Layout (rows of the (133, 3) float32 array: x, y in crop pixels, score; score 0 
 
 Backends:
 - ``mediapipe`` (default, weights ship with the pip package): Holistic(model_complexity=1) in
-  tracking mode, fresh per clip, without its temporal smoothing (clip frames may be far apart
+  tracking mode, forgetting the clip before at each clip, without its temporal smoothing (clip frames may be far apart
   in time; the filter made points lag a turning head). In a build, its graph runs without the
   face branch and face 68 comes from curation's 478-point mesh of the same frame; called
   without landmarks, from Holistic's own refined mesh; both through MESH_TO_IBUG68 below.
