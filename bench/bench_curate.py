@@ -33,11 +33,12 @@ def one_core_figures(video: Path) -> dict:
     from manifests.adapters.base import SourceSpec
     from pipeline.build import stage_steps
     from pipeline.config import load_config
-    from stages.base import SourceWork
+    from stages.base import SourceWork, use_cpu_threads
     from stages.curate import CurateStage
     from stages.decode import VideoReader
     from stages.probe import probe
 
+    use_cpu_threads(1)  # one core, as a 1-CPU actor and an inline build run
     config = load_config()
     fps = config.sampling.fps
     info = probe(str(video), "video")

@@ -116,8 +116,9 @@ def run(video: Path, features: bool) -> tuple[float, int]:
     from manifests.adapters.base import SourceSpec
     from pipeline.config import load_config
     from pipeline.steps import stage_steps
-    from stages.base import SourceWork
+    from stages.base import SourceWork, use_cpu_threads
 
+    use_cpu_threads(1)  # as a 1-CPU actor, and as an inline build, runs
     config = load_config(None, {} if features else {"features.enabled": False})
     stages = [factory(**kwargs) for _, factory, kwargs in stage_steps(config)]
     for s in stages:

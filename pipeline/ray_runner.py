@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from manifests.adapters.base import SourceSpec
 from manifests.errors import PortraitError, first_line
 from manifests.schemas import INFRA
-from stages.base import SourceWork, use_cpu_threads
+from stages.base import SourceWork, cpu_threads_held, use_cpu_threads
 
 from . import progress
 from .results import PARTS, UnitResult, pack_works, unit_specs, unpack_works
@@ -84,8 +84,7 @@ class ChainUDF:
         if hide_gpus:
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         if num_cpus is not None:
-            # A Ray actor uses the CPUs it reserved; inline, the one process keeps the
-            # libraries' defaults (all cores).
+            # A Ray actor uses the CPUs it reserved (run_inline holds its process to one).
             use_cpu_threads(max(1, math.ceil(num_cpus)))
         self.run_id, self.writer, self.board = run_id, writer, progress
         self.remote_board = hasattr(getattr(progress, "report", None), "remote")  # a Ray actor handle
@@ -250,10 +249,14 @@ def _portrait_cause(e: BaseException) -> PortraitError | None:
 
 
 def run_inline(unit_jsons: list[str], plans: list[StagePlan]) -> Iterator[dict]:
-    """The same chain in this process, without Ray (debugging, profiling)."""
-    workers = [ChainUDF(p.steps, p.run_id, p.writer, progress=p.progress) for p in plans]
-    for i, u in enumerate(unit_jsons):
-        batch = {"unit": [i], "unit_json": [u]}
-        for w in workers:
-            batch = w(batch)
-        yield {k: v[0] for k, v in batch.items()}
+    """The same chain in this process, without Ray (debugging, profiling), as one 1-CPU actor
+    runs it: OpenCV's and onnxruntime's pools of a thread per core cost more CPU than they save
+    on a frame's small images (bench/bench_commits.py: 1.5 CPU s of 38 on the fixtures, and
+    no slower), and the profile is then the Ray workers'."""
+    with cpu_threads_held(1):
+        workers = [ChainUDF(p.steps, p.run_id, p.writer, progress=p.progress) for p in plans]
+        for i, u in enumerate(unit_jsons):
+            batch = {"unit": [i], "unit_json": [u]}
+            for w in workers:
+                batch = w(batch)
+            yield {k: v[0] for k, v in batch.items()}

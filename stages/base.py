@@ -20,6 +20,7 @@ A stage is a plain class (:class:`Stage`):
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +118,24 @@ def use_cpu_threads(threads: int) -> None:
 
     os.environ[CPU_THREADS_ENV] = str(threads)
     cv2.setNumThreads(threads)
+
+
+@contextlib.contextmanager
+def cpu_threads_held(threads: int):
+    """``use_cpu_threads`` for the duration of a ``with`` block (an inline build in a process
+    that goes on after it), then the settings from before."""
+    import cv2
+
+    before = cv2.getNumThreads(), os.environ.get(CPU_THREADS_ENV)
+    use_cpu_threads(threads)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before[0])
+        if before[1] is None:
+            os.environ.pop(CPU_THREADS_ENV, None)
+        else:
+            os.environ[CPU_THREADS_ENV] = before[1]
 
 
 def cpu_threads() -> int | None:

@@ -86,3 +86,22 @@ def test_an_actor_runs_opencv_on_the_cpus_it_reserved(monkeypatch):
         assert cpu_threads() == 3  # what the actor's onnxruntime sessions are held to
     finally:
         cv2.setNumThreads(default)
+
+
+def test_an_inline_build_runs_opencv_on_one_thread_then_gives_the_default_back(monkeypatch):
+    # One process does the whole build, as one 1-CPU actor would; the process goes on after it.
+    import cv2
+
+    from pipeline.ray_runner import StagePlan, run_inline
+
+    monkeypatch.delenv(CPU_THREADS_ENV, raising=False)
+    default = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        _SeesThreads.seen = []
+        plan = StagePlan("a", [("a", _SeesThreads, {})], num_cpus=1, num_gpus=0, max_workers=1, run_id="r")
+        assert list(run_inline([], [plan])) == []
+        assert _SeesThreads.seen == [1]
+        assert cv2.getNumThreads() == 2 and cpu_threads() is None
+    finally:
+        cv2.setNumThreads(default)
