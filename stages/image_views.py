@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 
 import cv2
@@ -90,13 +91,29 @@ def inverse_crop_position_map(matrix: np.ndarray, view_landmarks: np.ndarray, vi
     return np.stack([x, y, np.ones_like(x)]).astype(np.float32) * valid
 
 
+def _albumentations():
+    """albumentations, imported without the two things a build never needs: its question to
+    PyPI for a newer version (up to 2 s where the network hangs, from every worker of a
+    cluster), and its torch helpers, whose import of torch costs 1.7 CPU s per worker. A None
+    entry in ``sys.modules`` makes that import raise ImportError at once, which albumentations
+    expects (torch is optional to it); the entry goes after, so an explicit import still works."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    if "albumentations" in sys.modules:
+        return sys.modules["albumentations"]
+    blocked = "albumentations.pytorch" not in sys.modules
+    if blocked:
+        sys.modules["albumentations.pytorch"] = None
+    try:
+        import albumentations
+    finally:
+        if blocked and sys.modules.get("albumentations.pytorch", ...) is None:
+            del sys.modules["albumentations.pytorch"]
+    return albumentations
+
+
 def build_augmenter(size: int, seed: int, crop_scale=(0.5, 1.0), rotate=(-15.0, 15.0), scale=(0.9, 1.1),
                     translate=(-0.05, 0.05)):
-    # albumentations asks PyPI for a newer version on import (up to 2 s where the network
-    # hangs, from every worker of a cluster); a build never needs it.
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    import albumentations as A
-
+    A = _albumentations()
     return A.Compose(
         [
             A.RandomResizedCrop(size=(size, size), scale=tuple(crop_scale), ratio=(1.0, 1.0), p=1.0),

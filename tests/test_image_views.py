@@ -107,3 +107,22 @@ def test_identity_matrix_gives_identity_map(photo):
 def test_bad_image_is_rejected():
     with pytest.raises(StageError, match="square"):
         make_views(np.zeros((100, 120, 3), np.uint8), np.zeros((478, 2)), 1, 0)
+
+
+def test_views_import_albumentations_without_torch():
+    # A worker that makes views of a photo must not pay for importing torch (1.7 CPU s), which
+    # albumentations would import for helpers a build never uses; torch still imports after.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, numpy as np\n"
+            "from stages.image_views import build_augmenter\n"
+            "view = build_augmenter(64, seed=0)(image=np.full((128, 128, 3), 120, np.uint8))['image']\n"
+            "assert view.shape == (64, 64, 3), view.shape\n"
+            "print('torch' in sys.modules)\n"
+            "import albumentations.pytorch\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]
