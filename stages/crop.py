@@ -79,13 +79,28 @@ def crop_image(rgb: np.ndarray, crop: Crop, out_size: int, frame_scale: float = 
     """The crop (given in frame pixels) from ``rgb``, which is the frame resized by ``frame_scale``."""
     s = out_size / crop.size  # crop pixels per frame pixel
     g = s / frame_scale  # crop pixels per rgb pixel
+    ix0 = iy0 = 0
     fx = fy = 1.0
     if g < 1:
         # Area averaging avoids aliasing when shrinking; the remaining warp is a near-identity.
+        # Only the crop's part of ``rgb`` is averaged (a buffered window is up to 9x the crop),
+        # with a margin of 2 output pixels for the bilinear warp's neighbours.
         h, w = rgb.shape[:2]
-        rgb = cv2.resize(rgb, (max(1, round(w * g)), max(1, round(h * g))), interpolation=cv2.INTER_AREA)
-        fx, fy = rgb.shape[1] / w, rgb.shape[0] / h
-    m = np.array([[s / (frame_scale * fx), 0, -s * crop.x0], [0, s / (frame_scale * fy), -s * crop.y0]])
+        margin = int(np.ceil(2 / g))
+        ix0 = max(0, int(np.floor(crop.x0 * frame_scale)) - margin)
+        iy0 = max(0, int(np.floor(crop.y0 * frame_scale)) - margin)
+        ix1 = min(w, int(np.ceil((crop.x0 + crop.size) * frame_scale)) + margin)
+        iy1 = min(h, int(np.ceil((crop.y0 + crop.size) * frame_scale)) + margin)
+        if ix1 <= ix0 or iy1 <= iy0:  # the crop lies off the picture: all padding
+            return np.zeros((out_size, out_size, 3), np.uint8)
+        region = rgb[iy0:iy1, ix0:ix1]
+        rh, rw = region.shape[:2]
+        rgb = cv2.resize(region, (max(1, round(rw * g)), max(1, round(rh * g))), interpolation=cv2.INTER_AREA)
+        fx, fy = rgb.shape[1] / rw, rgb.shape[0] / rh
+    # Continuous coordinates: a frame point p is rgb point p * frame_scale, region point
+    # (p * frame_scale - (ix0, iy0)) * f, crop point s * (p - (x0, y0)).
+    m = np.array([[s / (frame_scale * fx), 0, s * (ix0 / frame_scale - crop.x0)],
+                  [0, s / (frame_scale * fy), s * (iy0 / frame_scale - crop.y0)]])
     return cv2.warpAffine(
         rgb, cv2_affine(m), (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
     )

@@ -1,9 +1,10 @@
 """Curate one source: probe, decode, faces, clips, crop, scores, verdict, stored frames.
 
 One pass over the sampled frames: each frame is analysed as it is decoded (faces, occlusion,
-lighting, blur, background motion) and buffered (reduced to what the crop needs) until its clip
-ends; then the clip's crop is planned, its scores aggregated, its verdict given and, if kept, its
-frames cropped and JPEG-encoded. Memory is bounded by one clip (``max_clip_s``), not the video.
+lighting, blur, background motion) and buffered (a window around the face, reduced to what
+the crop needs where that saves more than a fifth of it) until its clip ends; then the clip's
+crop is planned, its scores aggregated, its verdict given and, if kept, its frames cropped and
+JPEG-encoded. Memory is bounded by one clip (``max_clip_s``), not the video.
 """
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ from .quality import BackgroundMotion, face_quality, picture_sharpness
 
 _BUFFER_MARGIN = 1.25  # buffered frames keep 1.25x the pixels the output crop needs
 _BUFFER_WINDOW = 3.0  # and only a window this many crop sides wide around the face
+# A window that would keep at least this share of its own pixels is kept as it is: the crop is
+# then resampled once, at the clip's end, instead of twice, and a 1080p frame is not resized
+# (~15 ms) for a reduction of a few percent. Memory: at most 1 / 0.8^2 = 1.56x the reduced window.
+_BUFFER_NATIVE = 0.8
 _MAX_FACELESS = 64  # whole-picture stats kept of frames with no face (why none was found)
 _PICTURES_PER_CLIP = 4  # and of the frames of a clip whose face is not surely human
 _ASK_PERSON = 0.5  # a sure face whose occlusion score is over this is shown to the pose model (face_person)
@@ -292,6 +297,8 @@ class CurateStage(Stage):
         x1, y1 = int(min(w, np.ceil(cx + half))), int(min(h, np.ceil(cy + half)))
         window = rgb[y0:y1, x0:x1]
         scale = min(1.0, _BUFFER_MARGIN * self.out_size / max(need, 1.0))
+        if scale >= _BUFFER_NATIVE:
+            scale = 1.0
         image = (
             window.copy()
             if scale >= 1.0
