@@ -105,9 +105,10 @@ def internal_message(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {first}"
 
 
-# The CPUs this worker reserved, where a runner says so (pipeline/ray_runner.py, in each Ray
-# actor). OpenCV and onnxruntime otherwise start a thread per core of the node in every
-# process: a 1-CPU actor on a 64-core node would start 64 and use cores reserved by others.
+# The CPUs this worker reserved, where a runner says so (pipeline/ray_runner.py: each Ray
+# actor, and an inline build as one 1-CPU actor). OpenCV and onnxruntime otherwise start a
+# thread per core of the node in every process: a 1-CPU actor on a 64-core node would start 64
+# and use cores reserved by others.
 CPU_THREADS_ENV = "PORTRAIT_CPU_THREADS"
 
 
@@ -139,7 +140,7 @@ def cpu_threads_held(threads: int):
 
 
 def cpu_threads() -> int | None:
-    """The threads a library may use in this worker; None: its own default (inline builds)."""
+    """The threads a library may use in this worker; None: its own default (no build's worker)."""
     value = os.environ.get(CPU_THREADS_ENV)
     return max(1, int(value)) if value else None
 
