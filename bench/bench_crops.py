@@ -82,7 +82,7 @@ def main() -> int:
     print(f"base {args.base} against this working tree; crops of kept clips")
     print(f"{'video':28s} {'frames':>6s} {'mean |d|':>9s} {'PSNR min/med':>13s} {'sharpness old/new':>18s} "
           f"{'landmarks max d':>15s}")
-    body, hands, found = [], [], [0, 0]
+    body, hands, found, found_new = [], [], [0, 0], 0
     pose = PoseStage()
     for video in args.videos:
         a, b = old[video], new[video]
@@ -103,6 +103,7 @@ def main() -> int:
                 seen = pa[BODY, 2] >= 0.5
                 body.extend(np.linalg.norm(pa[BODY][seen, :2] - pb[BODY][seen, :2], axis=1))
                 for part in (LEFT_HAND, RIGHT_HAND):
+                    found_new += int(pb[part.start, 2] > 0)
                     if pa[part.start, 2] > 0:
                         found[1] += 1
                         if pb[part.start, 2] > 0:
@@ -113,7 +114,7 @@ def main() -> int:
         return "-" if not v else f"{np.median(v):.2f} / {np.percentile(v, 95):.2f}"
 
     print(f"pose on the new crops against the old, px (median / p95): bodies {stats(body)}, "
-          f"hands {stats(hands)} ({found[0]} of {found[1]} hands found again)")
+          f"hands {stats(hands)} ({found[0]} of {found[1]} hands found again; {found_new} found on the new crops)")
     return 0
 
 
