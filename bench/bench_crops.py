@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -27,9 +26,11 @@ DEFAULT_VIDEOS = [FIXTURES / "media" / "videos" / "s18.mp4", FIXTURES / "media" 
                   FIXTURES / "media-extra" / "videos" / "latentsync_demo1.mp4",
                   FIXTURES / "media-extra" / "videos" / "wan_tvhost.mp4"]
 
-# Run inside each tree: the kept clips' crops and landmarks as a build stores them.
+# Run inside each tree: the kept clips' crops and landmarks as a build stores them, as plain
+# arrays (an .npz read without pickle: key "v/c/crops" and "v/c/landmarks", video v, clip c).
 _DUMP = """
-import pickle, sys
+import sys
+import numpy as np
 from pathlib import Path
 sys.path.insert(0, "bench")
 from bench_pose_rate import curated_clips
@@ -40,17 +41,29 @@ use_cpu_threads(1)
 _, factory, kwargs = stage_steps(load_config(None, {"features.enabled": False}))[0]
 curate = factory(**kwargs)
 curate.setup()
-out = {v: list(curated_clips(Path(v), curate, 10000)) for v in sys.argv[2:]}
-pickle.dump(out, open(sys.argv[1], "wb"))
+arrays = {}
+for v, video in enumerate(sys.argv[2:]):
+    for c, (crops, landmarks) in enumerate(curated_clips(Path(video), curate, 10000)):
+        arrays[f"{v}/{c}/crops"], arrays[f"{v}/{c}/landmarks"] = np.stack(crops), np.stack(landmarks)
+np.savez(sys.argv[1], **arrays)
 """
 
 
-def curated(tree: Path, videos: list[str], out: Path) -> dict:
+def curated(tree: Path, videos: list[str], out: Path) -> dict[str, list[tuple[list, list]]]:
+    """video -> its kept clips' (crops, landmarks), curated by the code in ``tree``."""
+    import numpy as np
+
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOG_minloglevel": "2", "PYTHONPATH": str(tree)}
     subprocess.run([sys.executable, "-c", _DUMP, str(out), *videos], cwd=tree, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with open(out, "rb") as f:
-        return pickle.load(f)
+    clips: dict[str, list[tuple[list, list]]] = {v: [] for v in videos}
+    with np.load(out, allow_pickle=False) as z:
+        for v, video in enumerate(videos):
+            c = 0
+            while f"{v}/{c}/crops" in z:
+                clips[video].append((list(z[f"{v}/{c}/crops"]), list(z[f"{v}/{c}/landmarks"])))
+                c += 1
+    return clips
 
 
 def main() -> int:
@@ -58,6 +71,8 @@ def main() -> int:
     import numpy as np
 
     sys.path.insert(0, str(REPO))
+    from bench_commits import checkout
+
     from stages.pose import BODY, LEFT_HAND, RIGHT_HAND, PoseStage
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -67,14 +82,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-crops-") as tmp:
         base_tree = Path(tmp) / "base"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(base_tree), args.base],
-                       check=True, capture_output=True)
+        checkout(args.base, base_tree)
         try:
-            old = curated(base_tree, args.videos, Path(tmp) / "base.pkl")
+            old = curated(base_tree, args.videos, Path(tmp) / "base.npz")
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base_tree)],
                            capture_output=True)
-        new = curated(REPO, args.videos, Path(tmp) / "head.pkl")
+        new = curated(REPO, args.videos, Path(tmp) / "head.npz")
 
     def sharpness(crop):
         return cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
