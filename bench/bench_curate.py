@@ -4,9 +4,14 @@
    (CurateStage.process: decode, detection, mesh, scores, crop, JPEG), all over the same sampled
    frames. The bound is what decode + mesh alone cost together; goal: path >= 60% of the bound.
 2. Build throughput with Ray on 1 CPU and on 2 CPUs (separate processes, same inputs);
-   goal: 2 CPUs >= 1.8x one.
+   goal: 2 CPUs >= 1.8x one. Ray's num_cpus only limits its actors: the 1-CPU build's Ray
+   processes (raylet, GCS, Ray Data's helper actors, the driver) and its actor's helper threads
+   still run on the machine's other cores. ``cores_busy`` says how many cores each build kept
+   busy (the machine's CPU time over the build's wall time: meaningful on a quiet machine).
+   With --pinned the two builds run again with all their processes held to 1 and to 2 cores
+   (taskset), the way a 1-CPU and a 2-CPU machine would run them.
 
-Usage: python bench/bench_curate.py [--video PATH] [--copies 4] [--skip-ray] [--processes]
+Usage: python bench/bench_curate.py [--video PATH] [--copies 4] [--skip-ray] [--processes] [--pinned]
 """
 from __future__ import annotations
 
@@ -101,22 +106,35 @@ def _process_kind(cmd: str) -> str:
     return "driver" if "pipeline.build" in cmd else cmd[:40]
 
 
-def ray_build_seconds(inputs: Path, num_cpus: int, processes: dict | None = None) -> tuple[float, float]:
-    """Wall seconds of a Ray build with ``num_cpus`` CPUs, and the CPU seconds its driver used
-    (the driver only commits: its share says whether it could limit a larger cluster). With
-    ``processes`` (a dict), the CPU seconds of every process the run started (Ray's included),
-    by kind, sampled from /proc while it runs (a process's last ~0.2 s may be missed)."""
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of this machine have been busy since boot (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def ray_build_seconds(inputs: Path, num_cpus: int, processes: dict | None = None,
+                      cores: str | None = None) -> tuple[float, float, float]:
+    """Wall seconds of a Ray build with ``num_cpus`` CPUs, the CPU seconds its driver used
+    (the driver only commits: its share says whether it could limit a larger cluster), and the
+    cores the machine kept busy meanwhile. With ``processes`` (a dict), the CPU seconds of
+    every process the run started (Ray's included), by kind, sampled from /proc while it runs
+    (a process's last ~0.2 s may be missed). ``cores``: a taskset core list that the whole run,
+    Ray's processes included, is held to."""
     out = Path(tempfile.mkdtemp(prefix=f"bench-ray{num_cpus}-"))
     code = (
         "import resource, sys, time; from pipeline.build import build; from pipeline.config import load_config; "
         "from pipeline.sources import dataset_entries, discover; from pipeline import ray_runner; "
+        "from bench.bench_curate import machine_busy_seconds as busy; "
         f"c = load_config(None, {{'ray.num_cpus': {num_cpus}}}); ray_runner.init_ray(None, {num_cpus}); "
         f"d = discover(dataset_entries(c, [{str(inputs)!r}], [])); "
-        "cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2]); c0 = cpu(); t = time.perf_counter(); "
-        f"build(c, {str(out)!r}, d, progress=False); print(time.perf_counter() - t, cpu() - c0)"
+        "cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2]); c0, b0 = cpu(), busy(); "
+        f"t = time.perf_counter(); build(c, {str(out)!r}, d, progress=False); w = time.perf_counter() - t; "
+        "print(w, cpu() - c0, (busy() - b0) / w)"
     )
     before = _process_cpu() if processes is not None else {}
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+    cmd = [sys.executable, "-c", code]
+    proc = subprocess.Popen(["taskset", "-c", cores, *cmd] if cores else cmd, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     seen: dict[int, tuple[float, str]] = {}
     while processes is not None and proc.poll() is None:
@@ -131,8 +149,8 @@ def ray_build_seconds(inputs: Path, num_cpus: int, processes: dict | None = None
         kind = _process_kind(cmd)
         processes[kind] = processes.get(kind, 0.0) + cpu
     shutil.rmtree(out, ignore_errors=True)
-    wall, driver_cpu = stdout.strip().splitlines()[-1].split()
-    return float(wall), float(driver_cpu)
+    wall, driver_cpu, busy = stdout.strip().splitlines()[-1].split()
+    return float(wall), float(driver_cpu), float(busy)
 
 
 def main() -> None:
@@ -140,6 +158,8 @@ def main() -> None:
     ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     ap.add_argument("--copies", type=int, default=4, help="copies of the video in the Ray build")
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--pinned", action="store_true",
+                    help="also run both Ray builds held to 1 and to 2 cores (taskset), Ray's processes included")
     ap.add_argument("--processes", action="store_true",
                     help="also print the CPU seconds of every process each Ray build started, by kind")
     args = ap.parse_args()
@@ -149,8 +169,11 @@ def main() -> None:
         for i in range(args.copies):
             shutil.copy(args.video, folder / f"copy{i}{args.video.suffix}")
         per_process: dict[int, dict] = {1: {}, 2: {}} if args.processes else {1: None, 2: None}
-        t1, _ = ray_build_seconds(folder, 1, per_process[1])
-        t2, driver_cpu = ray_build_seconds(folder, 2, per_process[2])
+        t1, _, busy1 = ray_build_seconds(folder, 1, per_process[1])
+        t2, driver_cpu, busy2 = ray_build_seconds(folder, 2, per_process[2])
+        if args.pinned:
+            p1, _, _ = ray_build_seconds(folder, 1, cores="0")
+            p2, _, _ = ray_build_seconds(folder, 2, cores="0,1")
         shutil.rmtree(folder, ignore_errors=True)
         for n, cpu in per_process.items():
             for kind, seconds in sorted((cpu or {}).items(), key=lambda kv: -kv[1]):
@@ -159,9 +182,13 @@ def main() -> None:
         figures.update({
             "ray_sources": args.copies, "ray_1cpu_s": round(t1, 2), "ray_2cpu_s": round(t2, 2),
             "ray_speedup_2_over_1": round(t1 / t2, 3), "goal_speedup": 1.8,
+            "ray_1cpu_cores_busy": round(busy1, 2), "ray_2cpu_cores_busy": round(busy2, 2),
             # The driver's CPU seconds over all the CPU time the 2-CPU build had (wall x CPUs).
             "driver_cpu_s": round(driver_cpu, 2), "driver_share_of_cpu": round(driver_cpu / (2 * t2), 3),
         })
+        if args.pinned:
+            figures.update({"pinned_1core_s": round(p1, 2), "pinned_2cores_s": round(p2, 2),
+                            "pinned_speedup_2_over_1": round(p1 / p2, 3)})
     for k, v in figures.items():
         print(f"{k:>24}: {v}")
     print(json.dumps(figures))

@@ -11,6 +11,7 @@ Media on an object store are fetched one source at a time to a local temporary f
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -161,15 +162,20 @@ def init_ray(address: str | None, num_cpus: int | None) -> dict:
 
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
-        # Workers on other nodes reach the same object store (credentials stay with each node).
-        store = {k: os.environ[k] for k in _STORE_ENV if os.environ.get(k)}
-        kwargs = dict(logging_level=logging.WARNING, log_to_driver=False,
-                      runtime_env={"env_vars": {**WORKER_ENV, **store}})
+        kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
         if address:
-            ray.init(address=address, **kwargs)
+            # Workers on other nodes reach the same object store (credentials stay with each node).
+            store = {k: os.environ[k] for k in _STORE_ENV if os.environ.get(k)}
+            ray.init(address=address, runtime_env={"env_vars": {**WORKER_ENV, **store}}, **kwargs)
         else:
             # "local": a new instance of our own, never a cluster someone `ray start`ed here.
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+            # Its processes inherit this process's environment as it is when they start, so
+            # WORKER_ENV is set for that moment only, and no runtime_env: Ray then hands the
+            # build the workers it pre-started (a job-wide runtime_env makes it start others
+            # and discard those: ~1.2 s of every local build on 2 CPUs, bench/bench_curate.py).
+            # This process gets its own environment back.
+            with _environ(WORKER_ENV):
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the build draws its own bar (sources and clips)
     # A block whose worker died for good (a poison input crashing the process) is dropped, not
@@ -177,6 +183,21 @@ def init_ray(address: str | None, num_cpus: int | None) -> dict:
     ctx.max_errored_blocks = -1
     ctx.print_on_execution_start = False
     return ray.cluster_resources()
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    """``values`` in os.environ for the ``with`` block, then the variables as they were."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def progress_board(on_ray: bool):

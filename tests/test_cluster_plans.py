@@ -105,3 +105,32 @@ def test_an_inline_build_runs_opencv_on_one_thread_then_gives_the_default_back(m
         assert cv2.getNumThreads() == 2 and cpu_threads() is None
     finally:
         cv2.setNumThreads(default)
+
+
+def test_a_local_instance_gives_its_workers_the_worker_env_and_the_caller_keeps_its_own(tmp_path):
+    # The workers inherit WORKER_ENV from the instance's own processes (no runtime_env, so Ray
+    # can hand the build the workers it pre-started); the process that started it, which goes
+    # on after the build, must not be left with OMP_NUM_THREADS=1 and the rest. A fresh
+    # process: this one may already hold a Ray instance.
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import json, os, ray; from pipeline.ray_runner import WORKER_ENV, init_ray; "
+        "before = {k: os.environ.get(k) for k in WORKER_ENV}; init_ray(None, 1); "
+        "seen = ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in WORKER_ENV}).remote()); "
+        "print(json.dumps({'worker': seen, 'before': before, 'after': {k: os.environ.get(k) for k in WORKER_ENV}}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "GLOG_minloglevel", "RAY_ADDRESS")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from pipeline.ray_runner import WORKER_ENV
+
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["worker"] == WORKER_ENV
+    assert seen["after"] == seen["before"] == {"GLOG_minloglevel": None, "TF_CPP_MIN_LOG_LEVEL": "0",
+                                                "OMP_NUM_THREADS": None}
