@@ -86,6 +86,32 @@ def read_image(path: str, max_side: int, max_pixels: int = DEFAULT_PIXEL_BUDGET)
         raise StageError(STAGE, f"cannot decode image: {str(e).splitlines()[0]}") from None
 
 
+class _DLPackCapsule:
+    """A DLPack capsule (what decord's ``to_dlpack`` gives) as the object ``np.from_dlpack`` takes."""
+
+    def __init__(self, capsule):
+        self.capsule = capsule
+
+    def __dlpack__(self, stream=None, **kwargs):
+        return self.capsule
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (1, 0)  # kDLCPU, device 0: decord.cpu(0)
+
+
+def _frames_array(batch) -> np.ndarray:
+    """A decord batch as a read-only numpy array over decord's own buffer (DLPack, no copy).
+
+    ``asnumpy()`` copies the frames at ~1-2 GB/s: 1.3-5 ms a 720p frame (the slower while the
+    process's memory is fresh), as much as decoding the frame and twice as much at 1080p. The
+    pixels are the same bytes; the buffer lives as long as any frame of the batch does, as the
+    copy's did."""
+    try:
+        return np.from_dlpack(_DLPackCapsule(batch.to_dlpack()))
+    except (AttributeError, TypeError, RuntimeError, BufferError):  # a decord or numpy without DLPack
+        return batch.asnumpy()
+
+
 class VideoReader:
     """Frames of one video, by time. Opens decord, or PyAV when decord fails."""
 
@@ -141,7 +167,7 @@ class VideoReader:
         for i in range(0, len(wanted), _BATCH):
             chunk = wanted[i : i + _BATCH]
             try:
-                batch = self._vr.get_batch(chunk.tolist()).asnumpy()
+                batch = _frames_array(self._vr.get_batch(chunk.tolist()))
             except Exception as e:
                 # A truncated tail: keep what decoded, report the rest as an error upstream.
                 raise StageError(

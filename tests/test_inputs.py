@@ -82,3 +82,23 @@ def test_choose_samples_is_by_time_not_index():
     times = np.array([0.0, 0.01, 0.02, 0.5, 1.0])
     assert choose_samples(times, fps=2.0).tolist() == [0, 3, 4]
     assert choose_samples(times, fps=2.0, start_s=0.4, end_s=1.0).tolist() == [3]
+
+
+def test_decord_frames_are_its_own_pixels_and_outlive_the_reader(media_dir):
+    # The frames are decord's buffer itself (no copy); they must hold the very bytes its copy
+    # holds, stay valid after the reader and its batches are gone, and refuse writes (a stage
+    # writing into a frame would change the frames around it in the same buffer).
+    import gc
+
+    import decord
+
+    path = str(media_dir / "videos" / "d3.mp4")
+    reader = VideoReader(path, 0, backend="decord")
+    frames = list(reader.frames(5.0))
+    del reader
+    gc.collect()
+    copies = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1).get_batch([f.index for f in frames]).asnumpy()
+    assert len(frames) > 16  # more than one batch
+    for f, c in zip(frames, copies):
+        assert f.rgb.shape == c.shape and np.array_equal(f.rgb, c)
+        assert not f.rgb.flags.writeable
