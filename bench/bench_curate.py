@@ -113,6 +113,18 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_until_quiet(limit_s: float = 20.0) -> None:
+    """Wait (at most ``limit_s``) until the machine's cores are idle for a second: the Ray
+    instance of the build before takes a few seconds to shut its processes down, and a build
+    started meanwhile shares the cores with them."""
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        b0 = machine_busy_seconds()
+        time.sleep(1.0)
+        if machine_busy_seconds() - b0 < 0.1:
+            return
+
+
 def ray_build_seconds(inputs: Path, num_cpus: int, processes: dict | None = None,
                       cores: str | None = None) -> tuple[float, float, float]:
     """Wall seconds of a Ray build with ``num_cpus`` CPUs, the CPU seconds its driver used
@@ -132,6 +144,7 @@ def ray_build_seconds(inputs: Path, num_cpus: int, processes: dict | None = None
         f"t = time.perf_counter(); build(c, {str(out)!r}, d, progress=False); w = time.perf_counter() - t; "
         "print(w, cpu() - c0, (busy() - b0) / w)"
     )
+    wait_until_quiet()
     before = _process_cpu() if processes is not None else {}
     cmd = [sys.executable, "-c", code]
     proc = subprocess.Popen(["taskset", "-c", cores, *cmd] if cores else cmd, cwd=REPO, stdout=subprocess.PIPE,
