@@ -41,6 +41,7 @@ from pydantic import Field
 
 from .base import Settings
 from .face_geometry import FACE_OVAL, crop_affine, warp_square
+from .mediapipe_import import import_mediapipe
 
 N_LANDMARKS = 478
 _MESH_INPUT = 256  # side of the square face crop fed to the mesh
@@ -150,7 +151,7 @@ class FaceAnalyzer:
         self._n_checked = 0
 
     def setup(self) -> None:
-        import mediapipe as mp
+        mp = import_mediapipe()
 
         if self.detector == "scrfd":
             from .face_backends import ScrfdDetector

@@ -23,6 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 from .face_geometry import NOSE_TIP
+from .mediapipe_import import import_mediapipe
 
 N_MESH_VERTICES = 468  # the tessellation covers the face mesh; the 10 iris points are not in it
 
@@ -30,6 +31,7 @@ N_MESH_VERTICES = 468  # the tessellation covers the face mesh; the 10 iris poin
 @lru_cache(maxsize=1)
 def face_triangles() -> np.ndarray:
     """(T, 3) int vertex indices of the face mesh triangles, all with the same orientation."""
+    import_mediapipe()  # its package first, without matplotlib
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
 
     adjacency = defaultdict(set)

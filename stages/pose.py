@@ -34,6 +34,7 @@ import numpy as np
 from pydantic import Field
 
 from .base import Settings, WeightsMissing
+from .mediapipe_import import import_mediapipe, mediapipe_version
 
 STAGE = "pose"
 N_KEYPOINTS = 133
@@ -183,7 +184,7 @@ def _holistic_graph(face: bool):
     pose and hand subgraphs, settings and outputs for them (identical points, checked by
     tests/test_pose.py), ~6 ms a frame less on a CPU. The face branch only re-runs the face
     mesh that curation already ran on the same frame."""
-    import mediapipe as mp
+    mp = import_mediapipe()
     from mediapipe.python.solution_base import SolutionBase
 
     if face:
@@ -365,13 +366,11 @@ class PoseStage:
 
     def describe(self) -> dict:
         if self.backend == "mediapipe":
-            import mediapipe as mp
-
             return {
                 "stage": STAGE,
                 "backend": "mediapipe",
                 "model": "holistic(model_complexity=1)",
-                "version": mp.__version__,
+                "version": mediapipe_version(),  # the driver calls this: no import
                 "layout": "coco_wholebody_133",
                 "every": self.every,  # and every frame while a hand is in view
                 "face68": "curation's face mesh (478, refined) through the approximate mesh->iBUG-68 table",

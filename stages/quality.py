@@ -34,6 +34,7 @@ from .face_geometry import (  # FaceMesh (refined, 478 points) index sets, one d
     NOSE,
     UPPER_CHEEKS,
 )
+from .mediapipe_import import import_mediapipe
 
 FACE_SIDE = 128  # the landmark box of the face is resampled to this side before scoring
 _MARGIN = 0.12  # context around the landmark box, share of its side
@@ -630,7 +631,7 @@ class BackgroundMotion:
         self._prev: tuple[np.ndarray, np.ndarray, float] | None = None
 
     def setup(self) -> None:
-        import mediapipe as mp
+        mp = import_mediapipe()
 
         # model_selection=1: the landscape model (144x256 input), the cheaper of the two bundled ones.
         self._segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1)

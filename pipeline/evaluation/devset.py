@@ -264,7 +264,9 @@ class _PersonMask:
     move the edge between person and moving texture, so the moving-background files would change."""
 
     def __init__(self):
-        import mediapipe as mp
+        from stages.mediapipe_import import import_mediapipe
+
+        mp = import_mediapipe()
 
         self.seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
 
