@@ -28,7 +28,7 @@ _BATCH = 16  # frames per decord batch: bounded memory, amortised seeking
 class Frame:
     index: int  # frame number in the source (presentation order)
     t: float  # seconds
-    rgb: np.ndarray  # HxWx3 uint8, display orientation
+    rgb: np.ndarray  # HxWx3 uint8, display orientation; read-only from decord (its own buffer)
 
 
 def rotate(rgb: np.ndarray, rotation_cw: int) -> np.ndarray:
