@@ -11,7 +11,6 @@ Media on an object store are fetched one source at a time to a local temporary f
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from manifests.adapters.base import SourceSpec
 from manifests.errors import PortraitError, first_line
 from manifests.schemas import INFRA
-from stages.base import SourceWork, cpu_threads_held, use_cpu_threads
+from stages.base import SourceWork, cpu_threads_held, environ_held, use_cpu_threads
 
 from . import progress
 from .results import PARTS, UnitResult, pack_works, unit_specs, unpack_works
@@ -174,7 +173,7 @@ def init_ray(address: str | None, num_cpus: int | None) -> dict:
             # build the workers it pre-started (a job-wide runtime_env makes it start others
             # and discard those: ~1.2 s of every local build on 2 CPUs, bench/bench_curate.py).
             # This process gets its own environment back.
-            with _environ(WORKER_ENV):
+            with environ_held(WORKER_ENV):
                 ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the build draws its own bar (sources and clips)
@@ -183,21 +182,6 @@ def init_ray(address: str | None, num_cpus: int | None) -> dict:
     ctx.max_errored_blocks = -1
     ctx.print_on_execution_start = False
     return ray.cluster_resources()
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]):
-    """``values`` in os.environ for the ``with`` block, then the variables as they were."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def progress_board(on_ray: bool):

@@ -122,21 +122,34 @@ def use_cpu_threads(threads: int) -> None:
 
 
 @contextlib.contextmanager
+def environ_held(values: dict[str, str]):
+    """``values`` in ``os.environ`` for the duration of a ``with`` block, then the variables
+    as they were (set, or absent)."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
 def cpu_threads_held(threads: int):
     """``use_cpu_threads`` for the duration of a ``with`` block (an inline build in a process
     that goes on after it), then the settings from before."""
     import cv2
 
-    before = cv2.getNumThreads(), os.environ.get(CPU_THREADS_ENV)
-    use_cpu_threads(threads)
+    before = cv2.getNumThreads()
     try:
-        yield
+        with environ_held({CPU_THREADS_ENV: str(threads)}):
+            use_cpu_threads(threads)
+            yield
     finally:
-        cv2.setNumThreads(before[0])
-        if before[1] is None:
-            os.environ.pop(CPU_THREADS_ENV, None)
-        else:
-            os.environ[CPU_THREADS_ENV] = before[1]
+        cv2.setNumThreads(before)
 
 
 def cpu_threads() -> int | None:

@@ -41,7 +41,7 @@ from pydantic import Field
 
 from .base import Settings
 from .face_geometry import FACE_OVAL, crop_affine, warp_square
-from .mediapipe_import import import_mediapipe
+from .library_imports import import_mediapipe
 
 N_LANDMARKS = 478
 _MESH_INPUT = 256  # side of the square face crop fed to the mesh

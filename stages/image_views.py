@@ -14,8 +14,6 @@ redrawn, up to ``max_tries`` times, from the same seeded generator.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import dataclass
 
 import cv2
@@ -24,6 +22,7 @@ from pydantic import Field
 
 from . import mesh_raster
 from .base import Settings, StageError
+from .library_imports import import_albumentations
 
 
 class ImageViewsConfig(Settings):
@@ -91,29 +90,9 @@ def inverse_crop_position_map(matrix: np.ndarray, view_landmarks: np.ndarray, vi
     return np.stack([x, y, np.ones_like(x)]).astype(np.float32) * valid
 
 
-def _albumentations():
-    """albumentations, imported without the two things a build never needs: its question to
-    PyPI for a newer version (up to 2 s where the network hangs, from every worker of a
-    cluster), and its torch helpers, whose import of torch costs 1.7 CPU s per worker. A None
-    entry in ``sys.modules`` makes that import raise ImportError at once, which albumentations
-    expects (torch is optional to it); the entry goes after, so an explicit import still works."""
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    if "albumentations" in sys.modules:
-        return sys.modules["albumentations"]
-    blocked = "albumentations.pytorch" not in sys.modules
-    if blocked:
-        sys.modules["albumentations.pytorch"] = None
-    try:
-        import albumentations
-    finally:
-        if blocked and sys.modules.get("albumentations.pytorch", ...) is None:
-            del sys.modules["albumentations.pytorch"]
-    return albumentations
-
-
 def build_augmenter(size: int, seed: int, crop_scale=(0.5, 1.0), rotate=(-15.0, 15.0), scale=(0.9, 1.1),
                     translate=(-0.05, 0.05)):
-    A = _albumentations()
+    A = import_albumentations()
     return A.Compose(
         [
             A.RandomResizedCrop(size=(size, size), scale=tuple(crop_scale), ratio=(1.0, 1.0), p=1.0),

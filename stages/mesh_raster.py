@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 from .face_geometry import NOSE_TIP
-from .mediapipe_import import import_mediapipe
+from .library_imports import import_mediapipe
 
 N_MESH_VERTICES = 468  # the tessellation covers the face mesh; the 10 iris points are not in it
 

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import Field
 
 from .base import Settings, WeightsMissing
-from .mediapipe_import import import_mediapipe, mediapipe_version
+from .library_imports import import_mediapipe, mediapipe_version
 
 STAGE = "pose"
 N_KEYPOINTS = 133

@@ -34,7 +34,7 @@ from .face_geometry import (  # FaceMesh (refined, 478 points) index sets, one d
     NOSE,
     UPPER_CHEEKS,
 )
-from .mediapipe_import import import_mediapipe
+from .library_imports import import_mediapipe
 
 FACE_SIDE = 128  # the landmark box of the face is resampled to this side before scoring
 _MARGIN = 0.12  # context around the landmark box, share of its side

@@ -264,7 +264,7 @@ class _PersonMask:
     move the edge between person and moving texture, so the moving-background files would change."""
 
     def __init__(self):
-        from stages.mediapipe_import import import_mediapipe
+        from stages.library_imports import import_mediapipe
 
         mp = import_mediapipe()
 

@@ -1,5 +1,6 @@
 """MediaPipe imported without matplotlib in the workers, and not at all in the driver
-(stages/mediapipe_import.py). Each check runs in a fresh process: this one has imported both."""
+(stages/library_imports.py; albumentations without torch: tests/test_image_views.py).
+Each check runs in a fresh process: this one has imported both."""
 from __future__ import annotations
 
 import subprocess
