@@ -9,6 +9,7 @@ from stages.base import WeightsMissing
 from stages.pose import (
     FACE,
     LEFT_HAND,
+    MESH_TO_IBUG68,
     MP_POSE_TO_COCO17,
     MP_POSE_TO_FEET,
     RIGHT_HAND,
@@ -37,6 +38,16 @@ def read_frames(path, every: int, count: int, square_from_top: int = 0) -> list[
         rgb = rgb[square_from_top : square_from_top + side, :side]
         out.append(cv2.resize(rgb, (512, 512), interpolation=cv2.INTER_AREA))
     return out
+
+
+def test_mesh_to_ibug68_is_the_mean_of_each_points_mesh_indices():
+    rng = np.random.default_rng(7)
+    for mesh in (rng.uniform(-50, 1500, (478, 2)), rng.uniform(0, 1, (468, 2)).astype(np.float32)):
+        m = mesh.astype(np.float32)
+        expected = np.stack([m[list(ix)].mean(axis=0) for ix in MESH_TO_IBUG68])
+        got = mesh_to_ibug68(mesh)
+        assert got.dtype == np.float32 and got.shape == (68, 2)
+        np.testing.assert_array_equal(got, expected)  # bit for bit: stored poses keep their bytes
 
 
 # ---- MediaPipe default -------------------------------------------------------------------

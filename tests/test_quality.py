@@ -195,6 +195,24 @@ def test_detail_train_sees_moderate_blur_at_training_scale(faces):
         assert detail_train_score(degrade.dark_frame(rgb, 0.3), lm) > T.min_detail_train, name
 
 
+def test_the_spectral_ratio_reads_the_whole_spectrum_from_its_real_half():
+    """detail_4x and detail_train take their band means from rfft2's half-spectrum (each bin
+    standing for its mirror too): the same figures as the means over the whole fft2 spectrum,
+    for odd and even patch sides."""
+    from stages.quality import _ABOVE_4X, _BELOW_4X, _TRAIN_FINE, _TRAIN_REF, _whitened_ratio
+
+    rng = np.random.default_rng(3)
+    for n in (48, 49, 64, 97, 128, 255, 256):
+        patch = rng.normal(0, 20, (n, n)).cumsum(axis=0) + rng.normal(0, 5, (n, n))
+        f = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
+        win = np.hanning(n)
+        power = np.abs(np.fft.fft2((patch - patch.mean()) * np.outer(win, win))) ** 2
+        for above, below in ((_ABOVE_4X, _BELOW_4X), (_TRAIN_FINE, _TRAIN_REF)):
+            hi, lo = (f >= above[0]) & (f < above[1]), (f >= below[0]) & (f < below[1])
+            whole = (power[hi] * f[hi] ** 2).mean() / (power[lo] * f[lo] ** 2).mean()
+            assert _whitened_ratio(patch, above, below) == pytest.approx(whole, rel=1e-12), (n, above)
+
+
 def test_camera_shake_counts_as_background_motion(faces, motion):
     rgb, _ = faces["video s18"]
     h, w = rgb.shape[:2]
