@@ -91,7 +91,7 @@ MESH_TO_IBUG68: list[tuple[int, ...]] = [
 ]
 assert len(MESH_TO_IBUG68) == 68 and all(len(ix) in (1, 2) for ix in MESH_TO_IBUG68)
 # The table as two index arrays (a single point twice): every frame of every clip maps its mesh,
-# and 68 small means a frame cost ~0.4 ms; (a + b) / 2 is what the mean of two gives, bit for bit.
+# and 68 small means a frame cost ~0.3 ms; (a + b) / 2 is what the mean of two gives, bit for bit.
 _IBUG_A = np.array([ix[0] for ix in MESH_TO_IBUG68])
 _IBUG_B = np.array([ix[-1] for ix in MESH_TO_IBUG68])
 
